@@ -1,0 +1,48 @@
+# The two set-up commands of the README: `make run` and `make test`.
+# Both create .venv/ with pip when it is absent and install archscale with its pinned deps.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.archscale-installed
+CORES ?= 2
+
+.PHONY: run test test-fast lint format dry-run plan report bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch is pinned (2.13.0) in pyproject.toml: pip never resolves an unpinned CUDA build.
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the whole workflow on the embedded default (CPU), then build the HTML report.
+run: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --cores $(CORES) --report results/report.html
+	@echo "report: results/report.html"
+
+## Unit, rule-level and integration tests.
+test: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest -q tests
+
+test-fast: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest -q tests/unit
+
+lint: $(STAMP)
+	$(BIN)/snakefmt --check Snakefile workflow/
+	$(BIN)/snakemake --lint
+
+format: $(STAMP)
+	$(BIN)/snakefmt Snakefile workflow/
+
+dry-run: $(STAMP)
+	$(BIN)/snakemake -n --quiet rules
+
+plan: $(STAMP)
+	$(BIN)/archscale plan config/config.yaml
+
+clean:
+	rm -rf results logs benchmarks .snakemake

@@ -1,0 +1,15 @@
+# archscale: architecture-conditional scaling laws for inference-efficient LLMs.
+# Thin entry point: config + schema validation and the rules live in workflow/rules/.
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/plan.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_output(),
