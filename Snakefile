@@ -7,6 +7,10 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/plan.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/throughput.smk"
+include: "workflow/rules/analysis.smk"
 
 
 rule all:

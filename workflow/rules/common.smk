@@ -16,16 +16,120 @@ except ConfigError as exc:
 
 
 ARCH_IDS = PLAN.ids
+SEARCH_TARGETS = [t["name"] for t in config["search"]["targets"]]
 
 
 wildcard_constraints:
     arch="[A-Za-z0-9]+-L[0-9]+-d[0-9]+-h[0-9]+g[0-9]+x[0-9]+-f[0-9]+(-untied)?",
+    source="[^/]+",
+    shard="[^/]+",
+    target="[A-Za-z0-9_.-]+",
 
 
+# ---- corpus ----------------------------------------------------------------------
+CORPUS_DIR = Path(config["data"]["corpus_dir"])
+SHARDS = sorted(CORPUS_DIR.glob(config["data"]["shard_glob"]))
+if not SHARDS:
+    raise WorkflowError(
+        f"data.corpus_dir: no shards matching '{config['data']['shard_glob']}' under {CORPUS_DIR}; "
+        "point data.corpus_dir at a Dolma-format corpus (<source>/*.json.gz)"
+    )
+SHARD_KEYS = [(p.parent.name, p.name[: -len(".json.gz")]) for p in SHARDS]
+
+
+def shard_path(wildcards):
+    return str(CORPUS_DIR / wildcards.source / f"{wildcards.shard}.json.gz")
+
+
+def all_shard_records():
+    return [f"results/data/{src}/{shard}.json" for src, shard in SHARD_KEYS]
+
+
+def tokenizer_input(wildcards):
+    """A configured tokenizer file, or the corpus shards the BPE is trained on."""
+    if config["tokenizer"]["file"]:
+        return [config["tokenizer"]["file"]]
+    return [str(p) for p in SHARDS]
+
+
+# ---- per-architecture parameters (a job sees only its own grid point) -------------
 def arch_params(wildcards):
-    """The job's own grid point: the only model parameters a training/throughput job sees."""
     return PLAN[wildcards.arch].arch.to_dict()
 
 
+def train_budget(wildcards):
+    run = PLAN[wildcards.arch]
+    return {
+        "tokens": run.tokens,
+        "scale": run.scale.name,
+        "n_target": run.scale.n_target,
+    }
+
+
+IDENTITY_TRAINING_KEYS = [
+    "seq_length",
+    "global_batch",
+    "lr",
+    "min_lr_ratio",
+    "warmup_fraction",
+    "weight_decay",
+    "adam_beta1",
+    "adam_beta2",
+    "clip_grad",
+    "init_std",
+    "seed",
+    "eval_tokens",
+    "eval_interval",
+]
+
+
+def training_recipe():
+    """Training keys that change a run's result (hardware knobs are left out on purpose)."""
+    return {k: config["training"][k] for k in IDENTITY_TRAINING_KEYS}
+
+
+def train_runtime(wildcards):
+    return PLAN[wildcards.arch].row(PLAN.compute)["runtime_min"]
+
+
+def throughput_workload():
+    keys = [
+        "engine",
+        "weights",
+        "input_len",
+        "output_len",
+        "batch_sizes",
+        "warmup",
+        "repeats",
+    ]
+    return {k: config["throughput"][k] for k in keys}
+
+
+def throughput_weights(wildcards):
+    if config["throughput"]["weights"] == "trained":
+        return [f"results/train/{wildcards.arch}/final"]
+    return []
+
+
+def gpu_resource():
+    return int(config["compute"]["gpus_per_job"])
+
+
+# ---- collections -----------------------------------------------------------------
+def all_metrics():
+    return expand("results/train/{arch}/metrics.json", arch=ARCH_IDS)
+
+
+def all_throughput():
+    return expand("results/throughput/{arch}.json", arch=ARCH_IDS)
+
+
 def get_final_output():
-    return ["results/plan/plan.parquet"]
+    return [
+        "results/plan/plan.parquet",
+        "results/runs.parquet",
+        "results/fit/conditional.json",
+        "results/fit/validation.parquet",
+        *expand("results/search/{target}/result.json", target=SEARCH_TARGETS),
+        "results/report/index.json",
+    ]

@@ -1,0 +1,35 @@
+# Aggregation of every run record, law fits and their validation.
+
+
+rule aggregate:
+    input:
+        plan="results/plan/plan.parquet",
+        metrics=all_metrics(),
+        throughput=all_throughput(),
+    output:
+        "results/runs.parquet",
+    log:
+        "logs/aggregate.log",
+    conda:
+        "../../environment.yml"
+    params:
+        run_name=config["run_name"],
+    script:
+        "../scripts/aggregate.py"
+
+
+rule fit:
+    input:
+        "results/runs.parquet",
+    output:
+        chinchilla="results/fit/chinchilla.json",
+        conditional="results/fit/conditional.json",
+        validation="results/fit/validation.parquet",
+    log:
+        "logs/fit.log",
+    conda:
+        "../../environment.yml"
+    params:
+        fit=config["fit"],
+    script:
+        "../scripts/fit.py"
