@@ -61,9 +61,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
         write_parquet(args.output, pd.DataFrame(rows))
     if args.json:
-        print(json.dumps({"architectures": rows, "totals": plan_totals(rows)}, indent=2))
+        print(json.dumps({"architectures": rows, "skipped": plan.skipped, "totals": plan_totals(rows)}, indent=2))
         return 0
     print_table(rows, PLAN_COLUMNS)
+    if plan.skipped:
+        print(f"\n{len(plan.skipped)} infeasible grid point(s) skipped (model.on_infeasible: skip):")
+        for reason in plan.skipped:
+            print(f"  - {reason}")
     totals = plan_totals(rows)
     print(
         f"\n{totals['architectures']} architectures, {totals['tokens']:.3e} training tokens, "

@@ -27,6 +27,7 @@ class PlannedRun:
     seq_length: int
     global_batch: int
     origins: list[str] = field(default_factory=list)
+    gpus: int = 0
 
     @property
     def arch_id(self) -> str:
@@ -43,7 +44,7 @@ class PlannedRun:
     def row(self, compute: dict) -> dict[str, Any]:
         a = self.arch
         cost = training_cost(a, self.tokens, self.seq_length)
-        hours = estimated_hours(cost.flops, compute)
+        hours = estimated_hours(cost.flops, compute, self.gpus)
         return {
             "arch_id": a.arch_id,
             "scale": self.scale.name,
@@ -66,8 +67,9 @@ class PlannedRun:
             "steps": self.steps,
             "train_flops": cost.flops,
             "train_flops_6nd": cost.flops_6nd,
+            "gpus": self.gpus,
             "est_hours": hours,
-            "est_device_hours": hours * max(1, int(compute.get("gpus_per_job", 0))),
+            "est_device_hours": hours * max(1, self.gpus),
             "runtime_min": runtime_minutes(hours, compute),
             "kv_cache_bytes_per_token": a.kv_cache_bytes_per_token("bf16"),
             "inference_flops_per_token": inference_flops_per_token(a, self.seq_length),
@@ -87,8 +89,9 @@ def peak_flops(compute: dict) -> float:
     return PEAK_FLOPS[model]
 
 
-def estimated_hours(flops: float, compute: dict) -> float:
-    devices = max(1, int(compute.get("gpus_per_job", 0)))
+def estimated_hours(flops: float, compute: dict, gpus: int) -> float:
+    """Wall-clock hours of a job on ``gpus`` devices (one CPU device when 0)."""
+    devices = max(1, gpus)
     return gpu_hours(flops, peak_flops(compute) * devices, float(compute.get("mfu", 0.35)))
 
 
@@ -135,6 +138,7 @@ class Plan:
     runs: dict[str, PlannedRun]
     compute: dict
     scales: dict[str, Scale]
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def ids(self) -> list[str]:
@@ -160,6 +164,8 @@ def build_plan(config: dict) -> Plan:
     runs: dict[str, PlannedRun] = {}
     scales: dict[str, Scale] = {}
     problems: list[str] = []
+    skip = config.get("model", {}).get("on_infeasible", "error") == "skip"
+    skipped: list[str] = []
     for i, entry in enumerate(config.get("scales", [])):
         scale = scale_from_config(entry, config)
         if scale.name in scales:
@@ -167,12 +173,13 @@ def build_plan(config: dict) -> Plan:
             continue
         scales[scale.name] = scale
         tokens = scale.train_tokens
+        gpus = int(entry.get("gpus", config.get("compute", {}).get("gpus_per_job", 0)))
         archs: list[tuple[Architecture, str]] = []
         for point in grid_points(entry, i):
             try:
                 archs.append((resolve(scale, point), point.describe()))
             except InfeasiblePoint as exc:
-                problems.append(str(exc))
+                (skipped if skip else problems).append(str(exc))
         for j, ex in enumerate(entry.get("architectures", [])):
             where = f"scales[{i}].architectures[{j}] '{ex['name']}'"
             if ex["heads"] % ex["kv_heads"]:
@@ -197,7 +204,7 @@ def build_plan(config: dict) -> Plan:
         for arch, origin in archs:
             run = runs.get(arch.arch_id)
             if run is None:
-                runs[arch.arch_id] = PlannedRun(arch, scale, tokens, seq, batch, [origin])
+                runs[arch.arch_id] = PlannedRun(arch, scale, tokens, seq, batch, [origin], gpus)
             else:
                 run.origins.append(origin)
                 if arch.name and not run.arch.name:
@@ -208,7 +215,7 @@ def build_plan(config: dict) -> Plan:
         raise ConfigError(f"{len(problems)} infeasible grid point(s):\n  {shown}{more}")
     if not runs:
         raise ConfigError("scales: the grid is empty; add grid sweeps or architectures to a scale")
-    return Plan(runs=runs, compute=config.get("compute", {}), scales=scales)
+    return Plan(runs=runs, compute=config.get("compute", {}), scales=scales, skipped=skipped)
 
 
 def plan_totals(rows: list[dict[str, Any]]) -> dict[str, float]:

@@ -92,6 +92,11 @@ def train_runtime(wildcards):
     return PLAN[wildcards.arch].row(PLAN.compute)["runtime_min"]
 
 
+def train_gpus(wildcards):
+    """GPUs of one training job: the scale's `gpus`, else compute.gpus_per_job (0 = CPU)."""
+    return PLAN[wildcards.arch].gpus
+
+
 def throughput_workload():
     keys = [
         "engine",

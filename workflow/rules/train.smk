@@ -19,7 +19,7 @@ rule train:
     threads: config["training"]["threads"]
     resources:
         runtime=train_runtime,
-        gpu=gpu_resource(),
+        gpu=train_gpus,
         mem_mb=config["compute"]["mem_mb_per_job"],
     params:
         arch=arch_params,
