@@ -6,6 +6,7 @@ rule plan:
     conda:
         "../../environment.yml"
     params:
-        rows=[run.row(PLAN.compute) for run in PLAN.runs.values()],
+        rows=PLAN.rows(),
+        skipped=PLAN.skipped,
     script:
         "../scripts/plan.py"

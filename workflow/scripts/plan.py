@@ -14,3 +14,5 @@ with open(snakemake.log[0], "w") as log:
     write_parquet(snakemake.output[0], pd.DataFrame(rows))
     print_table(rows, PLAN_COLUMNS, out=log)
     print(plan_totals(rows), file=log)
+    for reason in snakemake.params.skipped:
+        print(f"skipped infeasible grid point: {reason}", file=log)
