@@ -13,8 +13,11 @@ rule tokenizer:
         "benchmarks/tokenizer.tsv"
     conda:
         "../../environment.yml"
+    threads: 8
     params:
         tokenizer=config["tokenizer"],
+        # BPE training reads training documents only: the held-out split stays unseen.
+        valid_fraction=config["data"]["valid_fraction"],
         on_bad_record=config["data"]["on_bad_record"],
     script:
         "../scripts/tokenizer.py"
@@ -24,6 +27,7 @@ rule tokenize:
     input:
         shard=shard_path,
         tokenizer="results/tokenizer/tokenizer.json",
+        meta="results/tokenizer/tokenizer.meta.json",
     output:
         train_bin="results/data/{source}/{shard}.train.bin",
         train_idx="results/data/{source}/{shard}.train.idx",
@@ -32,15 +36,15 @@ rule tokenize:
         record="results/data/{source}/{shard}.json",
     log:
         "logs/tokenize/{source}/{shard}.log",
-    benchmark:
-        "benchmarks/tokenize/{source}/{shard}.tsv"
+    # No benchmark (snakemake forbids it on cached rules): the log has the timing.
     cache: "omit-software"
     conda:
         "../../environment.yml"
+    # One thread per job: shards are the unit of parallelism.
+    threads: 1
     params:
         valid_fraction=config["data"]["valid_fraction"],
         on_bad_record=config["data"]["on_bad_record"],
-        eod_token=config["tokenizer"]["eod_token"],
     script:
         "../scripts/tokenize.py"
 
@@ -48,6 +52,7 @@ rule tokenize:
 rule data_manifest:
     input:
         records=all_shard_records(),
+        tokenizer="results/tokenizer/tokenizer.json",
         tokenizer_meta="results/tokenizer/tokenizer.meta.json",
     output:
         "results/data/manifest.json",

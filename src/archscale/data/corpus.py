@@ -84,8 +84,12 @@ def _check_record(obj: Any) -> str | None:
         return "not a JSON object"
     if "text" not in obj:
         return "record has no 'text'"
+    if obj["text"] is None:
+        return "record has no 'text' (null)"
     if not isinstance(obj["text"], str):
         return "'text' is not a string"
+    if not obj["text"].strip():
+        return "record has empty 'text'"
     if "id" not in obj or not isinstance(obj["id"], (str, int)) or obj["id"] == "":
         return "record has no 'id' (string)"
     if "source" in obj and not isinstance(obj["source"], str):
@@ -103,7 +107,7 @@ def read_documents(
 
     ``stats`` (if given) is filled while iterating. An empty shard (no documents at all) is an
     error even with ``on_bad_record="skip"``: it is almost always a truncated download.
-    Documents with empty text are kept (they contribute only the end-of-document token).
+    A record whose text is missing, null or blank is a bad record.
     """
     path = Path(path)
     if on_bad_record not in ("error", "skip"):

@@ -1,0 +1,199 @@
+"""Training and validation data as megatron-core ``GPTDataset``s, from the data manifest.
+
+The manifest (``results/data/manifest.json``, format in docs/pipeline.md) lists the train and
+held-out Megatron indexed datasets with their blend weights. :func:`build_datasets` hands them
+to megatron-core's ``BlendedMegatronDatasetBuilder`` (one blend per split), which shuffles
+documents and cuts fixed-length samples deterministically from the seed: sample ``i`` is the
+same on every run, so the training position is simply a sample index (see
+:class:`SampleSchedule`), and a resumed run skips straight to it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io import read_json
+
+
+class ManifestTokenizer:
+    """The few tokenizer facts megatron-core's GPT datasets use (vocabulary size, EOD, no pad).
+
+    The data stage has already tokenized everything; the datasets only need the EOD id (for
+    masks and position ids) and to know that no pad token exists.
+    """
+
+    def __init__(self, vocab_size: int, eod_id: int):
+        self.vocab_size = int(vocab_size)
+        self.eod = int(eod_id)
+        self.eos = int(eod_id)
+        self.pad = -1
+
+    @property
+    def unique_identifiers(self) -> OrderedDict:
+        return OrderedDict(
+            {"class": "archscale.ManifestTokenizer", "vocab_size": self.vocab_size, "eod": self.eod}
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    vocab_size: int
+    eod_id: int
+    dtype: str
+    train: tuple[list[str], list[float]]
+    valid: tuple[list[str], list[float]]
+    seed: int
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Manifest":
+        path = Path(path)
+        data = read_json(path)
+        try:
+            out = cls(
+                path=path,
+                vocab_size=int(data["vocab_size"]),
+                eod_id=int(data["eod_id"]),
+                dtype=str(data.get("dtype", "uint16")),
+                train=(list(data["train"]["prefixes"]), [float(w) for w in data["train"]["weights"]]),
+                valid=(list(data["valid"]["prefixes"]), [float(w) for w in data["valid"]["weights"]]),
+                seed=int(data.get("seed", 0)),
+            )
+        except KeyError as exc:
+            raise ValueError(f"{path}: manifest lacks key {exc}; see docs/pipeline.md for the format") from None
+        for split, (prefixes, weights) in (("train", out.train), ("valid", out.valid)):
+            if not prefixes:
+                raise ValueError(f"{path}: '{split}.prefixes' is empty; the data stage wrote no {split} data")
+            if len(prefixes) != len(weights):
+                raise ValueError(f"{path}: '{split}' has {len(prefixes)} prefixes but {len(weights)} weights")
+            for p in prefixes:
+                for ext in (".bin", ".idx"):
+                    if not Path(p + ext).exists():
+                        raise FileNotFoundError(f"{path}: {split} dataset {p}{ext} does not exist")
+        return out
+
+
+def _blend(prefixes: list[str], weights: list[float]):
+    # A single dataset needs no BlendedDataset; megatron wants weights None then.
+    return (prefixes, None) if len(prefixes) == 1 else (prefixes, weights)
+
+
+def dataset_config(manifest: Manifest, seq_length: int, seed: int, cache_dir: str | Path | None):
+    from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
+
+    return GPTDatasetConfig(
+        random_seed=seed,
+        sequence_length=seq_length,
+        blend_per_split=[_blend(*manifest.train), _blend(*manifest.valid), None],
+        reset_position_ids=False,
+        reset_attention_mask=False,
+        eod_mask_loss=False,
+        # The loop passes one shared causal mask; per-sample [S, S] masks would cost S^2 bytes each.
+        create_attention_mask=False,
+        tokenizer=ManifestTokenizer(manifest.vocab_size, manifest.eod_id),
+        path_to_cache=None if cache_dir is None else str(cache_dir),
+        mid_level_dataset_surplus=0.005,
+    )
+
+
+def build_datasets(
+    manifest: Manifest,
+    seq_length: int,
+    train_samples: int,
+    valid_samples: int,
+    seed: int,
+    cache_dir: str | Path | None = None,
+):
+    """Build (train, valid) megatron-core GPT datasets with at least the requested samples."""
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from megatron.core.datasets.gpt_dataset import GPTDataset
+
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    cfg = dataset_config(manifest, seq_length, seed, cache_dir)
+    train, valid, _ = BlendedMegatronDatasetBuilder(
+        GPTDataset, [int(train_samples), int(valid_samples), None], lambda: True, cfg
+    ).build()
+    if train is None or len(train) < train_samples:
+        raise ValueError(f"{manifest.path}: could not draw {train_samples} training samples")
+    if valid is None or len(valid) < valid_samples:
+        raise ValueError(f"{manifest.path}: could not draw {valid_samples} validation samples")
+    return train, valid
+
+
+@dataclass(frozen=True)
+class SampleSchedule:
+    """Which dataset samples a rank reads at a step: a pure function of (step, micro-batch).
+
+    Step ``s`` consumes samples ``[s*G, (s+1)*G)`` of the global order (G = global batch); the
+    data-parallel rank ``r`` of ``R`` takes the ``r``-th contiguous slice of ``G/R``, cut into
+    micro-batches. So the data position of a checkpoint is just its step.
+    """
+
+    global_batch: int
+    micro_batch: int
+    dp_size: int = 1
+    dp_rank: int = 0
+
+    def __post_init__(self) -> None:
+        per_rank, rem = divmod(self.global_batch, self.dp_size)
+        if rem or per_rank % self.micro_batch:
+            raise ValueError(
+                f"training.global_batch={self.global_batch} must be a multiple of micro_batch "
+                f"({self.micro_batch}) x data-parallel size ({self.dp_size}); change training.micro_batch"
+            )
+
+    @property
+    def microbatches(self) -> int:
+        return self.global_batch // self.dp_size // self.micro_batch
+
+    def indices(self, step: int, micro: int) -> range:
+        start = step * self.global_batch + self.dp_rank * (self.global_batch // self.dp_size)
+        start += micro * self.micro_batch
+        return range(start, start + self.micro_batch)
+
+
+def collate(dataset, indices) -> dict[str, Any]:
+    import torch
+
+    items = [dataset[int(i)] for i in indices]
+    return {
+        "tokens": torch.stack([it["tokens"] for it in items]),
+        "labels": torch.stack([it["labels"] for it in items]),
+        "loss_mask": torch.stack([it["loss_mask"] for it in items]),
+        "position_ids": torch.stack([it["position_ids"] for it in items]),
+    }
+
+
+def unigram_entropy(manifest: Manifest, max_tokens_per_dataset: int = 50_000_000) -> float:
+    """Entropy (nats) of the training tokens' unigram distribution under the blend weights.
+
+    A model that ignores context cannot do better than this loss, so a trained model's
+    validation loss should fall well below it. Very large datasets are estimated from their
+    first ``max_tokens_per_dataset`` tokens.
+    """
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    prefixes, weights = manifest.train
+    total = np.sum(weights) if weights else 1.0
+    dist = np.zeros(manifest.vocab_size, dtype=np.float64)
+    for prefix, weight in zip(prefixes, weights):
+        dtype = IndexedDataset(prefix, mmap=True).index.dtype
+        arr = np.memmap(prefix + ".bin", dtype=dtype, mode="r")  # .bin = the concatenated tokens
+        arr = arr[:max_tokens_per_dataset]
+        counts = np.bincount(arr, minlength=manifest.vocab_size).astype(np.float64)
+        if counts.sum() == 0:
+            continue
+        dist[: len(counts)] += (weight / total) * counts[: manifest.vocab_size] / counts.sum()
+    p = dist[dist > 0] / dist.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def samples_for_tokens(tokens: int, seq_length: int) -> int:
+    return max(1, math.ceil(tokens / seq_length))
