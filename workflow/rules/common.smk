@@ -1,4 +1,5 @@
 # Config validation, grid expansion, wildcard constraints and input functions.
+import os
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -88,8 +89,11 @@ def training_recipe():
     return {k: config["training"][k] for k in IDENTITY_TRAINING_KEYS}
 
 
-def train_runtime(wildcards):
-    return PLAN[wildcards.arch].row(PLAN.compute)["runtime_min"]
+def train_runtime(wildcards, attempt):
+    """SLURM time limit of a training job (minutes): the compute plan's estimate, times the
+    attempt number, so a job that hit its limit resumes from its checkpoint with more time.
+    """
+    return PLAN[wildcards.arch].row(PLAN.compute)["runtime_min"] * attempt
 
 
 def train_gpus(wildcards):
@@ -118,6 +122,35 @@ def throughput_weights(wildcards):
 
 def gpu_resource():
     return int(config["compute"]["gpus_per_job"])
+
+
+# ---- cluster resources (SLURM; see profiles/slurm/) -------------------------------
+def gpu_model(gpus):
+    """`gpu_model` resource: compute.gpu_model for a job with GPUs, else none ("")."""
+    return (config["compute"]["gpu_model"] or "") if gpus else ""
+
+
+def train_gpu_model(wildcards):
+    return gpu_model(train_gpus(wildcards))
+
+
+def throughput_gpus():
+    """Throughput is measured on one GPU of the configured model (0 on a CPU plan)."""
+    return min(1, gpu_resource())
+
+
+def throughput_runtime(wildcards, attempt):
+    return int(config["compute"]["throughput_runtime_min"]) * attempt
+
+
+def slurm_partition():
+    """Partition of GPU jobs: compute.partition, else $SBATCH_PARTITION, else the default."""
+    return config["compute"]["partition"] or os.environ.get("SBATCH_PARTITION", "")
+
+
+def slurm_account():
+    """Account of GPU jobs: compute.account, else $SBATCH_ACCOUNT, else the user's default."""
+    return config["compute"]["account"] or os.environ.get("SBATCH_ACCOUNT", "")
 
 
 # ---- collections -----------------------------------------------------------------

@@ -15,8 +15,11 @@ rule throughput:
         "../../environment.yml"
     threads: config["throughput"]["threads"]
     resources:
-        runtime=config["compute"]["throughput_runtime_min"],
-        gpu=min(1, gpu_resource()),
+        runtime=throughput_runtime,
+        gpu=throughput_gpus(),
+        gpu_model=gpu_model(throughput_gpus()),
+        slurm_partition=slurm_partition(),
+        slurm_account=slurm_account(),
         exclusive=int(config["throughput"]["exclusive"]),
     params:
         arch=arch_params,

@@ -20,7 +20,10 @@ rule train:
     resources:
         runtime=train_runtime,
         gpu=train_gpus,
+        gpu_model=train_gpu_model,
         mem_mb=config["compute"]["mem_mb_per_job"],
+        slurm_partition=slurm_partition(),
+        slurm_account=slurm_account(),
     params:
         arch=arch_params,
         budget=train_budget,
