@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan)
 
+    from .search_cli import register_search  # search and report live in their own modules
+
+    register_search(sub)
+
     return parser
 
 

@@ -1,0 +1,275 @@
+"""``archscale search``: Algorithm 1 from a runs table and a fit, without Snakemake.
+
+Two ways to name the target:
+
+* ``archscale search CONFIG --runs runs.parquet --fit conditional.json --cost-model cost.json``
+  searches every target of the config's ``search.targets`` (or ``--target NAME``);
+* ``archscale search --runs runs.parquet --fit conditional.json --cost-model cost.json --scale 1b
+  --loss-target llama-3.2-1b`` takes the scale (N, layers, head dim, vocabulary, tokens) and the
+  baseline from the rows of the runs table, for a table produced elsewhere.
+
+Efficiency is the calibrated cost model's predicted output tokens/s; the GQA walk uses the
+same prediction (``--measure predicted``) or live measurements (``--measure run``, through
+:func:`archscale.throughput.run_job`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from .arch import Architecture, Scale
+from .config import ConfigError, load_config
+from .io import read_json, write_json, write_parquet
+from .search import (
+    FORMS,
+    LawModel,
+    SearchError,
+    SearchSettings,
+    SearchTarget,
+    cost_model_efficiency,
+    run_search,
+    settings_from_config,
+    targets_from_config,
+    throughput_at,
+)
+
+PARETO_COLUMNS = [
+    "arch_id", "d_model", "heads", "kv_heads", "ffn", "gqa", "d_over_sqrt_n", "mlp_attn_ratio", "loss",
+    "pred_output_tokens_per_s", "within_target",
+]
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(",") if v.strip())
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def register_search(sub) -> None:
+    p = sub.add_parser(
+        "search",
+        help="Panda / Surefire search (Algorithm 1) from a runs table and a conditional fit",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", nargs="?", type=Path, help="study config whose search.targets to run (optional)")
+    p.add_argument("--runs", type=Path, required=True, help="runs table (results/runs.parquet or your own)")
+    p.add_argument("--fit", type=Path, required=True, help="conditional fit (results/fit/conditional.json)")
+    p.add_argument("--cost-model", type=Path, required=True, help="calibrated cost model (results/throughput/cost_model.json)")
+    p.add_argument("--target", action="append", help="with CONFIG: only these targets (repeatable)")
+    g = p.add_argument_group("target without a config (taken from the runs table)")
+    g.add_argument("--scale", help="scale name in the runs table's 'scale' column")
+    g.add_argument("--tokens", type=int, help="training tokens D (default: the scale's runs)")
+    g.add_argument("--loss-target", help="a loss value, or the name of a run at that scale (its 'name' column)")
+    g.add_argument("--gqa", type=_ints, default=(1, 2, 4, 8, 16), help="GQA candidates, comma-separated")
+    g.add_argument("--base-gqa", type=int, help="start of the GQA walk (default 4 if listed, else the smallest)")
+    g.add_argument("--d-multiple", type=int, default=64)
+    g.add_argument("--ffn-multiple", type=int, default=64)
+    g.add_argument("--n-tolerance", type=float, default=0.05)
+    g.add_argument("--r-tolerance", type=float, default=0.15)
+    s = p.add_argument_group("search settings (override the config's)")
+    s.add_argument("--form", choices=FORMS)
+    s.add_argument("--d-over-sqrt-n", type=_floats, help="comma-separated grid (default: fine grid over the fitted range)")
+    s.add_argument("--r", type=_floats, help="comma-separated grid (default: fine grid over the fitted range)")
+    s.add_argument("--grid-points", type=int)
+    s.add_argument("--top-k", type=int, help="candidates walked over GQA")
+    s.add_argument("--loss-target-source", choices=["predicted", "observed"])
+    s.add_argument("--input-len", type=int)
+    s.add_argument("--output-len", type=int)
+    s.add_argument("--batch-size", type=int)
+    p.add_argument("--measure", choices=["predicted", "run"], default="predicted",
+                   help="throughput in the GQA walk: the cost model, or live runs (archscale.throughput.run_job)")
+    p.add_argument("--threads", type=int, default=1, help="with --measure run: CPU threads")
+    p.add_argument("--output-dir", type=Path, help="write <dir>/<target>/result.json and pareto.parquet")
+    p.add_argument("--rows", type=int, default=15, help="Pareto rows to print (default 15)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_search)
+
+
+def _read_runs(path: Path) -> pd.DataFrame:
+    try:
+        runs = pd.read_parquet(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: runs table is missing") from None
+    need = {"arch_id", "scale", "d_over_sqrt_n", "mlp_attn_ratio"}
+    missing = need - set(runs.columns)
+    if missing:
+        raise SearchError(f"{path}: runs table lacks column(s) {sorted(missing)}")
+    return runs
+
+
+def _only(values: pd.Series, key: str, scale: str, path: Path):
+    uniq = values.dropna().unique()
+    if len(uniq) != 1:
+        raise SearchError(f"{path}: runs of scale '{scale}' have {len(uniq)} distinct '{key}' values {list(uniq)[:5]}; pass it explicitly")
+    return uniq[0].item() if hasattr(uniq[0], "item") else uniq[0]
+
+
+def target_from_runs(args: argparse.Namespace, runs: pd.DataFrame) -> SearchTarget:
+    rows = runs[runs["scale"] == args.scale]
+    if rows.empty:
+        raise SearchError(f"{args.runs}: no run of scale '{args.scale}' (scales: {sorted(runs['scale'].unique())})")
+    for col in ("n_target", "layers", "head_dim", "vocab"):
+        if col not in rows:
+            raise SearchError(f"{args.runs}: runs table lacks column '{col}' needed to rebuild scale '{args.scale}'")
+    tied = bool(_only(rows["tied"], "tied", args.scale, args.runs)) if "tied" in rows else True
+    scale = Scale(
+        name=args.scale, n_target=int(_only(rows["n_target"], "n_target", args.scale, args.runs)),
+        layers=int(_only(rows["layers"], "layers", args.scale, args.runs)),
+        head_dim=int(_only(rows["head_dim"], "head_dim", args.scale, args.runs)),
+        vocab=int(_only(rows["vocab"], "vocab", args.scale, args.runs)), tied=tied,
+        d_multiple=args.d_multiple, ffn_multiple=args.ffn_multiple,
+        n_tolerance=args.n_tolerance, r_tolerance=args.r_tolerance,
+    )
+    if args.tokens:
+        tokens = int(args.tokens)
+    elif "tokens" in rows:
+        tokens = int(_only(rows["tokens"], "tokens", args.scale, args.runs))
+    else:
+        raise SearchError(f"{args.runs}: no 'tokens' column; pass --tokens")
+    baseline, loss_target = None, None
+    if args.loss_target is not None:
+        try:
+            loss_target = float(args.loss_target)
+        except ValueError:
+            named = rows[rows.get("name", pd.Series(dtype=str)) == args.loss_target] if "name" in rows else rows.iloc[0:0]
+            if named.empty:
+                raise SearchError(
+                    f"--loss-target '{args.loss_target}' is neither a number nor the 'name' of a run of scale "
+                    f"'{args.scale}' in {args.runs}"
+                ) from None
+            b = named.iloc[0]
+            baseline = Architecture(
+                d_model=int(b["d_model"]), ffn=int(b["ffn"]), layers=int(b["layers"]), heads=int(b["heads"]),
+                kv_heads=int(b["kv_heads"]), head_dim=int(b["head_dim"]), vocab=int(b["vocab"]), tied=tied,
+                scale=args.scale, name=args.loss_target,
+            )
+            loss_target = args.loss_target
+    return SearchTarget(
+        name=args.scale, scale=scale, tokens=tokens, loss_target=loss_target,
+        gqa_candidates=tuple(args.gqa), base_gqa=args.base_gqa, baseline=baseline,
+    )
+
+
+def _settings(args: argparse.Namespace, config: dict | None) -> SearchSettings:
+    base = settings_from_config(config).to_dict() if config else SearchSettings(input_len=4096, output_len=1024, batch_size=64).to_dict()
+    flags = {
+        "form": args.form, "d_over_sqrt_n": args.d_over_sqrt_n, "r": args.r, "grid_points": args.grid_points,
+        "measure_top_k": args.top_k, "loss_target_source": args.loss_target_source, "input_len": args.input_len,
+        "output_len": args.output_len, "batch_size": args.batch_size,
+    }
+    base.update({k: v for k, v in flags.items() if v is not None})
+    return SearchSettings.from_dict(base)
+
+
+def _live_measure(args: argparse.Namespace, config: dict | None, settings: SearchSettings):
+    from .throughput import run_job
+
+    workload = dict((config or {}).get("throughput", {}))
+    workload.update(weights="random", input_len=settings.input_len, output_len=settings.output_len,
+                    batch_sizes=[settings.batch_size])
+    workload.setdefault("engine", "megatron")
+    workload.setdefault("warmup", 1)
+    workload.setdefault("repeats", 3)
+    hardware = {"threads": args.threads, "require_nvml": False}
+
+    def measure(arch: Architecture) -> float:
+        record = run_job(arch.to_dict(), workload, hardware, None)
+        return throughput_at(record, settings.batch_size, f"live measurement of {arch.arch_id}")
+
+    return measure
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    config = load_config(args.config) if args.config else None
+    runs = _read_runs(args.runs)
+    conditional = read_json(args.fit)
+    cost_model = read_json(args.cost_model)
+    settings = _settings(args, config)
+    if config:
+        targets = targets_from_config(config)
+        if args.target:
+            unknown = set(args.target) - set(targets)
+            if unknown:
+                raise ConfigError(f"--target {sorted(unknown)}: not in search.targets {sorted(targets)}")
+            targets = {k: v for k, v in targets.items() if k in args.target}
+        if not targets:
+            raise ConfigError(f"{args.config}: search.targets is empty; add a target or use --scale")
+    else:
+        if not args.scale:
+            raise SearchError("give a CONFIG with search.targets, or --scale NAME to search a scale of the runs table")
+        targets = {args.scale: target_from_runs(args, runs)}
+    law = LawModel(conditional, runs)
+    efficiency = cost_model_efficiency(cost_model, settings.input_len, settings.output_len, settings.batch_size)
+    measure, label = None, "cost model (predicted)"
+    if args.measure == "run":
+        measure, label = _live_measure(args, config, settings), "measured (archscale.throughput.run_job)"
+    out = {}
+    for name, target in targets.items():
+        result, pareto = run_search(target, settings, law, efficiency, runs, measure=measure, measured_label=label)
+        if args.output_dir:
+            write_json(args.output_dir / name / "result.json", result)
+            write_parquet(args.output_dir / name / "pareto.parquet", pareto)
+        out[name] = (result, pareto)
+    if args.json:
+        print(json.dumps({
+            n: dict(r, pareto_front=p[p["pareto"]][PARETO_COLUMNS].to_dict("records")) for n, (r, p) in out.items()
+        }, indent=2, default=_json_default))
+        return 0
+    for name, (result, pareto) in out.items():
+        print_result(result, pareto, rows=args.rows)
+    return 0
+
+
+def _json_default(obj):
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(type(obj).__name__)
+
+
+def print_result(result: dict, pareto: pd.DataFrame, rows: int = 15, out=sys.stdout) -> None:
+    from .cli import print_table
+
+    lt = result["loss_target"]
+    target_txt = "none" if lt["value"] is None else f"{lt['value']:.4f} ({lt['source']}{', ' + lt.get('baseline_name', '') if lt.get('baseline') else ''})"
+    g = result["grid"]
+    out.write(
+        f"\n== target {result['target']}: scale {result['scale']}, N={result['n_target']:,}, D={result['tokens']:,}, "
+        f"form {result['form']}\n"
+        f"   grid ({g['source']}): {g['points']} points at GQA {g['gqa']}, {g['infeasible']} infeasible, "
+        f"{g['architectures']} architectures, {g['within_target']} within the loss target {target_txt}\n"
+        f"   throughput: output tokens/s at batch {result['batch_size']}, {result['input_len']} in / "
+        f"{result['output_len']} out, {result['throughput_source']}\n\n"
+    )
+    picks = []
+    for role in ("baseline", "panda", "surefire"):
+        e = result.get(role)
+        if e is None:
+            continue
+        picks.append({
+            "pick": role, "arch_id": e["arch_id"], "d/sqrtN": e["d_over_sqrt_n"], "r": e["mlp_attn_ratio"], "gqa": e["gqa"],
+            "loss": e["loss"], "pred tok/s": e["pred_output_tokens_per_s"],
+            "measured tok/s": e.get("measured_output_tokens_per_s", float("nan")),
+        })
+    print_table(picks, list(picks[0]), out=out)
+    if result.get("note"):
+        out.write(f"\n   note: {result['note']}\n")
+    for w in result["gqa_walks"]:
+        path = " -> ".join(f"{s['gqa']}:{s['throughput']:.4g}" + ("(stop)" if "stop" in s["status"] else "") for s in w["steps"])
+        out.write(f"   GQA walk from {w['base_arch_id']}: {path}\n")
+    front = pareto[pareto["pareto"]][PARETO_COLUMNS].head(rows)
+    out.write(f"\n   Pareto front (predicted loss vs predicted throughput), {int(pareto['pareto'].sum())} architectures:\n")
+    print_table(front.to_dict("records"), PARETO_COLUMNS, out=out)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from .cli import main
+
+    sys.exit(main(["search", *sys.argv[1:]]))
