@@ -1,0 +1,241 @@
+"""One throughput job: an architecture, a workload, a device -> the record of ``throughput/{arch}.json``.
+
+Per batch size: ``warmup`` untimed generations, then ``repeats`` timed ones (fixed random
+prompts, greedy, end of sequence ignored). Per repeat: prefill latency, decode time and the
+rates derived from them; the record keeps every repeat, their means, standard deviations and
+coefficients of variation. Rates (B = batch, I = input_len, O = output_len):
+
+* ``decode_tokens_per_s = B*(O-1) / decode_s`` (the first token comes out of the prefill);
+* ``output_tokens_per_s = B*O / (prefill_s + decode_s)`` (vLLM's output throughput);
+* ``total_tokens_per_s = B*(I+O) / (prefill_s + decode_s)`` (vLLM's total: prompt plus output).
+
+NVML (when present) samples the whole timed window of a batch size; energy per repeat comes
+from the counter read at repeat boundaries.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from statistics import fmean, stdev
+
+from ..arch import Architecture
+from . import nvml as nvml_mod
+from .roofline import measure_device, roofline_times
+
+WORKLOAD_KEYS = ("engine", "weights", "input_len", "output_len", "batch_sizes", "warmup", "repeats")
+DEFAULT_SEED = 1234
+
+
+def check_workload(workload: dict, checkpoint: str | None) -> dict:
+    """Validate the workload dict (the rule's params); errors name the config key."""
+    missing = [k for k in WORKLOAD_KEYS if k not in workload]
+    if missing:
+        raise ValueError(f"throughput workload: missing keys {missing} (config section 'throughput')")
+    w = dict(workload)
+    if w["engine"] not in ("megatron", "vllm"):
+        raise ValueError(f"throughput.engine: '{w['engine']}' is not one of megatron, vllm")
+    if w["weights"] not in ("random", "trained"):
+        raise ValueError(f"throughput.weights: '{w['weights']}' is not one of random, trained")
+    if w["weights"] == "trained" and not checkpoint:
+        raise ValueError("throughput.weights is 'trained' but no checkpoint (results/train/{arch}/final) was given")
+    for key in ("input_len", "output_len", "repeats"):
+        if not isinstance(w[key], int) or w[key] < 1:
+            raise ValueError(f"throughput.{key} must be a positive integer, got {w[key]!r}")
+    if not isinstance(w["warmup"], int) or w["warmup"] < 0:
+        raise ValueError(f"throughput.warmup must be a non-negative integer, got {w['warmup']!r}")
+    bs = w["batch_sizes"]
+    if not bs or any(not isinstance(b, int) or b < 1 for b in bs):
+        raise ValueError(f"throughput.batch_sizes must be a non-empty list of positive integers, got {bs!r}")
+    w["batch_sizes"] = sorted(set(bs))
+    return w
+
+
+def _stats(values: list[float]) -> tuple[float, float | None, float | None]:
+    mean = fmean(values)
+    if len(values) < 2:
+        return mean, None, None
+    sd = stdev(values)
+    return mean, sd, (sd / mean if mean else None)
+
+
+def summarise_repeats(repeats: list[dict]) -> dict:
+    """Means, standard deviations and coefficients of variation over the timed repeats."""
+    out = {}
+    for key in ("prefill_latency_s", "decode_s", "decode_tokens_per_s", "output_tokens_per_s", "total_tokens_per_s"):
+        values = [r[key] for r in repeats if r[key] is not None]
+        if not values:
+            out[key] = out[f"std_{key}"] = out[f"cv_{key}"] = None
+            continue
+        out[key], out[f"std_{key}"], out[f"cv_{key}"] = _stats(values)
+    return out
+
+
+def repeat_record(batch: int, input_len: int, output_len: int, prefill_s: float, decode_s: float) -> dict:
+    total = prefill_s + decode_s
+    return {
+        "prefill_latency_s": prefill_s,
+        "decode_s": decode_s,
+        "decode_tokens_per_s": batch * (output_len - 1) / decode_s if output_len > 1 and decode_s > 0 else None,
+        "output_tokens_per_s": batch * output_len / total,
+        "total_tokens_per_s": batch * (input_len + output_len) / total,
+    }
+
+
+def _versions(engine: str) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "megatron-core", "archscale", "nvidia-ml-py") + (("vllm",) if engine == "vllm" else ()):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _peak_memory(runtime_on_gpu: bool) -> tuple[int, str]:
+    if runtime_on_gpu:
+        import torch
+
+        return int(torch.cuda.max_memory_allocated()), "cuda_max_allocated"
+    # ru_maxrss is in KiB on Linux (bytes on macOS).
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024), "process_max_rss"
+
+
+def load_checkpoint(model, path: str) -> None:
+    """Load trained weights saved by the training stage (megatron dist_checkpointing directory)."""
+    from megatron.core import dist_checkpointing
+
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"throughput.weights is 'trained' but {path} is not a checkpoint directory")
+    state = dist_checkpointing.load(model.sharded_state_dict(), path, strict="assume_ok_unexpected")
+    model.load_state_dict(state, strict=False)
+
+
+def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None = None) -> dict:
+    """Measure one architecture at every batch size of the workload (the record of docs/pipeline.md)."""
+    t_job = time.perf_counter()
+    a = Architecture.from_dict(arch)
+    w = check_workload(workload, checkpoint)
+    seed = int(w.get("seed", DEFAULT_SEED))
+    threads = int(hardware.get("threads", 1))
+    interval = float(hardware.get("nvml_interval_s", 0.05))
+    reader, nvml_reason = nvml_mod.open_reader(int(hardware.get("device_index", 0)), bool(hardware.get("require_nvml")))
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        from ..model import resolve_runtime
+
+        runtime = resolve_runtime(hardware.get("precision", "auto"), hardware.get("transformer_impl", "auto"))
+        max_seq = w["input_len"] + w["output_len"]
+        max_batch = max(w["batch_sizes"])
+        t_setup = time.perf_counter()
+        if w["engine"] == "megatron":
+            from ..model import build_model, setup_runtime
+            from .engine import make_decoder
+
+            setup_runtime(runtime, seed)
+            model = build_model(a, runtime, max_sequence_length=max_seq, rope_base=w.get("rope_base", 500000))
+            if w["weights"] == "trained":
+                load_checkpoint(model, checkpoint)
+            decoder = make_decoder(hardware.get("megatron_engine", "auto"), model, a, runtime, max_batch, max_seq, seed)
+        else:
+            from .vllm_engine import VllmDecoder
+
+            if w["weights"] == "trained":
+                raise ValueError("throughput.engine vllm runs on dummy weights; set throughput.weights: random")
+            decoder = VllmDecoder(a, max_batch, max_seq, seed, rope_base=w.get("rope_base", 500000))
+        setup_s = time.perf_counter() - t_setup
+        device_name = torch.cuda.get_device_name() if runtime.on_gpu else nvml_mod.cpu_model()
+        roof_dev = measure_device(runtime.device, runtime.params_dtype)
+
+        from .engine import random_prompts
+
+        records = []
+        for batch in w["batch_sizes"]:
+            prompts = random_prompts(a.vocab, batch, w["input_len"], seed + batch, runtime.device)
+            for _ in range(w["warmup"]):
+                decoder.generate(prompts, w["output_len"])
+            if runtime.on_gpu:
+                torch.cuda.reset_peak_memory_stats()
+            sampler = nvml_mod.Sampler(reader, interval) if reader is not None else None
+            if sampler:
+                sampler.start()
+            repeats = []
+            t0 = time.perf_counter()
+            for _ in range(w["repeats"]):
+                e0 = sampler.energy_mj() if sampler else None
+                gen = decoder.generate(prompts, w["output_len"])
+                e1 = sampler.energy_mj() if sampler else None
+                rep = repeat_record(batch, w["input_len"], w["output_len"], gen.prefill_s, gen.decode_s)
+                rep["energy_j"] = (
+                    nvml_mod.energy_delta_mj(e0, e1) / 1000.0 if e0 is not None and e1 is not None else None
+                )
+                repeats.append(rep)
+            window_s = time.perf_counter() - t0
+            window = sampler.stop() if sampler else None
+            peak, peak_kind = _peak_memory(runtime.on_gpu)
+            out_tokens = batch * w["output_len"] * w["repeats"]
+            roof_prefill, roof_decode = roofline_times(
+                a, w["input_len"], w["output_len"], batch,
+                roof_dev["mem_bw_bytes_per_s"], roof_dev["matmul_flops_per_s"], roof_dev["dtype_bytes"],
+            )
+            rec = {
+                "batch_size": batch,
+                "input_len": w["input_len"],
+                "output_len": w["output_len"],
+                **summarise_repeats(repeats),
+                "repeats": repeats,
+                "timed_window_s": window_s,
+                "peak_memory_bytes": peak,
+                "peak_memory_kind": peak_kind,
+                "kv_cache_bytes": 2 * a.layers * a.kv_heads * a.head_dim * roof_dev["dtype_bytes"] * batch * max_seq,
+                "roofline_prefill_s": roof_prefill,
+                "roofline_decode_s": roof_decode,
+                "energy_j": window["energy_j"] if window else None,
+                "energy_source": window["energy_source"] if window else None,
+                "energy_j_per_output_token": (
+                    window["energy_j"] / out_tokens if window and window["energy_j"] is not None else None
+                ),
+                "power_mean_w": window["power_mean_w"] if window else None,
+                "power_peak_w": window["power_peak_w"] if window else None,
+                "nvml": window,
+            }
+            records.append(rec)
+            print(
+                f"{a.arch_id} batch {batch}: prefill {rec['prefill_latency_s'] * 1e3:.2f} ms, decode "
+                f"{rec['decode_tokens_per_s'] or 0:.1f} tok/s, output {rec['output_tokens_per_s']:.1f} tok/s "
+                f"(cv {rec['cv_output_tokens_per_s'] if rec['cv_output_tokens_per_s'] is not None else float('nan'):.3f})",
+                file=sys.stderr,
+            )
+        nvml_info = reader.info() if reader is not None else None
+    finally:
+        if reader is not None:
+            reader.close()
+    return {
+        "arch_id": a.arch_id,
+        "arch": a.to_dict(),
+        "engine": decoder.name,
+        "weights": w["weights"],
+        "checkpoint": checkpoint if w["weights"] == "trained" else None,
+        "workload": w,
+        "seed": seed,
+        "device": runtime.device,
+        "device_name": device_name,
+        "precision": runtime.precision,
+        "threads": threads,
+        "nvml_available": reader is not None,
+        "nvml_unavailable_reason": nvml_reason,
+        "nvml_device": nvml_info,
+        "cpu_model": nvml_mod.cpu_model(),
+        "roofline_device": roof_dev,
+        "versions": _versions(w["engine"]),
+        "setup_s": setup_s,
+        "wall_time_s": time.perf_counter() - t_job,
+        "records": records,
+    }
