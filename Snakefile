@@ -5,12 +5,17 @@
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/plan.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/throughput.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/search.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -1,0 +1,231 @@
+"""The report's figures (matplotlib, Agg backend): one function per figure, data in, PNG out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ..io import atomic_path  # noqa: E402
+from ..search import LawModel  # noqa: E402
+
+FORM_STYLE = {"multiplicative": "-", "additive": "--"}
+DPI = 110
+
+
+def _save(fig, path: str | Path) -> None:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, format="png")
+    plt.close(fig)
+
+
+def _panels(n: int, width: float = 4.2, height: float = 3.4):
+    cols = min(n, 3) or 1
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = axes.ravel().tolist()
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n] if n else flat[:1]
+
+
+def _message(path: str | Path, text: str) -> None:
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    _save(fig, path)
+
+
+def _scales(runs: pd.DataFrame) -> list[str]:
+    order = runs.groupby("scale")["params_non_embedding"].median().sort_values()
+    return order.index.tolist()
+
+
+def loss_vs_knob(runs: pd.DataFrame, conditional: dict, knob: str, path: str | Path) -> dict[str, Any]:
+    """Observed validation loss against d/sqrt(N) or r per scale, with the fitted curves.
+
+    The law is separable: each curve varies one knob with the other held at the median of
+    that scale's runs inside the fit's r range (stated in the legend).
+    """
+    col, other, label, other_label = (
+        ("d_over_sqrt_n", "mlp_attn_ratio", "d / sqrt(N)", "r") if knob == "d" else
+        ("mlp_attn_ratio", "d_over_sqrt_n", "r (MLP / attention parameters)", "d/sqrt(N)")
+    )
+    runs = runs[np.isfinite(runs["valid_loss"].astype(float))]
+    if runs.empty:
+        _message(path, "no finished training run")
+        return {"panels": 0}
+    law = LawModel(conditional, runs)
+    r_lo, r_hi = conditional.get("r_range") or (0.0, np.inf)
+    scales = _scales(runs)
+    fig, axes = _panels(len(scales))
+    for ax, scale in zip(axes, scales):
+        sub = runs[runs["scale"] == scale]
+        inside = (sub["mlp_attn_ratio"] >= r_lo) & (sub["mlp_attn_ratio"] <= r_hi)
+        sc = ax.scatter(sub.loc[inside, col], sub.loc[inside, "valid_loss"], c=np.log(sub.loc[inside, other]),
+                        cmap="viridis", s=28, zorder=3, label="runs (fitted)")
+        if (~inside).any():
+            ax.scatter(sub.loc[~inside, col], sub.loc[~inside, "valid_loss"], facecolors="none", edgecolors="grey",
+                       s=28, zorder=3, label="runs outside r range")
+        fixed = float(sub.loc[inside, other].median()) if inside.any() else float(sub[other].median())
+        n_target, tokens = int(sub["n_target"].iloc[0]), int(sub["tokens"].iloc[0])
+        l_opt = law.l_opt(n_target, tokens)
+        lo, hi = float(sub[col].min()), float(sub[col].max())
+        grid = np.geomspace(lo * 0.9, hi * 1.1, 80) if hi > lo else np.array([lo])
+        for form in law.forms:
+            pred = [law.predict(x if knob == "d" else fixed, fixed if knob == "d" else x, l_opt)[form] for x in grid]
+            ax.plot(grid, pred, FORM_STYLE.get(form, ":"), color="C3" if form == "multiplicative" else "C1",
+                    label=f"{form} fit ({other_label} = {fixed:.3g})")
+        ax.set_xscale("log")
+        ax.set_title(f"{scale}: N = {n_target:,}, D = {tokens:,}")
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation loss")
+        ax.legend(fontsize=7)
+        fig.colorbar(sc, ax=ax, label=f"ln {other_label}") if inside.any() else None
+    _save(fig, path)
+    return {"panels": len(scales)}
+
+
+def throughput_rows(records: list[dict], source: str) -> pd.DataFrame:
+    """Flatten ``throughput/{arch}.json`` records: one row per (architecture, batch size)."""
+    rows = []
+    for rec in records:
+        arch = rec.get("arch") or {}
+        for r in rec.get("records", []):
+            rows.append({
+                "arch_id": rec.get("arch_id"), "source": source, "scale": arch.get("scale"),
+                "d_model": arch.get("d_model"), "gqa": arch.get("gqa") or (arch["heads"] // arch["kv_heads"]),
+                "mlp_attn_ratio": arch.get("mlp_attn_ratio"), "d_over_sqrt_n": arch.get("d_over_sqrt_n"),
+                "batch_size": r.get("batch_size"), "output_tokens_per_s": r.get("output_tokens_per_s"),
+                "device": rec.get("device"),
+            })
+    return pd.DataFrame(rows)
+
+
+def throughput_figure(tput: pd.DataFrame, batch_size: int | None, path: str | Path) -> dict[str, Any]:
+    """Measured output tokens/s against d_model, r and GQA (grid runs and search measurements)."""
+    if tput.empty:
+        _message(path, "no throughput record")
+        return {"points": 0}
+    if batch_size is None or batch_size not in set(tput["batch_size"]):
+        batch_size = int(tput["batch_size"].max())
+    sel = tput[tput["batch_size"] == batch_size]
+    fig, axes = _panels(3)
+    markers = {"grid": "o", "search": "^"}
+    for ax, (col, label) in zip(axes, [("d_model", "d_model"), ("mlp_attn_ratio", "r"), ("gqa", "GQA (heads / kv heads)")]):
+        for (scale, source), sub in sel.groupby(["scale", "source"]):
+            ax.scatter(sub[col], sub["output_tokens_per_s"], marker=markers.get(source, "s"), s=26,
+                       label=f"{scale} ({source})")
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"output tokens/s (batch {batch_size})")
+        if col != "gqa":
+            ax.set_xscale("log")
+    axes[0].legend(fontsize=7)
+    devices = ", ".join(sorted({str(d) for d in sel["device"]}))
+    fig.suptitle(f"measured throughput on {devices}", fontsize=9)
+    _save(fig, path)
+    return {"points": int(len(sel)), "batch_size": int(batch_size)}
+
+
+def pareto_figure(searches: list[tuple[dict, pd.DataFrame]], path: str | Path) -> dict[str, Any]:
+    """Predicted loss against predicted throughput per target: front, Panda, Surefire, baseline."""
+    if not searches:
+        _message(path, "no search target configured")
+        return {"panels": 0}
+    fig, axes = _panels(len(searches), width=5.0, height=4.0)
+    for ax, (res, space) in zip(axes, searches):
+        ok = space["within_target"]
+        ax.scatter(space.loc[~ok, "pred_output_tokens_per_s"], space.loc[~ok, "loss"], s=8, color="0.75",
+                   label="candidates")
+        ax.scatter(space.loc[ok, "pred_output_tokens_per_s"], space.loc[ok, "loss"], s=8, color="C0",
+                   label="within loss target")
+        front = space[space["pareto"]].sort_values("pred_output_tokens_per_s")
+        ax.plot(front["pred_output_tokens_per_s"], front["loss"], "-", color="k", lw=1, label="Pareto front")
+        lt = res["loss_target"]["value"]
+        if lt is not None:
+            ax.axhline(lt, color="C3", lw=0.8, ls=":", label="loss target")
+        for role, marker, color in (("baseline", "X", "C3"), ("panda", "*", "C2"), ("surefire", "D", "C1")):
+            e = res.get(role)
+            if e is not None:
+                ax.scatter([e["pred_output_tokens_per_s"]], [e["loss"]], marker=marker, s=120, color=color,
+                           edgecolors="k", zorder=5, label=f"{role} (GQA {e['gqa']})")
+        ax.set_xlabel(f"predicted output tokens/s (batch {res['batch_size']})")
+        ax.set_ylabel(f"predicted loss ({res['form']})")
+        ax.set_title(f"{res['target']}: N = {res['n_target']:,}")
+        ax.legend(fontsize=7)
+    _save(fig, path)
+    return {"panels": len(searches)}
+
+
+PRED_COLS = ("predicted", "predicted_loss", "loss_predicted")
+OBS_COLS = ("observed", "observed_loss", "valid_loss", "loss_observed")
+
+
+def _col(df: pd.DataFrame, names) -> str | None:
+    return next((c for c in names if c in df.columns), None)
+
+
+def validation_figure(validation: pd.DataFrame | None, path: str | Path, per_run: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Predicted against observed loss of the held-out scale, one panel per progressive task."""
+    data = per_run if per_run is not None else validation
+    if data is None or data.empty or "task" not in data:
+        _message(path, "no progressive validation task (one scale only)")
+        return {"panels": 0}
+    pc, oc = _col(data, PRED_COLS), _col(data, OBS_COLS)
+    tasks = list(dict.fromkeys(data["task"]))
+    fig, axes = _panels(len(tasks))
+    for ax, task in zip(axes, tasks):
+        sub = data[data["task"] == task]
+        if pc and oc:
+            for form, fsub in sub.groupby("form") if "form" in sub else [("", sub)]:
+                ax.scatter(fsub[oc], fsub[pc], s=20, label=form or None)
+            lo = float(np.nanmin([sub[oc].min(), sub[pc].min()]))
+            hi = float(np.nanmax([sub[oc].max(), sub[pc].max()]))
+            ax.plot([lo, hi], [lo, hi], "k:", lw=0.8)
+            ax.set_xlabel("observed loss")
+            ax.set_ylabel("predicted loss")
+        else:
+            forms = sub["form"].astype(str).tolist() if "form" in sub else [""] * len(sub)
+            ax.bar(forms, sub["spearman"].astype(float))
+            ax.set_ylabel("Spearman (held-out scale)")
+        stats = sub.drop_duplicates(subset=["form"]) if "form" in sub else sub.iloc[:1]
+        txt = "; ".join(
+            f"{r.get('form', '')}: MSE {r['mse']:.2g}, rho {r['spearman']:.2f}" for _, r in stats.iterrows()
+            if "mse" in r and "spearman" in r
+        )
+        ax.set_title(f"{task}\n{txt}", fontsize=8)
+        if pc and oc:
+            ax.legend(fontsize=7)
+    _save(fig, path)
+    return {"panels": len(tasks)}
+
+
+def loss_curves_figure(curves: dict[str, pd.DataFrame], runs: pd.DataFrame, path: str | Path) -> dict[str, Any]:
+    """Training loss against tokens per scale (validation points where evaluated)."""
+    if not curves:
+        _message(path, "no loss curve")
+        return {"curves": 0}
+    scale_of = dict(zip(runs["arch_id"], runs["scale"])) if len(runs) else {}
+    scales = sorted({scale_of.get(a, "?") for a in curves}, key=lambda s: list(_scales(runs)).index(s) if s in set(runs.get("scale", [])) else 99)
+    fig, axes = _panels(len(scales), width=4.6)
+    for ax, scale in zip(axes, scales):
+        for i, (arch, curve) in enumerate(sorted((a, c) for a, c in curves.items() if scale_of.get(a, "?") == scale)):
+            color = f"C{i % 10}"
+            ax.plot(curve["tokens"], curve["loss"], lw=0.8, color=color, label=arch.split("-", 1)[-1])
+            v = curve[np.isfinite(curve["valid_loss"].astype(float))]
+            if len(v):
+                ax.scatter(v["tokens"], v["valid_loss"], s=10, color=color, edgecolors="k", linewidths=0.3, zorder=3)
+        ax.set_xscale("log")
+        ax.set_xlabel("tokens")
+        ax.set_ylabel("training loss (dots: validation)")
+        ax.set_title(scale)
+        ax.legend(fontsize=5, ncol=1)
+    _save(fig, path)
+    return {"curves": len(curves)}

@@ -1,0 +1,179 @@
+"""What the runs do and do not show, stated from the fit and the records (not from hopes).
+
+Every sentence is computed: the fitted optimum (or its absence), the direction of each
+knob's effect over the sampled range, fit quality, cross-scale validation, the search's
+picks against the baseline, and the caveats that follow from the size of the models and
+the hardware the throughput was measured on.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+KNOBS = {"d_over_sqrt_n": ("a", "d/sqrt(N)", "hidden size"), "r": ("b", "r", "MLP-to-attention ratio")}
+#: Below this N the embedding dominates and the paper's optima (80M-3B) are not expected.
+TINY_N = 10_000_000
+
+
+def factor_shape(c: list[float], lo: float, hi: float) -> dict[str, Any]:
+    """Shape of ``c0 + c1 ln x + c2/x`` over [lo, hi]: interior minimum, maximum, or monotone.
+
+    The derivative is ``(c1 x - c2) / x^2``: it vanishes at ``x* = c2/c1``, a minimum when
+    c1 > 0 (and c2 > 0), a maximum when c1 < 0 (and c2 < 0).
+    """
+    c1, c2 = float(c[1]), float(c[2])
+    x_star = c2 / c1 if c1 != 0 and c2 / c1 > 0 else None
+    kind = "minimum" if (x_star is not None and c1 > 0) else ("maximum" if x_star is not None else None)
+    inside = x_star is not None and lo <= x_star <= hi
+
+    def slope(x: float) -> float:
+        return (c1 * x - c2) / (x * x)
+
+    if inside:
+        trend = f"interior {kind}"
+    else:
+        s_lo, s_hi = slope(lo), slope(hi)
+        if s_lo < 0 and s_hi < 0:
+            trend = "falls"
+        elif s_lo > 0 and s_hi > 0:
+            trend = "rises"
+        else:
+            trend = "flat"
+    return {"x_star": x_star, "kind": kind, "inside": inside, "trend": trend}
+
+
+def _range(series: pd.Series) -> tuple[float, float]:
+    return float(series.min()), float(series.max())
+
+
+def knob_sentences(conditional: dict, runs: pd.DataFrame) -> list[str]:
+    out = []
+    r_lo, r_hi = conditional.get("r_range") or (0.5, 5.0)
+    used = runs[(runs["mlp_attn_ratio"] >= r_lo) & (runs["mlp_attn_ratio"] <= r_hi)] if len(runs) else runs
+    ranges = {
+        "d_over_sqrt_n": _range(used["d_over_sqrt_n"]) if len(used) else (float("nan"),) * 2,
+        "r": _range(used["mlp_attn_ratio"]) if len(used) else (float("nan"),) * 2,
+    }
+    for form, fit in (conditional.get("forms") or {}).items():
+        if not fit:
+            continue
+        opt = fit.get("optimum") or {}
+        for knob, (coef, label, name) in KNOBS.items():
+            lo, hi = ranges[knob]
+            shape = factor_shape(fit[coef], lo, hi)
+            fitted = opt.get(knob)
+            where = f"over the sampled {label} range [{lo:.3g}, {hi:.3g}]"
+            if fitted is not None and shape["inside"]:
+                ci = opt.get(f"{knob}_ci") or []
+                ci_txt = f" (interval {ci[0]:.3g}-{ci[1]:.3g})" if len(ci) == 2 and None not in ci else ""
+                out.append(f"{form} fit: the {name} has an interior optimum at {label} = {fitted:.3g}{ci_txt} {where}.")
+            else:
+                verb = {"falls": "loss falls as it grows", "rises": "loss rises as it grows",
+                        "flat": "loss barely changes", "interior minimum": "the fitted curve turns inside the range",
+                        "interior maximum": "the fitted curve has a maximum, not a minimum"}[shape["trend"]]
+                extra = ""
+                if shape["x_star"] is not None and not shape["inside"]:
+                    extra = f"; the fitted curve's {shape['kind']} lies at {label} = {shape['x_star']:.3g}, outside the sampled range"
+                out.append(f"{form} fit: no interior optimum of the {name} {where}: {verb}{extra}.")
+    return out
+
+
+def fit_sentences(conditional: dict) -> list[str]:
+    out = []
+    n = conditional.get("n_points")
+    for form, fit in (conditional.get("forms") or {}).items():
+        if not fit:
+            continue
+        mse, rho = fit.get("mse"), fit.get("spearman")
+        rho_txt = f", Spearman {rho:.2f}" if rho is not None and math.isfinite(rho) else ""
+        out.append(f"{form} fit on {n} runs: MSE {mse:.2g}{rho_txt} (in-sample).")
+    return out
+
+
+def validation_sentences(validation: pd.DataFrame | None) -> list[str]:
+    if validation is None or validation.empty or "task" not in validation:
+        return ["No progressive cross-scale validation: the fit has fewer than two scales to hold one out."]
+    out = []
+    cols = [c for c in ("task", "form", "mse", "spearman") if c in validation]
+    summary = validation[cols].drop_duplicates(subset=[c for c in ("task", "form") if c in cols])
+    for _, row in summary.iterrows():
+        rho = row.get("spearman")
+        rho_txt = f", Spearman {rho:.2f}" if rho is not None and np.isfinite(rho) else ", Spearman undefined"
+        out.append(f"Held-out check {row['task']} ({row.get('form', '')}): MSE {row['mse']:.2g}{rho_txt}.")
+    return out
+
+
+def search_sentences(results: list[dict]) -> list[str]:
+    out = []
+    for res in results:
+        name = res["target"]
+        panda, sure, base = res.get("panda"), res.get("surefire"), res.get("baseline")
+        g = res["grid"]
+        out.append(
+            f"Search '{name}' (scale {res['scale']}): {g['architectures']} valid architectures from {g['points']} grid "
+            f"points ({g['infeasible']} infeasible), {g['within_target']} within the loss target."
+        )
+        if base is not None and panda is not None:
+            out.append(
+                f"  Panda {panda['arch_id']} is predicted {base['loss'] - panda['loss']:+.4f} lower in loss than "
+                f"the baseline {base.get('name') or base['arch_id']} ({res['form']} law)."
+            )
+        if sure is None:
+            out.append(f"  No Surefire: {res.get('note')}")
+        elif base is not None:
+            sp = sure["measured_output_tokens_per_s"] / base["measured_output_tokens_per_s"]
+            pp = sure["pred_output_tokens_per_s"] / base["pred_output_tokens_per_s"]
+            out.append(
+                f"  Surefire {sure['arch_id']} (GQA {sure['gqa']}) measures {sp:.2f}x the baseline's output tokens/s "
+                f"at batch {res['batch_size']} (cost model predicted {pp:.2f}x), at a predicted loss within the target."
+            )
+        rho = res.get("cost_model_spearman")
+        if rho is not None:
+            out.append(f"  The calibrated cost model ranks the measured architectures with Spearman {rho:.2f}.")
+    return out
+
+
+def caveat_sentences(runs: pd.DataFrame, devices: list[str], engines: list[str]) -> list[str]:
+    out = []
+    if len(runs) and "params_non_embedding" in runs:
+        n_max = float(runs["params_non_embedding"].max())
+        n_min = float(runs["params_non_embedding"].min())
+        if n_max < TINY_N:
+            emb = runs["vocab"] * runs["d_model"] / runs["params_non_embedding"] if "vocab" in runs else None
+            emb_txt = (
+                f" The embedding (V x d) is {emb.min():.1f}-{emb.max():.1f} x N here, so it dominates the model."
+                if emb is not None else ""
+            )
+            out.append(
+                f"These are tiny models (N = {n_min:,.0f}-{n_max:,.0f} non-embedding parameters).{emb_txt} "
+                "Runs of this size show the direction of the d and r effects, not the paper's U-shapes: the "
+                "fitted optima (or their absence) and the picks do not transfer to 80M-3B models."
+            )
+    if "scale" in runs and len(runs):
+        out.append(
+            f"Each architecture was trained once ({len(runs)} runs, one seed each): loss differences of the order "
+            "of seed noise are not resolved, and the fit's confidence intervals do not include seed variance."
+        )
+    if devices and all("cpu" in d.lower() for d in devices):
+        out.append(
+            f"Throughput was measured on CPU ({', '.join(engines) or 'unknown engine'}): it ranks architectures on "
+            "this machine; absolute numbers and the size of the KV-cache and GQA effects at these short contexts "
+            "and small batches do not transfer to GPU serving (the paper: vLLM, A100, 4096 + 1024 tokens)."
+        )
+    return out
+
+
+def findings(
+    conditional: dict, runs: pd.DataFrame, validation: pd.DataFrame | None, results: list[dict],
+    devices: list[str], engines: list[str],
+) -> dict[str, list[str]]:
+    return {
+        "What the runs show": fit_sentences(conditional) + knob_sentences(conditional, runs),
+        "Cross-scale validation": validation_sentences(validation),
+        "Search": search_sentences(results),
+        "What the runs do not show": caveat_sentences(runs, devices, engines),
+    }

@@ -1,0 +1,39 @@
+# Search targets (validated when the workflow is parsed) and the search rules' input functions.
+from archscale.io import read_json
+from archscale.search import (
+    SearchError,
+    check_target_feasible,
+    measure_ids,
+    settings_from_config,
+    targets_from_config,
+)
+
+try:
+    SEARCH = targets_from_config(config, PLAN.scales)
+    SEARCH_SETTINGS = settings_from_config(config)
+    for _target in SEARCH.values():
+        # A scale that admits no architecture at all fails here, before any job runs.
+        check_target_feasible(_target, SEARCH_SETTINGS)
+except (ConfigError, SearchError) as exc:
+    raise WorkflowError(f"config error: {exc}") from None
+
+
+def search_target(wildcards):
+    return SEARCH[wildcards.target].to_dict()
+
+
+def candidate_workload():
+    """The throughput workload of the search's measurements (shape only: random weights)."""
+    return {**throughput_workload(), "weights": "random"}
+
+
+def measured_candidates(wildcards):
+    """Throughput records of every architecture the checkpoint listed for this target."""
+    listed = checkpoints.search_candidates.get(
+        target=wildcards.target
+    ).output.candidates
+    return expand(
+        "results/search/{target}/throughput/{arch}.json",
+        target=wildcards.target,
+        arch=measure_ids(read_json(listed)),
+    )
