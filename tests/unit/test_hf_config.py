@@ -1,0 +1,38 @@
+"""The Hugging Face Llama config of an architecture has exactly the resolver's parameter count."""
+
+import json
+
+import pytest
+
+from archscale.arch import Architecture
+from archscale.throughput.hf_config import hf_llama_model, llama_config, write_llama_config
+
+pytest.importorskip("transformers")
+
+ARCHS = [
+    # embedded-default shapes, including h*dh != d and d % h != 0
+    Architecture(d_model=96, ffn=144, layers=2, heads=4, kv_heads=2, head_dim=8, vocab=512),
+    Architecture(d_model=88, ffn=24, layers=2, heads=3, kv_heads=3, head_dim=8, vocab=512),
+    Architecture(d_model=32, ffn=80, layers=3, heads=7, kv_heads=7, head_dim=8, vocab=512, tied=False),
+    # Panda-1B's attention shape (d=2560, 72/18 heads of 64) scaled down in depth and vocabulary
+    Architecture(d_model=2560, ffn=64, layers=1, heads=72, kv_heads=18, head_dim=64, vocab=64),
+]
+
+
+@pytest.mark.parametrize("arch", ARCHS, ids=lambda a: a.arch_id)
+def test_llama_param_count_matches_resolver(arch):
+    model = hf_llama_model(arch, dtype="float32")
+    assert sum(p.numel() for p in model.parameters()) == arch.params_total
+    attn = model.model.layers[0].self_attn
+    assert attn.q_proj.weight.shape == (arch.heads * arch.head_dim, arch.d_model)
+    assert attn.k_proj.weight.shape == (arch.kv_heads * arch.head_dim, arch.d_model)
+    assert model.config.tie_word_embeddings == arch.tied
+
+
+def test_config_json_written(tmp_path):
+    a = ARCHS[0]
+    write_llama_config(a, tmp_path, max_position_embeddings=96, rope_base=10000)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg == json.loads(json.dumps(llama_config(a, max_position_embeddings=96, rope_base=10000)))
+    assert cfg["architectures"] == ["LlamaForCausalLM"] and cfg["num_key_value_heads"] == 2
+    assert cfg["max_position_embeddings"] == 96 and cfg["rope_theta"] == 10000.0

@@ -1,0 +1,97 @@
+"""Decoding with megatron-core's KV cache, and the objects of the GPU (dynamic engine) path."""
+
+import pytest
+import torch
+
+from archscale.arch import Architecture
+from archscale.model import build_model, resolve_runtime, setup_runtime
+from archscale.throughput import engine
+
+ARCH = Architecture(d_model=96, ffn=144, layers=2, heads=4, kv_heads=2, head_dim=8, vocab=512)
+CPU = resolve_runtime(cuda_available=False, te_installed=False)
+GPU = resolve_runtime(cuda_available=True, te_installed=False)
+
+
+@pytest.fixture(scope="module")
+def model():
+    setup_runtime(CPU, 7)
+    # A large init spreads the logits, so greedy tokens vary and the comparison is not trivial.
+    return build_model(ARCH, CPU, max_sequence_length=64, init_std=0.5)
+
+
+def test_kv_cache_decoding_matches_decoding_without_cache(model):
+    prompts = engine.random_prompts(ARCH.vocab, 3, 12, seed=1)
+    dec = engine.StaticDecoder(model, CPU)
+    gen = dec.generate(prompts, 10)
+    ref = engine.generate_without_cache(model, prompts, 10)
+    assert gen.tokens.shape == (3, 10)
+    assert len(torch.unique(ref)) > 3, "degenerate reference: tokens do not vary"
+    assert torch.equal(gen.tokens, ref)
+    assert gen.prefill_s > 0 and gen.decode_s > 0
+
+
+def test_cache_is_reused_and_reset_between_runs(model):
+    prompts = engine.random_prompts(ARCH.vocab, 2, 8, seed=3)
+    dec = engine.StaticDecoder(model, CPU)
+    first = dec.generate(prompts, 6).tokens
+    ctx = dec._contexts[(2, 14)]
+    kv = ctx.key_value_memory_dict[1][0].data_ptr()
+    second = dec.generate(prompts, 6).tokens
+    assert torch.equal(first, second)
+    assert ctx.key_value_memory_dict[1][0].data_ptr() == kv  # allocated once, as a serving engine
+    assert len(dec._contexts) == 1
+
+
+def test_single_token_output_is_prefill_only(model):
+    prompts = engine.random_prompts(ARCH.vocab, 2, 5, seed=4)
+    gen = engine.StaticDecoder(model, CPU).generate(prompts, 1)
+    assert torch.equal(gen.tokens, engine.generate_without_cache(model, prompts, 1))
+    with pytest.raises(ValueError):
+        engine.StaticDecoder(model, CPU).generate(prompts, 0)
+
+
+def test_random_prompts_are_seeded():
+    a = engine.random_prompts(512, 2, 9, seed=5)
+    assert torch.equal(a, engine.random_prompts(512, 2, 9, seed=5))
+    assert not torch.equal(a, engine.random_prompts(512, 2, 9, seed=6))
+    assert a.max() < 512 and a.dtype == torch.long
+
+
+# ---- GPU path, down to the objects it builds ---------------------------------------------
+def test_make_decoder_picks_static_on_cpu_and_refuses_dynamic(model):
+    assert isinstance(engine.make_decoder("auto", model, ARCH, CPU, 8, 96, 0), engine.StaticDecoder)
+    with pytest.raises(RuntimeError, match="needs a GPU"):
+        engine.make_decoder("dynamic", model, ARCH, CPU, 8, 96, 0)
+    with pytest.raises(ValueError, match="megatron_engine"):
+        engine.make_decoder("paged", model, ARCH, CPU, 8, 96, 0)
+
+
+def test_dynamic_context_sized_for_the_workload():
+    kw = engine.dynamic_context_kwargs(ARCH, GPU, max_batch=8, max_seq=5120)
+    assert kw["params_dtype"] == torch.bfloat16
+    assert kw["num_attention_heads"] == ARCH.kv_heads and kw["kv_channels"] == 8 and kw["num_layers"] == 2
+    assert kw["max_requests"] == 8 and kw["max_sequence_length"] == 5120
+    assert kw["max_tokens"] >= 8 * 5120
+    need = engine.kv_cache_bytes(ARCH, 8, 5120, 2)
+    assert need == 2 * 2 * 2 * 8 * 2 * 8 * 5120
+    assert kw["buffer_size_gb"] * 1024**3 >= need
+    from megatron.core.inference.contexts.dynamic_context import DynamicInferenceContext
+    import inspect
+
+    assert set(kw) <= set(inspect.signature(DynamicInferenceContext.__init__).parameters)
+
+
+def test_inference_wrapper_config_and_sampling():
+    cfg = engine.inference_wrapper_config(ARCH, GPU, 8, 5120)
+    assert cfg.hidden_size == 96 and cfg.padded_vocab_size == 512
+    assert cfg.inference_max_requests == 8 and cfg.inference_max_seq_length == 5120
+    assert cfg.params_dtype == torch.bfloat16
+    sp = engine.greedy_sampling(1024)
+    assert sp.top_k == 1 and sp.num_tokens_to_generate == 1024 and sp.termination_id == -1
+
+
+def test_split_steps_prefill_then_decode():
+    steps = [{"decode_only": False, "time_s": 0.5}, {"decode_only": False, "time_s": 0.25}]
+    steps += [{"decode_only": True, "time_s": 0.01}] * 4
+    assert engine.split_steps(steps) == pytest.approx((0.75, 0.04))
+    assert engine.split_steps([]) == (0.0, 0.0)

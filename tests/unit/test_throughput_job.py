@@ -1,0 +1,90 @@
+"""run_job on CPU: the record of docs/pipeline.md, NVML flagged absent, repeats and their spread."""
+
+import json
+
+import pytest
+
+from archscale.arch import Architecture
+from archscale.throughput import job, run_job
+from archscale.throughput.nvml import NvmlUnavailable, open_reader
+
+ARCH = Architecture(d_model=32, ffn=80, layers=2, heads=4, kv_heads=2, head_dim=8, vocab=256, scale="t")
+WORKLOAD = {"engine": "megatron", "weights": "random", "input_len": 8, "output_len": 5, "batch_sizes": [2, 1],
+            "warmup": 1, "repeats": 3}
+HW = {"threads": 1, "require_nvml": False, "nvml_interval_s": 0.05}
+
+
+def _no_nvml():
+    reader, _ = open_reader()
+    if reader is not None:
+        reader.close()
+        pytest.skip("NVML present on this machine")
+
+
+def test_run_job_record_on_cpu():
+    _no_nvml()
+    rec = run_job(ARCH.to_dict(), WORKLOAD, HW)
+    json.dumps(rec)  # serialisable as it stands
+    assert rec["arch_id"] == ARCH.arch_id and rec["arch"]["gqa"] == 2
+    assert rec["engine"] == "megatron-static" and rec["device"] == "cpu" and rec["precision"] == "fp32"
+    assert rec["nvml_available"] is False and "NVML" in rec["nvml_unavailable_reason"]
+    assert rec["nvml_device"] is None and rec["cpu_model"]
+    assert rec["roofline_device"]["mem_bw_bytes_per_s"] > 0
+    assert [r["batch_size"] for r in rec["records"]] == [1, 2]
+    for r in rec["records"]:
+        b = r["batch_size"]
+        assert len(r["repeats"]) == 3
+        for rep in r["repeats"]:
+            total = rep["prefill_latency_s"] + rep["decode_s"]
+            assert rep["output_tokens_per_s"] == pytest.approx(b * 5 / total)
+            assert rep["total_tokens_per_s"] == pytest.approx(b * 13 / total)
+            assert rep["decode_tokens_per_s"] == pytest.approx(b * 4 / rep["decode_s"])
+            assert rep["energy_j"] is None
+        mean = sum(x["output_tokens_per_s"] for x in r["repeats"]) / 3
+        assert r["output_tokens_per_s"] == pytest.approx(mean)
+        assert r["cv_output_tokens_per_s"] == pytest.approx(r["std_output_tokens_per_s"] / mean)
+        assert r["cv_output_tokens_per_s"] >= 0
+        for key in ("energy_j", "energy_j_per_output_token", "power_mean_w", "power_peak_w", "nvml"):
+            assert r[key] is None
+        assert r["peak_memory_bytes"] > 0 and r["peak_memory_kind"] == "process_max_rss"
+        assert r["roofline_decode_s"] > 0
+
+
+def test_require_nvml_fails_clearly_without_nvml():
+    _no_nvml()
+    with pytest.raises(NvmlUnavailable, match="require_nvml"):
+        run_job(ARCH.to_dict(), WORKLOAD, {**HW, "require_nvml": True})
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"engine": "tgi"}, "throughput.engine"),
+        ({"weights": "trained"}, "no checkpoint"),
+        ({"batch_sizes": []}, "batch_sizes"),
+        ({"repeats": 0}, "throughput.repeats"),
+        ({"warmup": -1}, "throughput.warmup"),
+    ],
+)
+def test_bad_workload_is_named(change, message):
+    with pytest.raises(ValueError, match=message):
+        job.check_workload({**WORKLOAD, **change}, None)
+
+
+def test_missing_workload_key_is_named():
+    w = dict(WORKLOAD)
+    del w["repeats"]
+    with pytest.raises(ValueError, match="repeats"):
+        job.check_workload(w, None)
+
+
+def test_summarise_repeats_by_hand():
+    reps = [job.repeat_record(2, 10, 5, 0.1, 0.4), job.repeat_record(2, 10, 5, 0.1, 0.9)]
+    assert reps[0]["output_tokens_per_s"] == pytest.approx(20.0)
+    assert reps[1]["output_tokens_per_s"] == pytest.approx(10.0)
+    out = job.summarise_repeats(reps)
+    assert out["output_tokens_per_s"] == pytest.approx(15.0)
+    assert out["std_output_tokens_per_s"] == pytest.approx(7.0710678)
+    assert out["cv_output_tokens_per_s"] == pytest.approx(7.0710678 / 15.0)
+    single = job.summarise_repeats(reps[:1])
+    assert single["cv_output_tokens_per_s"] is None
