@@ -1,5 +1,6 @@
 # One megatron-core training job per architecture. Resumable checkpoints live in
-# results/checkpoints/{arch}/, outside the declared outputs, so Snakemake never deletes them.
+# results/checkpoints/{arch}/, outside the declared outputs, so Snakemake never deletes them:
+# re-running a killed or preempted job resumes from the latest one.
 
 
 rule train:
@@ -28,6 +29,7 @@ rule train:
         arch=arch_params,
         budget=train_budget,
         recipe=training_recipe(),
+        rope_base=config["model"]["rope_base"],
         checkpoint_dir=lambda wc: f"results/checkpoints/{wc.arch}",
     script:
         "../scripts/train.py"

@@ -197,3 +197,60 @@ def unigram_entropy(manifest: Manifest, max_tokens_per_dataset: int = 50_000_000
 
 def samples_for_tokens(tokens: int, seq_length: int) -> int:
     return max(1, math.ceil(tokens / seq_length))
+
+
+def write_synthetic_manifest(
+    directory: str | Path,
+    vocab_size: int = 512,
+    train_tokens: int = 200_000,
+    valid_tokens: int = 20_000,
+    successors: int = 4,
+    seed: int = 0,
+) -> Path:
+    """Write a small Markov-chain corpus as Megatron indexed datasets plus a manifest.
+
+    For tests and benchmarks that must not depend on the data stage: each token has
+    ``successors`` likely next tokens, so a model can learn far below the unigram entropy.
+    Token ``vocab_size - 1`` is the end-of-document token.
+    """
+    import torch
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    eod = vocab_size - 1
+    table = rng.integers(0, vocab_size - 1, size=(vocab_size, successors))
+    probs = rng.dirichlet(np.ones(successors))
+
+    def write(prefix: Path, n_tokens: int) -> int:
+        builder = IndexedDatasetBuilder(str(prefix) + ".bin", dtype=np.uint16)
+        written = 0
+        while written < n_tokens:
+            length = int(rng.integers(32, 400))
+            doc = np.empty(length, dtype=np.int64)
+            doc[0] = rng.integers(0, vocab_size - 1)
+            choices = rng.choice(successors, size=length, p=probs)
+            for i in range(1, length):
+                doc[i] = table[doc[i - 1], choices[i]]
+            doc[-1] = eod
+            builder.add_item(torch.from_numpy(doc))
+            builder.end_document()
+            written += length
+        builder.finalize(str(prefix) + ".idx")
+        return written
+
+    n_train = write(directory / "synthetic.train", train_tokens)
+    n_valid = write(directory / "synthetic.valid", valid_tokens)
+    manifest = {
+        "vocab_size": vocab_size, "eod_id": eod, "dtype": "uint16",
+        "train": {"prefixes": [str(directory / "synthetic.train")], "weights": [1.0]},
+        "valid": {"prefixes": [str(directory / "synthetic.valid")], "weights": [1.0]},
+        "sources": {"synthetic": {"documents": -1, "tokens": n_train + n_valid, "weight": 1.0, "shards": 1}},
+        "mixture": "proportional", "seed": seed,
+    }
+    from ..io import write_json
+
+    path = directory / "manifest.json"
+    write_json(path, manifest)
+    return path

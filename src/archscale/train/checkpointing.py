@@ -1,0 +1,190 @@
+"""Resumable checkpoints (megatron-core ``dist_checkpointing``) and the final checkpoint.
+
+Layout of a run's checkpoint directory (outside the rule's declared outputs, so Snakemake never
+deletes it)::
+
+    results/checkpoints/{arch}/
+        job.json            the job the checkpoints belong to (written by the launcher)
+        fingerprint.json    identity (architecture, budget, recipe) of the checkpoints
+        iter_0000100/       dist_checkpointing dir: model, optimizer, scheduler, trainer state
+        iter_0000200/
+        latest              text: name of the newest complete iter_* directory
+
+A checkpoint is written to ``iter_XXXXXXX.tmp`` and renamed when complete; ``latest`` is then
+replaced atomically; older checkpoints beyond ``keep`` are removed. A kill at any moment leaves
+either the previous state or the new one, never a half-written directory under a final name.
+
+The final checkpoint (``results/train/{arch}/final/``) holds the model only, under the key
+``model`` (the layout of Megatron-LM checkpoints), plus ``archscale.json`` describing the
+architecture: :func:`load_final` builds the model and loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..io import atomic_path, read_json, write_json
+
+ITER_RE = re.compile(r"^iter_(\d{7})$")
+LATEST = "latest"
+FINGERPRINT = "fingerprint.json"
+
+
+def iter_name(step: int) -> str:
+    return f"iter_{step:07d}"
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def complete_steps(root: str | Path) -> list[int]:
+    """Steps of the complete checkpoints under ``root`` (a dist_checkpointing metadata file present)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    steps = []
+    for p in root.iterdir():
+        m = ITER_RE.match(p.name)
+        if m and p.is_dir() and (p / "metadata.json").exists():
+            steps.append(int(m.group(1)))
+    return sorted(steps)
+
+
+def latest_step(root: str | Path) -> int | None:
+    """The step ``latest`` points to, or (pointer missing or stale) the newest complete one."""
+    root = Path(root)
+    pointer = root / LATEST
+    if pointer.exists():
+        name = pointer.read_text().strip()
+        m = ITER_RE.match(name)
+        if m and (root / name / "metadata.json").exists():
+            return int(m.group(1))
+    steps = complete_steps(root)
+    return steps[-1] if steps else None
+
+
+def check_fingerprint(root: str | Path, fingerprint: dict[str, Any], log=print) -> None:
+    """Make ``root`` hold checkpoints of this job only.
+
+    Checkpoints written for another identity (the recipe or budget changed, so Snakemake re-runs
+    the job) cannot be resumed: they are removed, and the job starts from step 0.
+    """
+    root = Path(root)
+    path = root / FINGERPRINT
+    if _rank() == 0:
+        if path.exists() and read_json(path) != json.loads(json.dumps(fingerprint, sort_keys=True)):
+            stale = complete_steps(root)
+            if stale:
+                log(f"[archscale] {root}: checkpoints {stale} belong to a different recipe/budget; removing them")
+            for p in root.iterdir():
+                if p.is_dir() and (ITER_RE.match(p.name) or p.name.endswith(".tmp")):
+                    shutil.rmtree(p, ignore_errors=True)
+            (root / LATEST).unlink(missing_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
+        write_json(path, fingerprint)
+    _barrier()
+
+
+def collective_save(sharded_state_dict: dict, target: str | Path) -> None:
+    """All ranks save into ``target`` + ``.tmp``; rank 0 renames it onto ``target`` when complete."""
+    from megatron.core import dist_checkpointing
+
+    target = Path(target)
+    tmp = target.with_name(target.name + ".tmp")
+    if _rank() == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier()
+    dist_checkpointing.save(sharded_state_dict, str(tmp))
+    _barrier()
+    if _rank() == 0:
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    _barrier()
+
+
+def training_state_dict(ddp, optimizer, scheduler, trainer: dict, is_loading: bool = False) -> dict:
+    """The sharded state of a run: model, optimizer (Adam moments included), scheduler, trainer."""
+    model_sd = ddp.module.sharded_state_dict()
+    return {
+        "model": model_sd,
+        # is_loading=True matters: without it Adam moments are silently dropped on load.
+        "optimizer": optimizer.sharded_state_dict(model_sd, is_loading=is_loading),
+        "scheduler": scheduler.state_dict(),
+        "trainer": trainer,
+    }
+
+
+def save_checkpoint(root: str | Path, step: int, ddp, optimizer, scheduler, trainer: dict, keep: int = 2) -> Path:
+    root = Path(root)
+    target = root / iter_name(step)
+    collective_save(training_state_dict(ddp, optimizer, scheduler, trainer), target)
+    if _rank() == 0:
+        with atomic_path(root / LATEST) as tmp:
+            tmp.write_text(iter_name(step) + "\n")
+        for old in complete_steps(root)[:-keep] if keep > 0 else []:
+            shutil.rmtree(root / iter_name(old), ignore_errors=True)
+    _barrier()
+    return target
+
+
+def load_checkpoint(root: str | Path, step: int, ddp, optimizer, scheduler) -> dict:
+    """Restore model, optimizer and scheduler in place; return the trainer state."""
+    from megatron.core import dist_checkpointing
+
+    path = Path(root) / iter_name(step)
+    sd = training_state_dict(ddp, optimizer, scheduler, trainer={}, is_loading=True)
+    loaded = dist_checkpointing.load(sd, str(path))
+    ddp.module.load_state_dict(loaded["model"])
+    optimizer.load_state_dict(loaded["optimizer"])
+    scheduler.load_state_dict(loaded["scheduler"])
+    return loaded["trainer"]
+
+
+def save_final(path: str | Path, ddp, description: dict) -> None:
+    """Model weights (key ``model``) plus ``archscale.json``, appearing atomically at ``path``."""
+    path = Path(path)
+    collective_save({"model": ddp.module.sharded_state_dict()}, path.with_name("." + path.name + ".partial"))
+    if _rank() == 0:
+        staged = path.with_name("." + path.name + ".partial")
+        write_json(staged / "archscale.json", description)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(staged, path)
+    _barrier()
+
+
+def load_final(path: str | Path, runtime=None):
+    """Build the architecture described in ``path/archscale.json`` and load the trained weights.
+
+    Call :func:`archscale.model.setup_runtime` first. Returns ``(model, description)``.
+    """
+    from megatron.core import dist_checkpointing
+
+    from ..arch import Architecture
+    from ..model import build_model, resolve_runtime
+
+    path = Path(path)
+    desc = read_json(path / "archscale.json")
+    runtime = runtime or resolve_runtime()
+    arch = Architecture.from_dict(desc["arch"])
+    model = build_model(arch, runtime, int(desc["seq_length"]), rope_base=desc.get("rope_base", 500000))
+    loaded = dist_checkpointing.load({"model": model.sharded_state_dict()}, str(path))
+    model.load_state_dict(loaded["model"])
+    return model, desc

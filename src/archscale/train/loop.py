@@ -1,0 +1,422 @@
+"""The training loop: megatron-core model, data, optimizer, scheduler and schedule.
+
+One function, :func:`train`, runs a :class:`~archscale.train.job.TrainJob` in the current
+process (one rank of a ``torchrun`` job on GPUs, the only process on CPU):
+
+* model: :func:`archscale.model.build_model` wrapped in megatron-core's
+  ``DistributedDataParallel`` (``Float16Module`` first in bf16);
+* optimizer: ``get_megatron_optimizer`` (AdamW: decoupled weight decay, no decay on norms,
+  gradient clipping; distributed optimizer optional);
+* schedule: ``OptimizerParamScheduler`` (linear warm-up, cosine decay to ``min_lr_ratio``);
+* forward/backward: ``get_forward_backward_func`` with gradient accumulation over micro-batches;
+* data: megatron-core GPT datasets (:mod:`archscale.data.dataset`), read by sample index, so
+  resuming at step ``s`` reads exactly the samples an uninterrupted run would;
+* checkpoints every ``checkpoint_interval`` steps, at the end of training and on SIGTERM/SIGUSR1
+  (:mod:`archscale.train.checkpointing`, :mod:`archscale.train.signals`).
+
+Outputs (final checkpoint, curve, metrics) are written only after training and validation
+completed, each atomically, metrics last.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from . import checkpointing as ckpt
+from . import metrics as M
+from .job import TrainJob
+from .signals import Preempted, Preemption
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class ArchitectureDoesNotFit(RuntimeError):
+    """The architecture ran out of device memory."""
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text or "DefaultCPUAllocator" in text
+    )
+
+
+def _log(msg: str) -> None:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
+        print(msg, flush=True)
+
+
+class _Trainer:
+    def __init__(self, job: TrainJob, runtime, log=_log):
+        import torch
+
+        self.job, self.runtime, self.log = job, runtime, log
+        self.arch = job.architecture
+        self.device = torch.device("cuda", runtime.local_rank) if runtime.on_gpu else torch.device("cpu")
+        hw = job.hardware
+        self.dp_size = runtime.world_size // runtime.tensor_parallel
+        from megatron.core import parallel_state
+
+        self.dp_rank = parallel_state.get_data_parallel_rank() if self.dp_size > 1 else 0
+
+    # ---- construction -----------------------------------------------------------------
+    def build(self) -> None:
+        import torch
+        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+        from megatron.core.distributed.finalize_model_grads import finalize_model_grads
+        from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+        from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+        from ..data.dataset import Manifest, SampleSchedule, build_datasets
+        from ..model import build_model, causal_mask, count_parameters
+
+        job, rt, rec, hw = self.job, self.runtime, self.job.recipe, self.job.hardware
+        self.manifest = Manifest.load(job.manifest)
+        if self.manifest.vocab_size > self.arch.vocab:
+            raise ValueError(
+                f"{job.manifest}: vocab_size {self.manifest.vocab_size} exceeds the architecture's vocabulary "
+                f"{self.arch.vocab} ({self.arch.arch_id}); set tokenizer.vocab_size to at least {self.manifest.vocab_size}"
+            )
+        self.schedule = SampleSchedule(job.global_batch, int(hw["micro_batch"]), self.dp_size, self.dp_rank)
+        seq = job.seq_length
+        chunk = self.schedule.micro_batch * self.dp_size
+        self.eval_samples = max(1, math.ceil(int(rec["eval_tokens"]) / seq / chunk)) * chunk
+        self.train_ds, self.valid_ds = build_datasets(
+            self.manifest, seq, job.steps * job.global_batch, self.eval_samples, seed=int(rec["seed"])
+        )
+
+        torch.manual_seed(int(rec["seed"]))
+        model = build_model(self.arch, rt, seq, rope_base=job.rope_base, init_std=float(rec["init_std"]))
+        self.params_built = count_parameters(model) * rt.tensor_parallel  # approximate under TP
+        config = model.config
+        if rt.precision == "bf16":
+            from megatron.core.transformer.module import Float16Module
+
+            model = Float16Module(config, model)
+        ddp_config = DistributedDataParallelConfig(
+            grad_reduce_in_fp32=True,
+            overlap_grad_reduce=False,
+            use_distributed_optimizer=bool(hw["distributed_optimizer"]),
+        )
+        self.ddp = DistributedDataParallel(config=config, ddp_config=ddp_config, module=model)
+        config.finalize_model_grads_func = finalize_model_grads
+        lr = float(rec["lr"])
+        self.optimizer = get_megatron_optimizer(
+            OptimizerConfig(
+                optimizer="adam",
+                lr=lr,
+                min_lr=lr * float(rec["min_lr_ratio"]),
+                weight_decay=float(rec["weight_decay"]),
+                adam_beta1=float(rec["adam_beta1"]),
+                adam_beta2=float(rec["adam_beta2"]),
+                adam_eps=1e-8,
+                clip_grad=float(rec["clip_grad"]),
+                bf16=rt.precision == "bf16",
+                params_dtype=rt.params_dtype,
+                use_distributed_optimizer=bool(hw["distributed_optimizer"]),
+            ),
+            [self.ddp],
+        )
+        steps = job.steps
+        self.scheduler = OptimizerParamScheduler(
+            self.optimizer,
+            init_lr=0.0,
+            max_lr=lr,
+            min_lr=lr * float(rec["min_lr_ratio"]),
+            lr_warmup_steps=job.warmup_steps,
+            lr_decay_steps=steps,
+            lr_decay_style="cosine",
+            start_wd=float(rec["weight_decay"]),
+            end_wd=float(rec["weight_decay"]),
+            wd_incr_steps=steps,
+            wd_incr_style="constant",
+        )
+        self.mask = causal_mask(seq, device=str(self.device))
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        self.fwd_bwd = get_forward_backward_func()
+
+    # ---- one step ---------------------------------------------------------------------
+    def _batches(self, dataset, index_ranges):
+        from ..data.dataset import collate
+
+        for idx in index_ranges:
+            batch = collate(dataset, idx)
+            yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def _forward_step(self, data_iterator, model):
+        batch = next(data_iterator)
+        output = model(batch["tokens"], batch["position_ids"], self.mask, labels=batch["labels"])
+        return output, partial(self._loss, batch["loss_mask"])
+
+    @staticmethod
+    def _loss(loss_mask, output):
+        losses = output.float()
+        mask = loss_mask.float()
+        loss = (losses * mask).sum() / mask.sum()
+        # The schedule divides the returned loss in place: report a copy.
+        return loss, {"lm loss": loss.detach().clone()}
+
+    def _mean_loss(self, records) -> "torch.Tensor":
+        import torch
+        import torch.distributed as dist
+        from megatron.core import parallel_state
+
+        loss = torch.stack([r["lm loss"] for r in records]).mean()
+        if self.dp_size > 1:
+            dist.all_reduce(loss, op=dist.ReduceOp.AVG, group=parallel_state.get_data_parallel_group())
+        return loss
+
+    def train_step(self, step: int):
+        s = self.schedule
+        self.ddp.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        records = self.fwd_bwd(
+            forward_step_func=self._forward_step,
+            data_iterator=self._batches(self.train_ds, (s.indices(step, m) for m in range(s.microbatches))),
+            model=[self.ddp],
+            num_microbatches=s.microbatches,
+            seq_length=self.job.seq_length,
+            micro_batch_size=s.micro_batch,
+            forward_only=False,
+        )
+        lr = self.optimizer.param_groups[0]["lr"]
+        _, grad_norm, _ = self.optimizer.step()
+        self.scheduler.step(increment=1)
+        return self._mean_loss(records), lr, grad_norm
+
+    def evaluate(self) -> float:
+        import torch
+
+        s = self.schedule
+        per_rank = self.eval_samples // self.dp_size
+        start = self.dp_rank * per_rank
+        ranges = [range(start + i, start + i + s.micro_batch) for i in range(0, per_rank, s.micro_batch)]
+        self.ddp.eval()
+        with torch.no_grad():
+            records = self.fwd_bwd(
+                forward_step_func=self._forward_step,
+                data_iterator=self._batches(self.valid_ds, ranges),
+                model=[self.ddp],
+                num_microbatches=len(ranges),
+                seq_length=self.job.seq_length,
+                micro_batch_size=s.micro_batch,
+                forward_only=True,
+            )
+        self.ddp.train()
+        return float(self._mean_loss(records).item())
+
+    # ---- checkpoints ------------------------------------------------------------------
+    def trainer_state(self, step: int, curve: list[dict], train_time: float, wall_time: float) -> dict:
+        import torch
+
+        return {
+            "step": step,
+            "curve": curve,
+            "train_time_s": train_time,
+            "wall_time_s": wall_time,
+            "rng_cpu": torch.get_rng_state(),
+            "arch_id": self.arch.arch_id,
+        }
+
+
+def _preempt_requested(pre: Preemption, world: int) -> int | None:
+    """The signal to act on, agreed across ranks (a rank may have seen it one step later)."""
+    if world == 1:
+        return pre.signum
+    import torch
+    import torch.distributed as dist
+
+    flag = torch.tensor([pre.signum or 0], dtype=torch.int64, device=f"cuda:{torch.cuda.current_device()}")
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
+
+
+def train(job: TrainJob, runtime, preemption: Preemption | None = None, log=_log) -> dict[str, Any]:
+    """Run (or resume) ``job`` to completion; return the metrics record (also written to disk)."""
+    import torch
+
+    t_session = time.perf_counter()
+    pre = preemption or Preemption()
+    arch = job.architecture
+    hw = job.hardware
+    root = Path(job.checkpoint_dir)
+    ckpt.check_fingerprint(root, job.fingerprint(), log=log)
+
+    tr = _Trainer(job, runtime, log=log)
+    try:
+        tr.build()
+    except Exception as exc:
+        if _is_oom(exc):
+            raise ArchitectureDoesNotFit(_oom_message(job, runtime, exc)) from exc
+        raise
+    steps = job.steps
+    log(
+        f"[archscale] {arch.arch_id}: {tr.params_built:,} parameters (N={arch.params_non_embedding:,} non-embedding), "
+        f"{steps} steps x {job.tokens_per_step:,} tokens = {steps * job.tokens_per_step:,} tokens "
+        f"(budget {int(job.budget['tokens']):,}); device {runtime.device}, {runtime.precision}, "
+        f"{runtime.transformer_impl} spec, world {runtime.world_size}, micro-batch {tr.schedule.micro_batch} "
+        f"x {tr.schedule.microbatches}, threads {torch.get_num_threads()}"
+    )
+
+    start_step, curve, train_time, wall_before = 0, [], 0.0, 0.0
+    resumed_from = ckpt.latest_step(root)
+    if resumed_from is not None:
+        state = ckpt.load_checkpoint(root, resumed_from, tr.ddp, tr.optimizer, tr.scheduler)
+        start_step, curve = int(state["step"]), list(state["curve"])
+        train_time, wall_before = float(state["train_time_s"]), float(state["wall_time_s"])
+        torch.set_rng_state(state["rng_cpu"])
+        log(f"[archscale] resumed from {root / ckpt.iter_name(resumed_from)} (step {start_step}/{steps})")
+
+    def wall() -> float:
+        return wall_before + (time.perf_counter() - t_session)
+
+    def save(step: int) -> None:
+        t = time.perf_counter()
+        path = ckpt.save_checkpoint(
+            root, step, tr.ddp, tr.optimizer, tr.scheduler,
+            tr.trainer_state(step, curve, train_time, wall()), keep=int(hw["keep_checkpoints"]),
+        )
+        log(f"[archscale] checkpoint {path} ({time.perf_counter() - t:.1f} s)")
+
+    ckpt_every, log_every = int(hw["checkpoint_interval"]), int(hw["log_interval"])
+    eval_every = int(job.recipe["eval_interval"])
+    tokens_per_step = job.tokens_per_step
+    recent: list[tuple[float, int]] = []  # (seconds, steps) since the last progress line
+    t_log, n_log = time.perf_counter(), 0
+    with pre:
+        for step in range(start_step, steps):
+            t0 = time.perf_counter()
+            try:
+                loss_t, lr, grad_norm = tr.train_step(step)
+                loss = float(loss_t.item())  # the one host sync per step (the curve records every step)
+            except Exception as exc:
+                if _is_oom(exc):
+                    raise ArchitectureDoesNotFit(_oom_message(job, runtime, exc)) from exc
+                raise
+            train_time += time.perf_counter() - t0
+            done = step + 1
+            if not math.isfinite(loss) or (grad_norm is not None and not math.isfinite(grad_norm)):
+                last = ckpt.latest_step(root)
+                kept = f"the last good checkpoint is {root / ckpt.iter_name(last)}" if last is not None else "no checkpoint was written yet"
+                raise TrainingDiverged(
+                    f"{arch.arch_id}: loss {loss} / grad norm {grad_norm} at step {done} is not finite; stopping. "
+                    f"{kept} (kept). Lower training.lr, raise warmup_fraction or tighten clip_grad."
+                )
+            row = {"step": done, "tokens": done * tokens_per_step, "loss": loss, "lr": lr,
+                   "grad_norm": None if grad_norm is None else float(grad_norm), "valid_loss": None,
+                   "elapsed_s": train_time}
+            if eval_every > 0 and done % eval_every == 0 and done < steps:
+                row["valid_loss"] = tr.evaluate()
+            curve.append(row)
+            n_log += 1
+            if done % log_every == 0 or done == steps or done == start_step + 1:
+                dt = time.perf_counter() - t_log
+                recent = (recent + [(dt, n_log)])[-5:]
+                sec_per_step = sum(r[0] for r in recent) / max(1, sum(r[1] for r in recent))
+                log(M.progress_line(done, steps, loss, lr, row["grad_norm"], n_log * tokens_per_step / max(dt, 1e-9),
+                                    wall(), (steps - done) * sec_per_step)
+                    + ("" if row["valid_loss"] is None else f" | valid {row['valid_loss']:.4f}"))
+                t_log, n_log = time.perf_counter(), 0
+            signum = _preempt_requested(pre, runtime.world_size)
+            if signum is not None:
+                save(done)
+                raise Preempted(signum, done)
+            if done % ckpt_every == 0 or done == steps:
+                save(done)
+
+    # ---- after training: validation, final checkpoint, curve, metrics ---------------------
+    # A job resumed after training had finished lands here directly (start_step == steps).
+    t_eval = time.perf_counter()
+    valid_loss = tr.evaluate()
+    log(f"[archscale] validation loss {valid_loss:.4f} on {tr.eval_samples * job.seq_length:,} held-out tokens "
+        f"({time.perf_counter() - t_eval:.1f} s)")
+    if not math.isfinite(valid_loss):
+        raise TrainingDiverged(f"{arch.arch_id}: validation loss is {valid_loss}; the checkpoints are kept in {root}")
+    if curve:
+        curve[-1]["valid_loss"] = valid_loss
+
+    from ..data.dataset import unigram_entropy
+
+    record = _metrics_record(job, runtime, tr, curve, train_time, valid_loss, resumed_from, unigram_entropy(tr.manifest))
+    description = {"arch": job.arch, "arch_id": arch.arch_id, "seq_length": job.seq_length,
+                   "rope_base": job.rope_base, "step": steps, "tokens_seen": record["tokens_seen"],
+                   "precision": runtime.precision, "format": "megatron-core dist_checkpointing, key 'model'"}
+    ckpt.save_final(job.final, tr.ddp, description)
+    record["wall_time_s"] = wall()
+    if runtime.rank == 0:
+        from ..io import write_json, write_parquet
+
+        write_parquet(job.curve, M.curve_table(curve))
+        write_json(job.metrics, record)  # last: its presence means the run finished
+    log(f"[archscale] done: train loss {record['final_train_loss']:.4f}, valid loss {valid_loss:.4f} "
+        f"(unigram entropy {record['unigram_entropy']:.4f}), {record['tokens_per_s']:,.0f} tokens/s, "
+        f"wall {M.format_seconds(record['wall_time_s'])}")
+    return record
+
+
+def _oom_message(job: TrainJob, runtime, exc: BaseException) -> str:
+    return (
+        f"architecture {job.arch_id} does not fit in memory on {runtime.device} "
+        f"(precision {runtime.precision}, micro-batch {job.hardware['micro_batch']} x seq {job.seq_length}, "
+        f"tensor-parallel {runtime.tensor_parallel}): {str(exc).splitlines()[0]}. Lower training.micro_batch, "
+        "raise training.tensor_parallel / enable training.distributed_optimizer, or give the job more memory "
+        "(compute.mem_mb_per_job / a larger GPU)."
+    )
+
+
+def _metrics_record(job, runtime, tr, curve, train_time, valid_loss, resumed_from, entropy) -> dict[str, Any]:
+    import torch
+
+    arch = job.architecture
+    steps = job.steps
+    tokens_seen = steps * job.tokens_per_step
+    tail = max(1, min(10, steps // 20))
+    losses = [r["loss"] for r in curve[-tail:]]
+    # train_time covers every step (it is carried through checkpoints), so it matches tokens_seen.
+    speed = M.throughput(arch, job.seq_length, tokens_seen, train_time, job.hardware.get("peak_flops"),
+                         runtime.world_size)
+    return {
+        "arch_id": arch.arch_id,
+        "scale": job.budget.get("scale", arch.scale),
+        "arch": job.arch,
+        "params_total": arch.params_total,
+        "params_non_embedding": arch.params_non_embedding,
+        "tokens_budget": int(job.budget["tokens"]),
+        "tokens_seen": tokens_seen,
+        "steps": steps,
+        "final_train_loss": sum(losses) / len(losses),
+        "final_train_loss_steps": tail,
+        "last_step_loss": curve[-1]["loss"] if curve else None,
+        "valid_loss": valid_loss,
+        "eval_tokens": tr.eval_samples * job.seq_length,
+        "unigram_entropy": entropy,
+        "train_time_s": train_time,
+        "wall_time_s": None,  # filled in after the final checkpoint is written
+        **speed,
+        "flops_per_token": M.flops_per_token(arch, job.seq_length),
+        "peak_flops": job.hardware.get("peak_flops"),
+        "device": M.device_name(runtime.on_gpu),
+        "precision": runtime.precision,
+        "transformer_impl": runtime.transformer_impl,
+        "world_size": runtime.world_size,
+        "tensor_parallel": runtime.tensor_parallel,
+        "micro_batch": tr.schedule.micro_batch,
+        "threads": None if runtime.on_gpu else torch.get_num_threads(),
+        "versions": M.versions(),
+        "resumed_from_step": resumed_from,
+        "recipe": job.recipe,
+        "rope_base": job.rope_base,
+    }
