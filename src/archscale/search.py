@@ -235,16 +235,19 @@ class LawModel:
         self.runs = runs
 
     def l_opt(self, n: int, tokens: int) -> float:
+        """``L_opt(N, D)`` as the fit used it (its stored table, or its Chinchilla fit)."""
         from .law.conditional import reference_loss
 
-        return float(reference_loss(self.conditional, n, tokens, runs=self.runs))
+        try:
+            return float(reference_loss(self.conditional, n, tokens))
+        except ValueError as exc:
+            raise SearchError(f"reference loss at N={n:,}, D={tokens:,}: {exc}") from None
 
     def predict(self, d_over_sqrt_n: float, r: float, l_opt: float) -> dict[str, float]:
         from .law.conditional import predict_loss
 
-        return {
-            f: float(predict_loss(self.conditional["forms"][f], d_over_sqrt_n, r, l_opt)) for f in self.forms
-        }
+        forms = self.conditional["forms"]
+        return {f: float(predict_loss(dict(forms[f], form=f), d_over_sqrt_n, r, l_opt)) for f in self.forms}
 
     def optimum(self, form: str) -> dict[str, Any]:
         return dict(self.conditional["forms"][form].get("optimum") or {})

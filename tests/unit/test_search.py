@@ -90,15 +90,8 @@ def toy_efficiency(arch: Architecture) -> float:
 
 
 def law_models(conditional: dict) -> list[LawModel]:
-    """The oracle, plus archscale.law's implementation once the fitting stage provides it."""
-    models = [OracleLaw(conditional)]
-    try:
-        import archscale.law.conditional  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        models.append(LawModel(conditional))
-    return models
+    """The oracle and archscale.law's implementation: the search must agree with both."""
+    return [OracleLaw(conditional), LawModel(conditional)]
 
 
 def target_1b(**kw) -> SearchTarget:

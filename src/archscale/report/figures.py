@@ -19,6 +19,16 @@ FORM_STYLE = {"multiplicative": "-", "additive": "--"}
 DPI = 110
 
 
+def _log_x(ax) -> None:
+    """Log x axis with plain tick labels (0.2, 0.3, ...) rather than 2x10^-1."""
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
+    ax.tick_params(axis="x", which="minor", labelsize=6)
+
+
 def _save(fig, path: str | Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -83,7 +93,7 @@ def loss_vs_knob(runs: pd.DataFrame, conditional: dict, knob: str, path: str | P
             pred = [law.predict(x if knob == "d" else fixed, fixed if knob == "d" else x, l_opt)[form] for x in grid]
             ax.plot(grid, pred, FORM_STYLE.get(form, ":"), color="C3" if form == "multiplicative" else "C1",
                     label=f"{form} fit ({other_label} = {fixed:.3g})")
-        ax.set_xscale("log")
+        _log_x(ax)
         ax.set_title(f"{scale}: N = {n_target:,}, D = {tokens:,}")
         ax.set_xlabel(label)
         ax.set_ylabel("validation loss")
@@ -126,7 +136,7 @@ def throughput_figure(tput: pd.DataFrame, batch_size: int | None, path: str | Pa
         ax.set_xlabel(label)
         ax.set_ylabel(f"output tokens/s (batch {batch_size})")
         if col != "gqa":
-            ax.set_xscale("log")
+            _log_x(ax)
     axes[0].legend(fontsize=7)
     devices = ", ".join(sorted({str(d) for d in sel["device"]}))
     fig.suptitle(f"measured throughput on {devices}", fontsize=9)

@@ -119,8 +119,9 @@ def search_sentences(results: list[dict]) -> list[str]:
         )
         if base is not None and panda is not None:
             out.append(
-                f"  Panda {panda['arch_id']} is predicted {base['loss'] - panda['loss']:+.4f} lower in loss than "
-                f"the baseline {base.get('name') or base['arch_id']} ({res['form']} law)."
+                f"  Panda {panda['arch_id']}: predicted loss {panda['loss']:.4f} against {base['loss']:.4f} for the "
+                f"baseline {base.get('name') or base['arch_id']} ({res['form']} law, difference "
+                f"{panda['loss'] - base['loss']:+.4f})."
             )
         if sure is None:
             out.append(f"  No Surefire: {res.get('note')}")
@@ -137,21 +138,46 @@ def search_sentences(results: list[dict]) -> list[str]:
     return out
 
 
-def caveat_sentences(runs: pd.DataFrame, devices: list[str], engines: list[str]) -> list[str]:
+def interior_optima(conditional: dict, runs: pd.DataFrame) -> list[str]:
+    """Knobs (per form) whose fitted optimum is not null and lies inside the sampled range."""
+    found = []
+    r_lo, r_hi = conditional.get("r_range") or (0.5, 5.0)
+    used = runs[(runs["mlp_attn_ratio"] >= r_lo) & (runs["mlp_attn_ratio"] <= r_hi)] if len(runs) else runs
+    for form, fit in (conditional.get("forms") or {}).items():
+        opt = (fit or {}).get("optimum") or {}
+        for knob, col in (("d_over_sqrt_n", "d_over_sqrt_n"), ("r", "mlp_attn_ratio")):
+            v = opt.get(knob)
+            if v is not None and len(used) and used[col].min() <= v <= used[col].max():
+                found.append(f"{knob} = {v:.3g} ({form})")
+    return found
+
+
+def caveat_sentences(
+    runs: pd.DataFrame, devices: list[str], engines: list[str], conditional: dict | None = None
+) -> list[str]:
     out = []
     if len(runs) and "params_non_embedding" in runs:
         n_max = float(runs["params_non_embedding"].max())
         n_min = float(runs["params_non_embedding"].min())
         if n_max < TINY_N:
-            emb = runs["vocab"] * runs["d_model"] / runs["params_non_embedding"] if "vocab" in runs else None
-            emb_txt = (
-                f" The embedding (V x d) is {emb.min():.1f}-{emb.max():.1f} x N here, so it dominates the model."
-                if emb is not None else ""
-            )
+            emb_txt = ""
+            if "vocab" in runs and "d_model" in runs:
+                emb = runs["vocab"] * runs["d_model"] / runs["params_non_embedding"]
+                emb_txt = f"; the embedding V x d is {emb.min():.2g}-{emb.max():.2g} x N"
+            optima = interior_optima(conditional or {}, runs)
+            if optima:
+                opt_txt = (
+                    f" The fit does place interior optima ({', '.join(optima)}), but at this size and with one seed "
+                    "per architecture they may be fitting noise: compare the curves with the points in the loss "
+                    "figures before reading them as U-shapes."
+                )
+            else:
+                opt_txt = " Consistently, the fit finds no interior optimum inside the sampled range."
             out.append(
-                f"These are tiny models (N = {n_min:,.0f}-{n_max:,.0f} non-embedding parameters).{emb_txt} "
-                "Runs of this size show the direction of the d and r effects, not the paper's U-shapes: the "
-                "fitted optima (or their absence) and the picks do not transfer to 80M-3B models."
+                f"These are tiny models (N = {n_min:,.0f}-{n_max:,.0f} non-embedding parameters{emb_txt}). "
+                "Runs of this size can show the direction of the d and r effects, not the paper's U-shapes "
+                "(optima near d/sqrt(N) = 0.08 and r = 1-1.2 at 80M-1B); neither the fitted optima nor the picks "
+                f"transfer to models of that size.{opt_txt}"
             )
     if "scale" in runs and len(runs):
         out.append(
@@ -175,5 +201,5 @@ def findings(
         "What the runs show": fit_sentences(conditional) + knob_sentences(conditional, runs),
         "Cross-scale validation": validation_sentences(validation),
         "Search": search_sentences(results),
-        "What the runs do not show": caveat_sentences(runs, devices, engines),
+        "What the runs do not show": caveat_sentences(runs, devices, engines, conditional),
     }

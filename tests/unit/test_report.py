@@ -1,0 +1,164 @@
+"""The report: figures, tables, index and the honest summary, on fixture records."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.image as mpimg
+import pandas as pd
+import pytest
+from search_fixtures import LAW, write_study
+
+from archscale import search as S
+from archscale.io import read_json, write_json, write_parquet
+from archscale.report import OUTPUTS, build_report
+from archscale.report.findings import factor_shape, findings, knob_sentences
+from archscale.report.tables import chosen_rows
+
+
+def run_study_search(root, st):
+    """Search every target of the study on its fixture records (measured = 1.05 x predicted)."""
+    cfg = st["config"]
+    settings = S.settings_from_config(cfg)
+    results, paretos = [], []
+    for name, target in S.targets_from_config(cfg).items():
+        cands, space = S.prepare_from_files(
+            target.to_dict(), settings.to_dict(), root / "results/runs.parquet", root / "results/fit/conditional.json",
+            root / "results/throughput/cost_model.json",
+        )
+        eff = S.cost_model_efficiency(st["cost_model"], settings.input_len, settings.output_len, settings.batch_size)
+        res, par = S.select(cands, space, lambda a: 1.05 * eff(S.measure_arch(cands, a)))
+        results.append(root / f"results/search/{name}/result.json")
+        paretos.append(root / f"results/search/{name}/pareto.parquet")
+        write_json(results[-1], res)
+        write_parquet(paretos[-1], par)
+    return results, paretos
+
+
+def report_outputs(root):
+    out = {k: str(root / "results/report" / (k + (".png" if kind == "figure" else ".html"))) for k, (kind, _) in OUTPUTS.items()}
+    out["index"] = str(root / "results/report/index.json")
+    return out
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    st = write_study(root)
+    st["results"], st["paretos"] = run_study_search(root, st)
+    st["root"] = root
+    return st
+
+
+@pytest.fixture(scope="module")
+def built(study):
+    """The report is drawn once per module (matplotlib dominates the time)."""
+    return build(study)
+
+
+def build(st, **kw):
+    root, ids = st["root"], st["runs"]["arch_id"]
+    args = dict(
+        outputs=report_outputs(root), plan=root / "results/plan/plan.parquet", runs=root / "results/runs.parquet",
+        conditional=root / "results/fit/conditional.json", validation=root / "results/fit/validation.parquet",
+        curves=[root / f"results/train/{a}/curve.parquet" for a in ids],
+        throughput=[root / f"results/throughput/{a}.json" for a in ids],
+        search_results=st["results"], search_pareto=st["paretos"], title="fixture study",
+    )
+    args.update(kw)
+    return build_report(**args), args["outputs"]
+
+
+def test_report_writes_every_figure_and_table_and_lists_them(study, built):
+    index, out = built
+    assert [i["name"] for i in index["items"]] == list(OUTPUTS)
+    for item in index["items"]:
+        path = out[item["name"]]
+        assert item["path"] == path
+        if item["kind"] == "figure":
+            img = mpimg.imread(path)
+            assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+    by_name = {i["name"]: i for i in index["items"]}
+    assert by_name["loss_vs_d"]["panels"] == 3 and by_name["loss_vs_r"]["panels"] == 3
+    assert by_name["loss_curves"]["curves"] == len(study["runs"])
+    assert by_name["validation"]["panels"] == 2  # s30k->s50k and s30k+s50k->s100k
+    # Grid records at the search's batch size (8) plus the search's own measurements.
+    assert by_name["throughput"]["batch_size"] == 8
+    assert by_name["throughput"]["points"] > len(study["runs"])
+    assert by_name["plan"]["rows"] == len(study["runs"])
+    assert read_json(out["index"]) == json.loads(json.dumps(index))
+
+    res = read_json(study["results"][0])
+    chosen = open(out["chosen"]).read()
+    for pick in ("panda", "surefire", "baseline"):
+        assert res[pick]["arch_id"] in chosen
+    assert index["searches"] == [{"target": "s100k-default", "panda": res["panda"]["arch_id"],
+                                  "surefire": res["surefire"]["arch_id"], "baseline": res["baseline"]["arch_id"]}]
+    plan_html = open(out["plan"]).read()
+    assert all(a in plan_html for a in study["runs"]["arch_id"])
+
+
+def test_findings_state_the_fitted_optimum_and_the_tiny_scale_caveat(study, built):
+    index, out = built
+    text = index["findings"]
+    shows = " ".join(text["What the runs show"])
+    assert "interior optimum at d/sqrt(N) = 0.3" in shows  # a2/a1 of the fixture law
+    assert "interior optimum at r = 1.5" in shows
+    caveats = " ".join(text["What the runs do not show"])
+    assert "tiny models" in caveats and "not the paper's U-shapes" in caveats
+    assert "may be fitting noise" in caveats
+    assert "measured on CPU" in caveats
+    search = " ".join(text["Search"])
+    res = read_json(study["results"][0])
+    assert f"Surefire {res['surefire']['arch_id']}" in search and "1.0" in search
+    html = open(out["findings"]).read()
+    assert "tiny models" in html and "<li>" in html
+
+
+def test_no_interior_optimum_when_the_fit_has_none(study):
+    cond = read_json(study["root"] / "results/fit/conditional.json")
+    for form in cond["forms"].values():
+        form["a"] = [1.2, -0.05, 0.0]  # loss falls monotonically with d/sqrt(N)
+        form["b"] = [0.9, -0.02, 0.0]
+        form["optimum"] = {"d_over_sqrt_n": None, "d_over_sqrt_n_ci": [None, None], "r": None, "r_ci": [None, None]}
+    text = findings(cond, study["runs"], None, [], ["cpu"], ["megatron"])
+    shows = " ".join(text["What the runs show"])
+    assert "no interior optimum of the hidden size" in shows and "loss falls as it grows" in shows
+    assert "no interior optimum of the MLP-to-attention ratio" in shows
+    assert "interior optimum at" not in shows
+    assert "finds no interior optimum inside the sampled range" in " ".join(text["What the runs do not show"])
+    assert text["Cross-scale validation"][0].startswith("No progressive cross-scale validation")
+
+
+def test_factor_shape_with_the_paper_coefficients():
+    a = [2.319, 0.238, 0.0176]  # 1B-only fit: d/sqrtN* = 0.0739
+    s = factor_shape(a, 0.05, 0.12)
+    assert s["trend"] == "interior minimum" and s["x_star"] == pytest.approx(0.0739, abs=1e-4)
+    assert factor_shape(a, 0.1, 0.3)["trend"] == "rises"  # right of the optimum
+    assert factor_shape(a, 0.02, 0.05)["trend"] == "falls"
+    assert factor_shape([1.0, -0.1, -0.02], 0.1, 0.3)["kind"] == "maximum"
+    sentences = knob_sentences(
+        {"r_range": [0.5, 5], "forms": {"multiplicative": {"a": a, "b": [0.5104, 0.0051, 0.0062],
+                                                            "optimum": {"d_over_sqrt_n": 0.0739, "r": 1.216}}}},
+        pd.DataFrame({"d_over_sqrt_n": [0.1, 0.2], "mlp_attn_ratio": [2.0, 4.0]}),
+    )
+    # The fitted optima lie left of every sampled point: no interior optimum over that range.
+    assert sentences[0].startswith("multiplicative fit: no interior optimum of the hidden size")
+    assert "outside the sampled range" in sentences[0]
+
+
+def test_chosen_rows_report_measured_speedup():
+    res = {
+        "target": "t", "baseline": {"arch_id": "b", "name": "base", "loss": 3.0, "measured_output_tokens_per_s": 100.0},
+        "panda": {"arch_id": "p", "loss": 2.9, "measured_output_tokens_per_s": 90.0},
+        "surefire": {"arch_id": "s", "loss": 2.99, "measured_output_tokens_per_s": 140.0},
+    }
+    df = chosen_rows([res])
+    assert df["arch_id"].tolist() == ["b", "p", "s"]
+    assert df["measured_vs_baseline"].tolist() == pytest.approx([1.0, 0.9, 1.4])
+    assert df["pick"].iloc[0] == "baseline (base)"
+
+
+def test_law_fixture_matches_the_fit_json(study):
+    cond = read_json(study["root"] / "results/fit/conditional.json")
+    assert cond["forms"]["multiplicative"]["a"] == LAW["a"]
