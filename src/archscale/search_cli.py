@@ -234,9 +234,10 @@ def _json_default(obj):
     raise TypeError(type(obj).__name__)
 
 
-def print_result(result: dict, pareto: pd.DataFrame, rows: int = 15, out=sys.stdout) -> None:
+def print_result(result: dict, pareto: pd.DataFrame, rows: int = 15, out=None) -> None:
     from .cli import print_table
 
+    out = out or sys.stdout
     lt = result["loss_target"]
     target_txt = "none" if lt["value"] is None else f"{lt['value']:.4f} ({lt['source']}{', ' + lt.get('baseline_name', '') if lt.get('baseline') else ''})"
     g = result["grid"]
