@@ -88,3 +88,38 @@ def test_summarise_repeats_by_hand():
     assert out["cv_output_tokens_per_s"] == pytest.approx(7.0710678 / 15.0)
     single = job.summarise_repeats(reps[:1])
     assert single["cv_output_tokens_per_s"] is None
+
+
+def test_trained_checkpoint_is_loaded(tmp_path):
+    """weights: trained loads results/train/{arch}/final as the training stage writes it."""
+    import types
+
+    import torch
+
+    pytest.importorskip("archscale.train.checkpointing")
+    from archscale.model import build_model, resolve_runtime, setup_runtime
+    from archscale.train.checkpointing import save_final
+
+    runtime = resolve_runtime(cuda_available=False, te_installed=False)
+    setup_runtime(runtime, 99)
+    trained = build_model(ARCH, runtime, max_sequence_length=32, init_std=0.3)
+    final = tmp_path / "final"
+    save_final(final, types.SimpleNamespace(module=trained), {"arch": ARCH.to_dict(), "seq_length": 32})
+
+    loaded = job.build_megatron_model(ARCH, runtime, 13, 500000, str(final))
+    ref = trained.state_dict()
+    got = loaded.state_dict()
+    weights = [k for k in ref if torch.is_tensor(ref[k]) and not k.endswith("_extra_state")]
+    assert weights and all(torch.equal(ref[k], got[k]) for k in weights)
+    fresh = job.build_megatron_model(ARCH, runtime, 13, 500000, None)
+    assert not all(torch.equal(ref[k], fresh.state_dict()[k]) for k in weights)
+
+    rec = run_job(ARCH.to_dict(), {**WORKLOAD, "weights": "trained", "batch_sizes": [1], "repeats": 2}, HW,
+                  checkpoint=str(final))
+    assert rec["weights"] == "trained" and rec["checkpoint"] == str(final)
+
+    other = Architecture(d_model=32, ffn=80, layers=2, heads=4, kv_heads=4, head_dim=8, vocab=256, scale="t")
+    with pytest.raises(ValueError, match="checkpoint of t-L2-d32-h4g2"):
+        job.build_megatron_model(other, runtime, 13, 500000, str(final))
+    with pytest.raises(FileNotFoundError, match="not a final checkpoint"):
+        job.build_megatron_model(ARCH, runtime, 13, 500000, str(tmp_path))

@@ -106,14 +106,31 @@ def _peak_memory(runtime_on_gpu: bool) -> tuple[int, str]:
     return int(rss if sys.platform == "darwin" else rss * 1024), "process_max_rss"
 
 
-def load_checkpoint(model, path: str) -> None:
-    """Load trained weights saved by the training stage (megatron dist_checkpointing directory)."""
-    from megatron.core import dist_checkpointing
+def build_megatron_model(a: Architecture, runtime, max_seq: int, rope_base: float, checkpoint: str | None):
+    """The model to measure: seeded random weights, or the training stage's final checkpoint.
 
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"throughput.weights is 'trained' but {path} is not a checkpoint directory")
-    state = dist_checkpointing.load(model.sharded_state_dict(), path, strict="assume_ok_unexpected")
-    model.load_state_dict(state, strict=False)
+    The checkpoint is ``results/train/{arch}/final`` as written by
+    :func:`archscale.train.checkpointing.save_final` (dist_checkpointing, key ``model``, plus
+    ``archscale.json``); its architecture must be the job's.
+    """
+    from ..model import build_model
+
+    if checkpoint is None:
+        return build_model(a, runtime, max_sequence_length=max_seq, rope_base=rope_base)
+    from ..io import read_json
+    from ..train.checkpointing import load_final
+
+    desc_path = os.path.join(checkpoint, "archscale.json")
+    if not os.path.isfile(desc_path):
+        raise FileNotFoundError(
+            f"throughput.weights is 'trained' but {checkpoint} is not a final checkpoint of the training "
+            "stage (no archscale.json); run the train rule first or set throughput.weights: random"
+        )
+    trained = Architecture.from_dict(read_json(desc_path)["arch"])
+    if trained.arch_id != a.arch_id:
+        raise ValueError(f"{desc_path}: checkpoint of {trained.arch_id}, but the job measures {a.arch_id}")
+    model, _ = load_final(checkpoint, runtime)
+    return model
 
 
 def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None = None) -> dict:
@@ -136,13 +153,13 @@ def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None =
         max_batch = max(w["batch_sizes"])
         t_setup = time.perf_counter()
         if w["engine"] == "megatron":
-            from ..model import build_model, setup_runtime
+            from ..model import setup_runtime
             from .engine import make_decoder
 
             setup_runtime(runtime, seed)
-            model = build_model(a, runtime, max_sequence_length=max_seq, rope_base=w.get("rope_base", 500000))
-            if w["weights"] == "trained":
-                load_checkpoint(model, checkpoint)
+            model = build_megatron_model(
+                a, runtime, max_seq, w.get("rope_base", 500000), checkpoint if w["weights"] == "trained" else None
+            )
             decoder = make_decoder(hardware.get("megatron_engine", "auto"), model, a, runtime, max_batch, max_seq, seed)
         else:
             from .vllm_engine import VllmDecoder
