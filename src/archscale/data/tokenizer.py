@@ -35,10 +35,10 @@ def load(path: str | Path):
     from tokenizers import Tokenizer
 
     path = Path(path)
+    if not path.is_file():
+        raise TokenizerError(f"{path}: tokenizer file not found (tokenizer.file in config)")
     try:
         return Tokenizer.from_file(str(path))
-    except FileNotFoundError:
-        raise TokenizerError(f"{path}: tokenizer file not found (tokenizer.file in config)") from None
     except Exception as exc:  # tokenizers raises a plain Exception on a malformed file
         raise TokenizerError(f"{path}: not a Hugging Face tokenizer.json ({exc})") from None
 
