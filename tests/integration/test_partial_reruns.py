@@ -1,0 +1,140 @@
+"""Partial reruns on top of ONE complete run of the embedded default (issue 7, item 4).
+
+(a) adding one grid point schedules exactly that architecture's training and throughput jobs plus
+    the jobs that summarise all runs (plan table, cost model, aggregate, fit, search, report);
+(b) editing a key that does not affect a job re-runs nothing else: the report title re-runs only
+    the report, a hardware-only knob re-runs nothing, and replacing one grid point does not
+    re-run its neighbours in the same sweep;
+(c) a run with nothing to do does nothing, and exits quickly (its time is printed here and
+    measured by bench/bench_dryrun.py, not asserted).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from archscale.plan import build_plan
+
+from workflow_helpers import job_stats, nothing_to_do, output_mtimes, parse_jobs, snakemake, write_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+#: Per-architecture rules: a change of one grid point may schedule them for that point only.
+PER_ARCH = {"train", "throughput"}
+#: Rules that read every run (or the plan): any change of the grid legitimately re-runs them.
+SUMMARY = {"plan", "cost_model", "aggregate", "fit", "search_candidates", "search_select", "report"}
+#: Data preparation never depends on the grid.
+DATA = {"tokenizer", "tokenize", "data_manifest"}
+
+
+def plan_ids(config: dict) -> set[str]:
+    return set(build_plan(config).ids)
+
+
+def dry_run(default_run, config: dict, name: str):
+    path = write_config(default_run.workdir, config, name)
+    run = snakemake(default_run.workdir, "-n", "--configfile", str(path.relative_to(default_run.workdir)))
+    return run, parse_jobs(run.output)
+
+
+def added_point(config: dict) -> tuple[dict, str]:
+    """The default config plus one new feasible d_over_sqrt_n in the first sweep of a scale, and
+    the id of the one architecture it adds."""
+    before = plan_ids(config)
+    for scale_index, scale in enumerate(config["scales"]):
+        sweep = scale["grid"][0]
+        for value in (0.27, 0.3, 0.4, 0.45, 0.25, 0.42):
+            if value in sweep["d_over_sqrt_n"]:
+                continue
+            cand = default_copy(config)
+            cand["scales"][scale_index]["grid"][0]["d_over_sqrt_n"] = sweep["d_over_sqrt_n"] + [value]
+            try:
+                new = plan_ids(cand) - before
+            except Exception:  # noqa: BLE001 - infeasible point: try the next value
+                continue
+            if len(new) == 1 and before <= plan_ids(cand):
+                return cand, new.pop()
+    pytest.fail("found no single feasible grid point to add to the default config")
+
+
+def default_copy(config: dict) -> dict:
+    import copy
+
+    return copy.deepcopy(config)
+
+
+def test_default_run_completed(default_run):
+    out = default_run.workdir / "results"
+    for path in ("plan/plan.parquet", "runs.parquet", "fit/conditional.json", "report/index.json"):
+        assert (out / path).is_file(), f"the default run did not produce results/{path}"
+    trained = {p.parent.name for p in out.glob("train/*/metrics.json")}
+    assert trained == plan_ids(default_run.config)
+
+
+def test_a_adding_one_grid_point_schedules_only_its_jobs_and_the_summaries(default_run):
+    config, new_arch = added_point(default_run.config_copy())
+    run, jobs = dry_run(default_run, config, "added-point.yaml")
+    rules = {j.rule for j in jobs}
+    per_arch = {(j.rule, j.wildcards.get("arch")) for j in jobs if j.rule in PER_ARCH}
+    assert per_arch == {("train", new_arch), ("throughput", new_arch)}, run.tail()
+    assert not rules & DATA, f"data jobs re-scheduled: {rules & DATA}\n{run.tail()}"
+    assert rules - PER_ARCH <= SUMMARY, f"unexpected jobs {rules - PER_ARCH - SUMMARY}\n{run.tail()}"
+    # The summaries that read every run must be among them.
+    assert {"aggregate", "fit", "report"} <= rules, run.tail()
+    assert rules & {"search_candidates", "search_select"}, run.tail()
+    counts = job_stats(run.output)
+    assert counts["train"] == 1 and counts["throughput"] == 1, counts
+
+
+def test_b_report_title_reruns_only_the_report(default_run):
+    config = default_run.config_copy()
+    config["report"]["title"] = config["report"].get("title", "") + " (edited)"
+    run, jobs = dry_run(default_run, config, "title.yaml")
+    assert [j.rule for j in jobs] == ["report"], run.tail()
+
+
+def test_b_hardware_knob_reruns_nothing(default_run):
+    config = default_run.config_copy()
+    # Threads and micro-batch are hardware knobs: kept out of every job's identity.
+    config["training"]["threads"] = int(config["training"].get("threads", 1)) + 1
+    config["training"]["micro_batch"] = max(1, int(config["training"]["global_batch"]) // 2)
+    run, jobs = dry_run(default_run, config, "hardware.yaml")
+    assert jobs == [] and nothing_to_do(run.output), run.tail()
+
+
+def test_b_replacing_a_grid_point_does_not_rerun_its_neighbours(default_run):
+    config = default_run.config_copy()
+    before = plan_ids(config)
+    # Replace the last r of the second sweep of the first scale; the other points of that sweep
+    # (its neighbours) must not re-run.
+    sweep = config["scales"][0]["grid"][1]
+    for value in (3.0, 2.5, 3.5, 1.5):
+        trial = default_copy(config)
+        trial["scales"][0]["grid"][1]["r"] = sweep["r"][:-1] + [value]
+        try:
+            after = plan_ids(trial)
+        except Exception:  # noqa: BLE001 - infeasible: try the next value
+            continue
+        if len(after - before) == 1:
+            break
+    else:
+        pytest.fail("found no feasible replacement of a grid point")
+    new_arch = (after - before).pop()
+    run, jobs = dry_run(default_run, trial, "replaced.yaml")
+    trained = {j.wildcards["arch"] for j in jobs if j.rule == "train"}
+    assert trained == {new_arch}, run.tail()
+    assert {j.wildcards["arch"] for j in jobs if j.rule == "throughput"} == {new_arch}, run.tail()
+    assert not {j.rule for j in jobs} & DATA, run.tail()
+
+
+def test_c_nothing_to_do_exits_without_running_anything(default_run):
+    before = output_mtimes(default_run.workdir)
+    start = time.perf_counter()
+    run = snakemake(default_run.workdir)  # the same command as the complete run
+    seconds = time.perf_counter() - start
+    assert nothing_to_do(run.output), run.tail()
+    assert parse_jobs(run.output) == [], run.tail()
+    assert output_mtimes(default_run.workdir) == before, "a no-op run touched results/"
+    print(f"no-op run of the complete default workflow: {seconds:.1f} s")

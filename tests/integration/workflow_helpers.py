@@ -1,0 +1,198 @@
+"""Helpers of the integration tests: a copy of the workflow in a temporary directory, Snakemake
+runs in it (locally or through the SLURM profile, as a user types them), dry-run parsing, and
+what the SLURM controller says about the jobs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+SNAKEMAKE = str(BIN / "snakemake")
+#: What a user's checkout holds that a run needs (results/, logs/, .snakemake/ are NOT copied).
+WORKFLOW_FILES = ["Snakefile", "workflow", "config", "profiles", "resources", "src", "environment.yml",
+                  "pyproject.toml", "slurm"]
+
+
+def env_for_runs() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    # A user's own SBATCH_* settings must not leak into the test cluster's submissions.
+    for var in ("SBATCH_PARTITION", "SBATCH_ACCOUNT", "SNAKEMAKE_PROFILE"):
+        env.pop(var, None)
+    return env
+
+
+def copy_workflow(dest: Path) -> Path:
+    """Copy the repository's workflow (as a user's checkout would hold it) into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        if src.is_symlink():
+            os.symlink(os.readlink(src), dest / name)
+        elif src.is_dir():
+            shutil.copytree(src, dest / name, symlinks=True, ignore=ignore)
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def load_config(workdir: Path, name: str = "config/config.yaml") -> dict:
+    return yaml.safe_load((workdir / name).read_text())
+
+
+def write_config(workdir: Path, config: dict, name: str) -> Path:
+    path = workdir / "config" / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@dataclass
+class Run:
+    args: list[str]
+    returncode: int
+    output: str
+    seconds: float
+    log: Path
+
+    def tail(self, n: int = 6000) -> str:
+        return f"$ snakemake {' '.join(self.args)}  (exit {self.returncode}, {self.seconds:.0f} s, log {self.log})\n" + self.output[-n:]
+
+
+_counter = iter(range(10**6))
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 900, check: bool = True,
+              env: dict[str, str] | None = None) -> Run:
+    """Run ``snakemake ARGS`` with ``workdir`` as the current directory (as a user would)."""
+    logdir = workdir / "test-logs"
+    logdir.mkdir(exist_ok=True)
+    log = logdir / f"{next(_counter):03d}.log"
+    start = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.run([SNAKEMAKE, *args], cwd=workdir, stdout=fh, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, env={**env_for_runs(), **(env or {})}, timeout=timeout)
+    run = Run(list(args), proc.returncode, log.read_text(), time.perf_counter() - start, log)
+    if check and run.returncode != 0:
+        pytest.fail(f"snakemake failed:\n{run.tail()}\n{failed_job_logs(workdir, run.output)}")
+    return run
+
+
+def failed_job_logs(workdir: Path, output: str, limit: int = 3000) -> str:
+    """The logs Snakemake names for failed jobs, for the assertion message."""
+    texts = []
+    for m in re.finditer(r"(?:Logfile|log:?)\s+(\S+\.log)", output):
+        path = Path(m.group(1))
+        path = path if path.is_absolute() else workdir / path
+        if path.is_file():
+            texts.append(f"--- {path}\n{path.read_text()[-limit:]}")
+    return "\n".join(dict.fromkeys(texts))
+
+
+@dataclass
+class Job:
+    rule: str
+    wildcards: dict[str, str] = field(default_factory=dict)
+    reason: str = ""
+    resources: dict[str, str] = field(default_factory=dict)
+
+
+JOB_HEADER = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):\s*$")
+
+
+def parse_jobs(output: str) -> list[Job]:
+    """Jobs listed by a (dry-)run: each ``rule NAME:`` block with its wildcards and reason."""
+    jobs: list[Job] = []
+    for line in output.splitlines():
+        m = JOB_HEADER.match(line)
+        if m:
+            jobs.append(Job(m.group(1)))
+            continue
+        if not jobs:
+            continue
+        s = line.strip()
+        if s.startswith("wildcards:"):
+            for item in s[len("wildcards:"):].split(","):
+                key, _, value = item.strip().partition("=")
+                jobs[-1].wildcards[key] = value
+        elif s.startswith("reason:"):
+            jobs[-1].reason = s[len("reason:"):].strip()
+        elif s.startswith("resources:"):
+            for item in s[len("resources:"):].split(", "):
+                key, _, value = item.strip().partition("=")
+                jobs[-1].resources[key] = value
+    return jobs
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """The ``Job stats:`` table of a (dry-)run as {rule: count} (without the total)."""
+    counts: dict[str, int] = {}
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == "Job stats:":
+            for row in lines[i + 3:]:
+                m = re.match(r"^(\w+)\s+(\d+)$", row.strip())
+                if not m:
+                    break
+                if m.group(1) == "total":
+                    break
+                counts[m.group(1)] = counts.get(m.group(1), 0) + int(m.group(2))
+            break
+    return counts
+
+
+def nothing_to_do(output: str) -> bool:
+    return "Nothing to be done" in output
+
+
+def output_mtimes(workdir: Path) -> dict[str, float]:
+    return {str(p.relative_to(workdir)): p.stat().st_mtime
+            for p in (workdir / "results").rglob("*") if p.is_file()}
+
+
+def squeue_jobs() -> list[dict[str, str]]:
+    """All jobs the controller still knows (finished ones for MinJobAge): id, name, state, comment."""
+    proc = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i|%j|%T|%k|%b|%l"],
+                          capture_output=True, text=True, timeout=30, check=True)
+    keys = ["id", "name", "state", "comment", "tres", "timelimit"]
+    return [dict(zip(keys, line.split("|"))) for line in proc.stdout.splitlines() if line.strip()]
+
+
+def slurm_run_ids(output: str) -> list[str]:
+    return re.findall(r"SLURM run ID: (\S+)", output)
+
+
+def submitted(output: str) -> dict[str, list[str]]:
+    """{rule: [SLURM job ids]} of the jobs a snakemake --profile slurm run submitted."""
+    ids: dict[str, list[str]] = {}
+    for m in re.finditer(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+?)/", output):
+        ids.setdefault(m.group(2), []).append(m.group(1))
+    return ids
+
+
+# ---- the local SLURM cluster ----------------------------------------------------------------
+def slurm_status() -> str | None:
+    """None when a cluster answers with an idle/mixed/allocated node, else why not."""
+    if shutil.which("sinfo") is None:
+        return "SLURM client tools are not installed (sinfo missing)"
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%t %G"], capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        return "sinfo timed out: no slurmctld answers"
+    if proc.returncode != 0:
+        return f"sinfo failed: {proc.stderr.strip()[:200]}"
+    states = proc.stdout.split()
+    if not any(s.rstrip("*~#") in ("idle", "mix", "alloc", "mixed", "allocated") for s in states[:1]):
+        return f"no usable node (sinfo: {proc.stdout.strip()!r})"
+    return None
