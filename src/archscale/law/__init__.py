@@ -1,0 +1,81 @@
+"""Scaling-law fits: the Chinchilla reference law, the conditional law and its validation.
+
+:func:`fit_outputs` is what the workflow's ``fit`` rule runs: from a runs table and the
+``fit`` config section it returns the contents of ``results/fit/chinchilla.json``,
+``results/fit/conditional.json`` and ``results/fit/validation.parquet`` (formats in
+docs/pipeline.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from .chinchilla import ChinchillaFit, FitError, fit_chinchilla
+from .conditional import fit_conditional, predict_loss, reference_loss, resolve_columns
+from .validation import progressive_validation
+
+__all__ = [
+    "ChinchillaFit",
+    "FitError",
+    "fit_chinchilla",
+    "fit_conditional",
+    "fit_outputs",
+    "predict_loss",
+    "progressive_validation",
+    "reference_loss",
+]
+
+FIT_DEFAULTS = {
+    "reference": "empirical",
+    "forms": ["multiplicative", "additive"],
+    "r_min": 0.5,
+    "r_max": 5.0,
+    "bootstrap": 200,
+    "seed": 0,
+    "chinchilla_objective": "huber",
+    "huber_delta": 1e-3,
+}
+
+
+def chinchilla_record(runs: pd.DataFrame, cfg: dict, cols: dict[str, str]) -> tuple[dict[str, Any], ChinchillaFit | None]:
+    """chinchilla.json: the configured objective plus the Levenberg-Marquardt least-squares fit."""
+    n, d, loss = runs[cols["n"]], runs[cols["d"]], runs[cols["loss"]]
+    common = dict(bootstrap=int(cfg["bootstrap"]), seed=int(cfg["seed"]), delta=float(cfg["huber_delta"]))
+    try:
+        main = fit_chinchilla(n, d, loss, objective=cfg["chinchilla_objective"], **common)
+        lm = main if cfg["chinchilla_objective"] == "squared" else fit_chinchilla(n, d, loss, objective="squared", **common)
+    except FitError as exc:
+        if cfg["reference"] == "chinchilla":
+            raise
+        return {"fitted": False, "reason": str(exc), "columns": {k: cols[k] for k in ("n", "d", "loss")}}, None
+    rec = main.to_dict()
+    rec.update(fitted=True, reason=None, columns={k: cols[k] for k in ("n", "d", "loss")}, lm=lm.to_dict())
+    return rec, main
+
+
+def fit_outputs(runs: pd.DataFrame, fit_config: dict | None = None, columns: dict | None = None):
+    """(chinchilla_json, conditional_json, validation DataFrame) for a runs table."""
+    cfg = dict(FIT_DEFAULTS)
+    cfg.update(fit_config or {})
+    cols = resolve_columns(runs, columns)
+    chin_json, chin = chinchilla_record(runs, cfg, cols)
+    conditional = fit_conditional(
+        runs,
+        reference=cfg["reference"],
+        chinchilla=chin_json if chin is not None else None,
+        r_range=(float(cfg["r_min"]), float(cfg["r_max"])),
+        forms=tuple(cfg["forms"]),
+        bootstrap=int(cfg["bootstrap"]),
+        seed=int(cfg["seed"]),
+        columns=cols,
+    )
+    validation = progressive_validation(
+        runs,
+        reference=cfg["reference"],
+        r_range=(float(cfg["r_min"]), float(cfg["r_max"])),
+        forms=tuple(cfg["forms"]),
+        columns=cols,
+    )
+    return chin_json, conditional, validation

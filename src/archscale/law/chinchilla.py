@@ -1,0 +1,408 @@
+"""The Chinchilla law ``L = E + A/N^alpha + B/D^beta``, fitted as Hoffmann et al. (App. D.2).
+
+The fit works in log space: ``log L = LSE(a - alpha ln N, b - beta ln D, e)`` with
+``A = exp(a)``, ``B = exp(b)``, ``E = exp(e)``, and minimises a robust loss of the
+residuals of ``log L`` from every start of the Hoffmann et al. grid (alpha, beta in 0..2
+step 0.5; e in -1..1 step 0.5; a, b in 0..25 step 5: 4,500 starts). Intervals come from
+a nonparametric bootstrap (resampled points, refitted from the point estimate).
+
+Objectives (``objective=``):
+
+``huber``
+    Hoffmann et al.'s objective: sum of Huber losses (delta 1e-3) of the log residuals.
+``squared``
+    Plain least squares on ``log L``, polished with Levenberg-Marquardt
+    (``scipy.optimize.least_squares(method="lm")``), the fitting method of Bian et al.
+``lad``
+    Least absolute deviations on ``log L``. Epoch AI's published replication values
+    (Besiroglu et al. 2024: E 1.8172, A 482.01, B 2085.43, alpha 0.3478, beta 0.3658)
+    maximise a Huber *likelihood* whose scale sigma is fitted too; at its optimum
+    delta * sigma is about 5e-9, far below every residual, so that objective is least
+    absolute deviations in all but name. archscale solves it exactly (sequential linear
+    programming with a trust region, scipy's HiGHS) and reproduces their values.
+
+Speed: the grid stage runs one batched L-BFGS over all starts at once
+(:func:`archscale.law.optim.batched_lbfgs`); only the best few distinct results are polished
+with scipy. The bootstrap is one more batched run (one row per resample).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import optimize
+from scipy.special import logsumexp
+
+from .optim import batched_lbfgs
+
+PARAMS = ("E", "A", "B", "alpha", "beta")
+OBJECTIVES = ("huber", "squared", "lad")
+HUBER_DELTA = 1e-3
+# Smoothing of |r| in the batched stages of the "lad" objective (the exact LAD polish follows).
+_LAD_SMOOTH = 1e-6
+
+
+class FitError(ValueError):
+    """Input a law cannot be fitted on; the message says what is wrong and what to change."""
+
+
+def start_grid() -> np.ndarray:
+    """The Hoffmann et al. / Epoch grid of starts as rows ``(a, b, e, alpha, beta)``."""
+    alpha = np.arange(0.0, 2.01, 0.5)
+    beta = np.arange(0.0, 2.01, 0.5)
+    e = np.arange(-1.0, 1.01, 0.5)
+    a = np.arange(0.0, 25.01, 5.0)
+    b = np.arange(0.0, 25.01, 5.0)
+    return np.array([(ai, bi, ei, al, be) for al, be, ei, ai, bi in itertools.product(alpha, beta, e, a, b)])
+
+
+def predict_log_loss(theta: np.ndarray, n, d) -> np.ndarray:
+    """``log L`` for internal parameters ``theta = (a, b, e, alpha, beta)`` (numpy-broadcasting)."""
+    a, b, e, alpha, beta = theta
+    ln_n, ln_d = np.log(np.asarray(n, float)), np.log(np.asarray(d, float))
+    t1, t2 = np.broadcast_arrays(a - alpha * ln_n, b - beta * ln_d)
+    return logsumexp(np.stack([t1, t2, np.full_like(t1, e)]), axis=0)
+
+
+def predict_loss(params: dict, n, d) -> np.ndarray:
+    """``E + A/N^alpha + B/D^beta`` from a params dict (keys E, A, B, alpha, beta)."""
+    n, d = np.asarray(n, float), np.asarray(d, float)
+    return params["E"] + params["A"] / n ** params["alpha"] + params["B"] / d ** params["beta"]
+
+
+def to_params(theta: np.ndarray) -> dict[str, float]:
+    a, b, e, alpha, beta = (float(v) for v in theta)
+    return {"E": math.exp(e), "A": math.exp(a), "B": math.exp(b), "alpha": alpha, "beta": beta}
+
+
+def to_theta(params: dict) -> np.ndarray:
+    return np.array(
+        [math.log(params["A"]), math.log(params["B"]), math.log(params["E"]), params["alpha"], params["beta"]]
+    )
+
+
+class _Objective:
+    """Batched objective over starts / bootstrap rows: ``sum_i w_i rho(r_i) / scale``."""
+
+    def __init__(self, ln_n, ln_d, ln_l, kind: str, delta: float, weights: np.ndarray | None = None):
+        self.ln_n, self.ln_d, self.ln_l = ln_n, ln_d, ln_l
+        self.kind, self.delta = kind, delta
+        self.weights = weights  # [K, n] or None
+        self.block = max(16, 50_000 // max(1, ln_n.size))
+        if kind == "squared":
+            self.scale = max(float(np.var(ln_l)), 1e-12)
+        else:
+            self.scale = delta
+
+    def __call__(self, theta: np.ndarray, rows: np.ndarray):
+        # Blocks of rows keep the temporaries in cache (large temporaries cost page faults).
+        k = theta.shape[0]
+        if k <= self.block:
+            return self._eval(theta, rows)
+        f = np.empty(k)
+        g = np.empty((k, 5))
+        for s in range(0, k, self.block):
+            f[s : s + self.block], g[s : s + self.block] = self._eval(theta[s : s + self.block], rows[s : s + self.block])
+        return f, g
+
+    def _eval(self, theta: np.ndarray, rows: np.ndarray):
+        a, b, e, alpha, beta = (theta[:, i, None] for i in range(5))
+        t1 = a - alpha * self.ln_n
+        t2 = b - beta * self.ln_d
+        m = np.maximum(np.maximum(t1, t2), e)
+        t1 -= m
+        t2 -= m
+        w1, w2 = np.exp(t1, out=t1), np.exp(t2, out=t2)
+        w3 = np.exp(e - m)
+        s = w1 + w2
+        s += w3
+        r = np.log(s)
+        r += m
+        r -= self.ln_l
+        if self.kind == "squared":
+            rho, psi = r * r, 2.0 * r
+        else:
+            ar = np.abs(r)
+            rho = np.where(ar <= self.delta, 0.5 * r * r, self.delta * (ar - 0.5 * self.delta))
+            psi = np.clip(r, -self.delta, self.delta, out=r)
+        if self.weights is not None:
+            wts = self.weights[rows]
+            rho *= wts
+            psi *= wts
+        psi /= s
+        f = rho.sum(axis=1) / self.scale
+        pw1 = psi * w1
+        pw2 = psi * w2
+        g = np.empty((theta.shape[0], 5))
+        g[:, 0] = pw1.sum(axis=1)
+        g[:, 1] = pw2.sum(axis=1)
+        g[:, 2] = (psi * w3).sum(axis=1)
+        g[:, 3] = -(pw1 @ self.ln_n)
+        g[:, 4] = -(pw2 @ self.ln_d)
+        return f, g / self.scale
+
+
+def _residuals_and_jacobian(theta, ln_n, ln_d, ln_l):
+    a, b, e, alpha, beta = theta
+    t = np.stack([a - alpha * ln_n, b - beta * ln_d, np.full_like(ln_n, e)])
+    pred = logsumexp(t, axis=0)
+    w = np.exp(t - pred)
+    jac = np.stack([w[0], w[1], w[2], -w[0] * ln_n, -w[1] * ln_d], axis=1)
+    return pred - ln_l, jac
+
+
+def _lad_polish(theta0, ln_n, ln_d, ln_l, max_iter: int = 200) -> np.ndarray:
+    """Exact least absolute deviations: sequential LPs (HiGHS) inside a box trust region."""
+    x = np.array(theta0, float)
+    r, jac = _residuals_and_jacobian(x, ln_n, ln_d, ln_l)
+    cur = np.abs(r).sum()
+    n, p = jac.shape
+    radius = 0.1
+    c = np.concatenate([np.zeros(p), np.ones(2 * n)])
+    eye = np.eye(n)
+    for _ in range(max_iter):
+        res = optimize.linprog(
+            c,
+            A_eq=np.hstack([jac, -eye, eye]),
+            b_eq=-r,
+            bounds=[(-radius, radius)] * p + [(0, None)] * (2 * n),
+            method="highs",
+        )
+        if res.status != 0:
+            break
+        step = res.x[:p]
+        predicted = cur - res.fun
+        if predicted <= 1e-15 * max(1.0, cur):
+            break
+        r_new, jac_new = _residuals_and_jacobian(x + step, ln_n, ln_d, ln_l)
+        new = np.abs(r_new).sum()
+        ratio = (cur - new) / predicted
+        if ratio > 0.1:
+            x, r, jac, cur = x + step, r_new, jac_new, new
+        if ratio > 0.75 and np.max(np.abs(step)) > 0.99 * radius:
+            radius *= 2.0
+        elif ratio < 0.25:
+            radius *= 0.25
+        if radius < 1e-12:
+            break
+    return x
+
+
+@dataclass
+class ChinchillaFit:
+    """A fitted Chinchilla law with bootstrap intervals."""
+
+    params: dict[str, float]
+    objective: str
+    delta: float | None
+    objective_value: float
+    n_points: int
+    n_starts: int
+    se: dict[str, float | None] = field(default_factory=dict)
+    ci: dict[str, list[float] | None] = field(default_factory=dict)
+    ci_level: float = 0.95
+    bootstrap: int = 0
+    bootstrap_converged: int = 0
+    elapsed_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    def predict(self, n, d) -> np.ndarray:
+        return predict_loss(self.params, n, d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "form": "E + A/N^alpha + B/D^beta",
+            "objective": self.objective,
+            "huber_delta": self.delta,
+            "params": dict(self.params),
+            "se": dict(self.se),
+            "ci": dict(self.ci),
+            "ci_level": self.ci_level,
+            "objective_value": self.objective_value,
+            "n_points": self.n_points,
+            "n_starts": self.n_starts,
+            "bootstrap": self.bootstrap,
+            "bootstrap_converged": self.bootstrap_converged,
+            "elapsed_s": self.elapsed_s,
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> "ChinchillaFit":
+        return cls(
+            params={k: float(obj["params"][k]) for k in PARAMS},
+            objective=obj.get("objective", "huber"),
+            delta=obj.get("huber_delta"),
+            objective_value=float(obj.get("objective_value", float("nan"))),
+            n_points=int(obj.get("n_points", 0)),
+            n_starts=int(obj.get("n_starts", 0)),
+            se=obj.get("se", {}),
+            ci=obj.get("ci", {}),
+            ci_level=float(obj.get("ci_level", 0.95)),
+            bootstrap=int(obj.get("bootstrap", 0)),
+            bootstrap_converged=int(obj.get("bootstrap_converged", 0)),
+            elapsed_s=float(obj.get("elapsed_s", 0.0)),
+            warnings=list(obj.get("warnings", [])),
+        )
+
+
+def check_points(n, d, loss, what: str = "Chinchilla fit", n_coef: int = 5):
+    """Validate (N, D, L) arrays; raise :class:`FitError` naming the first bad point."""
+    n, d, loss = (np.asarray(v, dtype=float).ravel() for v in (n, d, loss))
+    if not (n.size == d.size == loss.size):
+        raise FitError(f"{what}: N, D and loss have different lengths ({n.size}, {d.size}, {loss.size})")
+    for name, arr in (("N", n), ("D", d), ("loss", loss)):
+        bad = np.flatnonzero(~np.isfinite(arr) | (arr <= 0))
+        if bad.size:
+            raise FitError(
+                f"{what}: {name} must be finite and positive; row {int(bad[0])} has {name} = {arr[bad[0]]!r} "
+                f"({bad.size} such rows); drop or fix those runs"
+            )
+    if n.size < n_coef:
+        raise FitError(
+            f"{what}: {n.size} points are fewer than the {n_coef} coefficients of the law; add runs"
+        )
+    return n, d, loss
+
+
+def fit_chinchilla(
+    n,
+    d,
+    loss,
+    *,
+    objective: str = "huber",
+    delta: float = HUBER_DELTA,
+    bootstrap: int = 200,
+    seed: int = 0,
+    ci_level: float = 0.95,
+    starts: np.ndarray | None = None,
+    polish: int = 5,
+) -> ChinchillaFit:
+    """Fit ``E + A/N^alpha + B/D^beta`` to points (N, D, L); see the module docstring."""
+    if objective not in OBJECTIVES:
+        raise FitError(f"Chinchilla fit: unknown objective '{objective}'; use one of {OBJECTIVES}")
+    t0 = time.perf_counter()
+    n, d, loss = check_points(n, d, loss)
+    ln_n, ln_d, ln_l = np.log(n), np.log(d), np.log(loss)
+    warnings: list[str] = []
+    if n.size == len(PARAMS):
+        warnings.append("as many points as coefficients: the law interpolates them, intervals are meaningless")
+    if np.ptp(ln_d - ln_n) < 1e-6 or abs(np.corrcoef(ln_n, ln_d)[0, 1]) > 0.999:
+        warnings.append(
+            "N and D are (nearly) collinear (constant tokens per parameter): A, alpha and B, beta are not "
+            "separately identifiable; only the loss along the sampled N-D line is constrained"
+        )
+    grid = start_grid() if starts is None else np.asarray(starts, float)
+    stage_kind, stage_delta = ("squared", delta) if objective == "squared" else ("huber", delta)
+
+    # 1) every start at once, a few iterations; 2) the better fifth further; 3) the best 100 to
+    # convergence (successive halving: every start is optimised, the hopeless ones briefly);
+    # 4) polish the best few distinct results with scipy.
+    obj = _Objective(ln_n, ln_d, ln_l, stage_kind, stage_delta)
+    res = batched_lbfgs(obj, grid, maxiter=10)
+    keep = np.argsort(res.fun)[: max(100, grid.shape[0] // 5)]
+    res = batched_lbfgs(obj, res.x[keep], maxiter=30)
+    keep = np.argsort(res.fun)[:100]
+    fine = batched_lbfgs(obj, res.x[keep], maxiter=3000)
+    picks: list[np.ndarray] = []
+    for i in np.argsort(fine.fun):
+        if not np.isfinite(fine.fun[i]):
+            continue
+        if all(np.max(np.abs(fine.x[i] - q)) > 1e-4 for q in picks):
+            picks.append(fine.x[i])
+        if len(picks) >= polish:
+            break
+    if not picks:
+        raise FitError("Chinchilla fit: no start produced a finite objective; check that losses are on a sane scale")
+
+    def scalar(kind, dlt):
+        o = _Objective(ln_n, ln_d, ln_l, kind, dlt)
+        return lambda th: tuple(v[0] for v in o(th[None, :], np.zeros(1, dtype=int)))
+
+    best_theta, best_val = None, np.inf
+    # The exact LAD polish is the costly one: the two best Huber minima are enough starts.
+    for theta in picks[:2] if objective == "lad" else picks:
+        if objective == "squared":
+            out = optimize.least_squares(
+                lambda th: _residuals_and_jacobian(th, ln_n, ln_d, ln_l)[0],
+                theta,
+                jac=lambda th: _residuals_and_jacobian(th, ln_n, ln_d, ln_l)[1],
+                method="lm",
+                xtol=1e-15,
+                ftol=1e-15,
+                gtol=1e-15,
+            )
+            th, val = out.x, float(np.sum(out.fun**2))
+        else:
+            fun = scalar("huber", delta)
+            out = optimize.minimize(
+                fun, theta, jac=True, method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-13, "maxiter": 10000}
+            )
+            th = out.x
+            if objective == "lad":
+                th = _lad_polish(th, ln_n, ln_d, ln_l)
+                val = float(np.abs(_residuals_and_jacobian(th, ln_n, ln_d, ln_l)[0]).sum())
+            else:
+                val = float(out.fun * delta)
+        if np.isfinite(val) and val < best_val:
+            best_theta, best_val = th, val
+    if best_theta is None:
+        raise FitError("Chinchilla fit: the polish stage failed from every start")
+
+    se: dict[str, float | None] = {k: None for k in PARAMS}
+    ci: dict[str, list[float] | None] = {k: None for k in PARAMS}
+    ok_count = 0
+    if bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, n.size, size=(bootstrap, n.size))
+        weights = np.stack([np.bincount(row, minlength=n.size) for row in idx]).astype(float)
+        kind, dlt = ("squared", delta) if objective == "squared" else ("huber", _LAD_SMOOTH if objective == "lad" else delta)
+        bobj = _Objective(ln_n, ln_d, ln_l, kind, dlt, weights=weights)
+        bres = batched_lbfgs(bobj, np.repeat(best_theta[None, :], bootstrap, axis=0), maxiter=3000)
+        ok = np.isfinite(bres.fun)
+        ok_count = int(ok.sum())
+        if ok_count < bootstrap:
+            warnings.append(f"{bootstrap - ok_count} of {bootstrap} bootstrap refits failed and were dropped")
+        if ok_count >= 2:
+            th = bres.x[ok]
+            nat = np.column_stack([np.exp(th[:, 2]), np.exp(th[:, 0]), np.exp(th[:, 1]), th[:, 3], th[:, 4]])
+            lo_q, hi_q = 50 * (1 - ci_level), 100 - 50 * (1 - ci_level)
+            for j, k in enumerate(PARAMS):
+                se[k] = float(np.std(nat[:, j], ddof=1))
+                ci[k] = [float(np.percentile(nat[:, j], lo_q)), float(np.percentile(nat[:, j], hi_q))]
+    return ChinchillaFit(
+        params=to_params(best_theta),
+        objective=objective,
+        delta=delta if objective == "huber" else None,
+        objective_value=best_val,
+        n_points=int(n.size),
+        n_starts=int(grid.shape[0]),
+        se=se,
+        ci=ci,
+        ci_level=ci_level,
+        bootstrap=int(bootstrap),
+        bootstrap_converged=ok_count,
+        elapsed_s=time.perf_counter() - t0,
+        warnings=warnings,
+    )
+
+
+def load_chinchilla_anchor(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Epoch AI's extracted Chinchilla runs: N = Model Size, D = FLOP / (6 N), without the 5 highest losses.
+
+    The exclusion follows Epoch's notebook: keep the points whose loss is strictly below
+    the fifth-highest loss.
+    """
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    n = df["Model Size"].to_numpy(float)
+    d = df["Training FLOP"].to_numpy(float) / (6.0 * n)
+    loss = df["loss"].to_numpy(float)
+    keep = loss < np.sort(loss)[-5]
+    return n[keep], d[keep], loss[keep]
