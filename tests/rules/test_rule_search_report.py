@@ -1,0 +1,128 @@
+"""Rule-level: search_candidates (checkpoint) -> throughput_candidate -> search_select, and report.
+
+The upstream records (plan, runs, fits, throughput of the grid, cost model, loss curves) are
+fixtures written from the stage contracts, so the rules run without training; the search's
+throughput jobs are real (megatron-core on CPU, tiny shapes, short workload).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "unit"))
+from search_fixtures import write_study  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+SEARCH_RULES = ["search_candidates", "throughput_candidate", "search_select"]
+
+
+def make_workdir(tmp: Path, **search) -> Path:
+    for item in ("Snakefile", "workflow", "config", "environment.yml"):
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp / item)
+    shard = tmp / "resources" / "sample" / "books" / "part-0.json.gz"
+    shard.parent.mkdir(parents=True)
+    with gzip.open(shard, "wt") as f:
+        for i in range(4):
+            f.write(json.dumps({"id": str(i), "text": "a tiny document", "source": "books"}) + "\n")
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["data"]["corpus_dir"] = "resources/sample"
+    # A short workload and a small walk keep the real throughput jobs to a few seconds each.
+    config["throughput"].update(input_len=16, output_len=8, batch_sizes=[1, 4], warmup=0, repeats=1)
+    config["search"]["measure_top_k"] = 1
+    config["search"]["targets"][0]["gqa_candidates"] = [1, 2]
+    config["search"].update(search)
+    (tmp / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_study(tmp, tmp / "config" / "config.yaml")
+    return tmp
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run(
+        [SNAKEMAKE, "--cores", "2", "--directory", str(workdir), "--snakefile", str(workdir / "Snakefile"), *args],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    work = make_workdir(tmp_path_factory.mktemp("wf"))
+    target = "results/search/s100k-default/result.json"
+    snakemake(work, "--allowed-rules", *SEARCH_RULES, "--", target)
+    return work
+
+
+def test_search_rules_pick_panda_and_surefire_from_measured_throughput(searched):
+    work = searched
+    cands = json.loads((work / "results/search/s100k-default/candidates.json").read_text())
+    result = json.loads((work / "results/search/s100k-default/result.json").read_text())
+    measured = sorted(p.stem for p in (work / "results/search/s100k-default/throughput").glob("*.json"))
+    # Every architecture the checkpoint listed was measured by its own throughput_candidate job.
+    assert measured == sorted(m["arch_id"] for m in cands["measure"])
+    assert {"baseline", "panda", "walk"} <= {r for m in cands["measure"] for r in m["roles"]}
+    for aid in measured:
+        rec = json.loads((work / f"results/search/s100k-default/throughput/{aid}.json").read_text())
+        assert rec["arch_id"] == aid and rec["weights"] == "random" and rec["device"] == "cpu"
+        assert [r["batch_size"] for r in rec["records"]] == [1, 4]
+        assert all(r["output_tokens_per_s"] > 0 for r in rec["records"])
+        assert (work / f"logs/search/s100k-default/throughput/{aid}.log").exists()
+
+    # The picks: Panda has the lowest predicted loss; Surefire is the fastest measured walk
+    # point within the loss target, from records at the search's batch size (the largest, 4).
+    space = pd.read_parquet(work / "results/search/s100k-default/space.parquet")
+    assert result["panda"]["arch_id"] == space.loc[space["loss"].idxmin(), "arch_id"]
+    assert result["baseline"]["name"] == "mini-llama"
+    assert result["batch_size"] == 4 and result["throughput_source"].startswith("measured (megatron")
+    sure = result["surefire"]
+    assert sure is not None and sure["loss"] <= result["loss_target"]["value"]
+    walk = result["gqa_walks"][0]
+    assert [s["gqa"] for s in walk["steps"]][0] == 1
+    kept = [s for s in walk["steps"] if "stop" not in s["status"] and s["within_target"]]
+    assert sure["measured_output_tokens_per_s"] == max(s["throughput"] for s in kept)
+    rec = json.loads((work / f"results/search/s100k-default/throughput/{sure['arch_id']}.json").read_text())
+    assert sure["measured_output_tokens_per_s"] == next(r["output_tokens_per_s"] for r in rec["records"] if r["batch_size"] == 4)
+    pareto = pd.read_parquet(work / "results/search/s100k-default/pareto.parquet")
+    assert len(pareto) == result["grid"]["architectures"] and pareto["pareto"].any()
+    assert pareto.loc[pareto["is_panda"], "arch_id"].tolist() == [result["panda"]["arch_id"]]
+
+
+def test_report_rule_and_html_report(searched):
+    work = searched
+    snakemake(work, "--allowed-rules", "report", "--", "results/report/index.json")
+    index = json.loads((work / "results/report/index.json").read_text())
+    names = {i["name"] for i in index["items"]}
+    assert {"loss_vs_d", "loss_vs_r", "throughput", "pareto", "validation", "loss_curves", "plan", "chosen", "findings"} <= names
+    for item in index["items"]:
+        assert (work / item["path"]).stat().st_size > 500, item
+    result = json.loads((work / "results/search/s100k-default/result.json").read_text())
+    assert index["searches"][0]["surefire"] == result["surefire"]["arch_id"]
+    assert "tiny models" in (work / "results/report/findings.html").read_text()
+    snakemake(work, "--report", "results/report.html")
+    html = (work / "results/report.html").read_text(errors="replace")
+    assert len(html) > 50_000 and "loss_vs_d.png" in html and "Chosen architectures" not in html[:100]
+
+
+def test_scale_without_valid_architecture_fails_before_any_job(tmp_path):
+    work = make_workdir(tmp_path, d_over_sqrt_n=[4.0, 5.0], r=[1.0])
+    proc = snakemake(work, "-n", check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "search target 's100k-default': no valid architecture at scale 's100k'" in out
+    assert "search.d_over_sqrt_n" in out
