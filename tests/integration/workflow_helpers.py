@@ -52,6 +52,14 @@ def load_config(workdir: Path, name: str = "config/config.yaml") -> dict:
     return yaml.safe_load((workdir / name).read_text())
 
 
+def merged(base: dict, overlay: dict) -> dict:
+    """``overlay`` merged into ``base`` as Snakemake merges --configfile (dicts deep, lists replaced)."""
+    out = dict(base)
+    for key, value in overlay.items():
+        out[key] = merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
 def write_config(workdir: Path, config: dict, name: str) -> Path:
     path = workdir / "config" / name
     path.write_text(yaml.safe_dump(config, sort_keys=False))
