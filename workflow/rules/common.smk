@@ -143,6 +143,16 @@ def throughput_runtime(wildcards, attempt):
     return int(config["compute"]["throughput_runtime_min"]) * attempt
 
 
+def throughput_mem_mb():
+    """Memory of a throughput job: one GPU's share of a training job's (all of it on CPU)."""
+    return int(config["compute"]["mem_mb_per_job"]) // max(1, gpu_resource())
+
+
+def cpus_per_gpu():
+    """CPU cores per GPU of GPU jobs (--cpus-per-gpu; jobs without GPUs use their threads)."""
+    return int(config["compute"]["cpus_per_gpu"])
+
+
 def slurm_partition():
     """Partition of GPU jobs: compute.partition, else $SBATCH_PARTITION, else the default."""
     return config["compute"]["partition"] or os.environ.get("SBATCH_PARTITION", "")

@@ -18,6 +18,8 @@ rule throughput:
         runtime=throughput_runtime,
         gpu=throughput_gpus(),
         gpu_model=gpu_model(throughput_gpus()),
+        cpus_per_gpu=cpus_per_gpu(),
+        mem_mb=throughput_mem_mb(),
         slurm_partition=slurm_partition(),
         slurm_account=slurm_account(),
         exclusive=int(config["throughput"]["exclusive"]),

@@ -22,6 +22,7 @@ rule train:
         runtime=train_runtime,
         gpu=train_gpus,
         gpu_model=train_gpu_model,
+        cpus_per_gpu=cpus_per_gpu(),
         mem_mb=config["compute"]["mem_mb_per_job"],
         slurm_partition=slurm_partition(),
         slurm_account=slurm_account(),
