@@ -113,32 +113,27 @@ def write_study(root: Path, config_path: Path | str = REPO / "config" / "config.
     for run in plan.runs.values():
         row = run.row(plan.compute)
         loss = true_loss(run.arch, run.scale.n_target)
-        row.update(valid_loss=loss, final_train_loss=loss - 0.01)
+        row.update(valid_loss=loss, loss=loss, final_train_loss=loss - 0.01, N=row["params_non_embedding"], D=row["tokens"])
         rows.append(row)
         rec = throughput_record(run.arch, tp["input_len"], tp["output_len"], tp["batch_sizes"])
         write_json(root / "results" / "throughput" / f"{run.arch_id}.json", rec)
         jobs.append(rec)
         write_parquet(root / "results" / "train" / run.arch_id / "curve.parquet", curve(run.arch, run.tokens, loss))
-    plan_df = pd.DataFrame(rows).drop(columns=["valid_loss", "final_train_loss"])
+    plan_df = pd.DataFrame(rows).drop(columns=["valid_loss", "loss", "final_train_loss", "N", "D"])
     write_parquet(root / "results" / "plan" / "plan.parquet", plan_df)
     runs = pd.DataFrame(rows)
     write_parquet(root / "results" / "runs.parquet", runs)
     cond = conditional_json(runs, optimum=optimum)
     write_json(root / "results" / "fit" / "conditional.json", cond)
     write_json(root / "results" / "fit" / "chinchilla.json", {"fitted": False})
-    scales = sorted(runs["scale"].unique(), key=lambda s: runs.loc[runs["scale"] == s, "n_target"].iloc[0])
-    val_rows = []
-    for i in range(1, len(scales)):
-        task = f"{'+'.join(scales[:i])}->{scales[i]}"
-        for form in ("multiplicative", "additive"):
-            for _, r in runs[runs["scale"] == scales[i]].iterrows():
-                val_rows.append({
-                    "task": task, "train_scales": ",".join(scales[:i]), "test_scale": scales[i], "form": form,
-                    "mse": 1e-4, "spearman": 0.8, "arch_id": r["arch_id"], "observed": r["valid_loss"],
-                    "predicted": r["valid_loss"] + 0.01,
-                })
-    write_parquet(root / "results" / "fit" / "validation.parquet", pd.DataFrame(val_rows))
+    # The fitting stage's own progressive validation on these runs (real schema and values).
+    from archscale.law.validation import progressive_validation
+
+    cond["columns"] = {"r": "mlp_attn_ratio"}
+    write_json(root / "results" / "fit" / "conditional.json", cond)
+    validation = progressive_validation(runs, columns=cond["columns"])
+    write_parquet(root / "results" / "fit" / "validation.parquet", validation)
     cost = fit_cost_model(jobs)
     write_json(root / "results" / "throughput" / "cost_model.json", cost)
-    return {"config": config, "plan": plan, "runs": runs, "conditional": cond, "cost_model": cost}
+    return {"config": config, "plan": plan, "runs": runs, "conditional": cond, "cost_model": cost, "validation": validation}
 

@@ -82,6 +82,9 @@ def test_report_writes_every_figure_and_table_and_lists_them(study, built):
     assert by_name["loss_vs_d"]["panels"] == 3 and by_name["loss_vs_r"]["panels"] == 3
     assert by_name["loss_curves"]["curves"] == len(study["runs"])
     assert by_name["validation"]["panels"] == 2  # s30k->s50k and s30k+s50k->s100k
+    # s30k alone has too few runs in the r range (the task is skipped, its reason shown);
+    # s30k+s50k -> s100k has both forms' predictions for the 7 held-out runs.
+    assert by_name["validation"]["points"] == 2 * 7
     # Grid records at the search's batch size (8) plus the search's own measurements.
     assert by_name["throughput"]["batch_size"] == 8
     assert by_name["throughput"]["points"] > len(study["runs"])
@@ -162,3 +165,16 @@ def test_chosen_rows_report_measured_speedup():
 def test_law_fixture_matches_the_fit_json(study):
     cond = read_json(study["root"] / "results/fit/conditional.json")
     assert cond["forms"]["multiplicative"]["a"] == LAW["a"]
+
+
+def test_validation_points_reproduce_the_tables_mse(study):
+    from archscale.report.validation import validation_points
+
+    cond = read_json(study["root"] / "results/fit/conditional.json")
+    val = pd.read_parquet(study["root"] / "results/fit/validation.parquet")
+    pts = validation_points(study["runs"], cond, val)
+    assert set(pts["task"]) == {"s30k+s50k->s100k"}  # the other task was skipped by the fit
+    for (task, form), grp in pts.groupby(["task", "form"]):
+        row = val[(val["task"] == task) & (val["form"] == form)].iloc[0]
+        assert grp["mse_recomputed"].iloc[0] == pytest.approx(row["mse"], rel=1e-6)
+        assert len(grp) == row["n_test"]

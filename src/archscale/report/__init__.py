@@ -17,6 +17,7 @@ import pandas as pd
 from ..io import read_json, write_json
 from . import figures, tables
 from .findings import findings
+from .validation import validation_points
 
 #: Output name -> (kind, title). The rule declares exactly these files.
 OUTPUTS = {
@@ -86,7 +87,8 @@ def build_report(
     made["loss_vs_r"] = figures.loss_vs_knob(runs_df, cond, "r", outputs["loss_vs_r"])
     made["throughput"] = figures.throughput_figure(tput, batch_size, outputs["throughput"])
     made["pareto"] = figures.pareto_figure(list(zip(results, spaces)), outputs["pareto"])
-    made["validation"] = figures.validation_figure(val, outputs["validation"])
+    per_run = validation_points(runs_df, cond, val)
+    made["validation"] = figures.validation_figure(val, outputs["validation"], per_run)
     made["loss_curves"] = figures.loss_curves_figure(curve_dfs, runs_df, outputs["loss_curves"])
     made["plan"] = {"rows": len(tables.plan_table(plan_df, outputs["plan"]))}
     made["chosen"] = {"rows": len(tables.chosen_table(results, outputs["chosen"]))}

@@ -183,17 +183,29 @@ def _col(df: pd.DataFrame, names) -> str | None:
 
 
 def validation_figure(validation: pd.DataFrame | None, path: str | Path, per_run: pd.DataFrame | None = None) -> dict[str, Any]:
-    """Predicted against observed loss of the held-out scale, one panel per progressive task."""
-    data = per_run if per_run is not None else validation
-    if data is None or data.empty or "task" not in data:
+    """Predicted against observed loss of the held-out scale, one panel per progressive task.
+
+    ``per_run`` (task, form, observed, predicted) gives the points; the titles carry the
+    table's MSE and Spearman. Tasks without points show the table's Spearman as bars.
+    """
+    if validation is None or validation.empty or "task" not in validation:
         _message(path, "no progressive validation task (one scale only)")
         return {"panels": 0}
-    pc, oc = _col(data, PRED_COLS), _col(data, OBS_COLS)
-    tasks = list(dict.fromkeys(data["task"]))
+    tasks = list(dict.fromkeys(validation["task"]))
     fig, axes = _panels(len(tasks))
+    points = 0
     for ax, task in zip(axes, tasks):
-        sub = data[data["task"] == task]
-        if pc and oc:
+        stats = validation[validation["task"] == task]
+        sub = per_run[per_run["task"] == task] if per_run is not None and len(per_run) else stats
+        pc, oc = _col(sub, PRED_COLS), _col(sub, OBS_COLS)
+        if not (pc and oc and len(sub)) and not pd.to_numeric(stats["spearman"], errors="coerce").notna().any():
+            status = "; ".join(sorted({str(v) for v in stats.get("status", pd.Series(["no result"]))}))
+            ax.axis("off")
+            ax.text(0.5, 0.5, status, ha="center", va="center", wrap=True, fontsize=7)
+            ax.set_title(task, fontsize=8)
+            continue
+        if pc and oc and len(sub):
+            points += len(sub)
             for form, fsub in sub.groupby("form") if "form" in sub else [("", sub)]:
                 ax.scatter(fsub[oc], fsub[pc], s=20, label=form or None)
             lo = float(np.nanmin([sub[oc].min(), sub[pc].min()]))
@@ -202,19 +214,22 @@ def validation_figure(validation: pd.DataFrame | None, path: str | Path, per_run
             ax.set_xlabel("observed loss")
             ax.set_ylabel("predicted loss")
         else:
-            forms = sub["form"].astype(str).tolist() if "form" in sub else [""] * len(sub)
-            ax.bar(forms, sub["spearman"].astype(float))
+            forms = stats["form"].astype(str).tolist() if "form" in stats else [""] * len(stats)
+            ax.bar(forms, pd.to_numeric(stats["spearman"], errors="coerce").fillna(0.0))
             ax.set_ylabel("Spearman (held-out scale)")
-        stats = sub.drop_duplicates(subset=["form"]) if "form" in sub else sub.iloc[:1]
+
+        def num(v, fmt):
+            return format(float(v), fmt) if v is not None and np.isfinite(float(v)) else "n/a"
+
         txt = "; ".join(
-            f"{r.get('form', '')}: MSE {r['mse']:.2g}, rho {r['spearman']:.2f}" for _, r in stats.iterrows()
-            if "mse" in r and "spearman" in r
+            f"{r.get('form', '')}: MSE {num(r.get('mse'), '.2g')}, rho {num(r.get('spearman'), '.2f')}"
+            for _, r in stats.iterrows()
         )
         ax.set_title(f"{task}\n{txt}", fontsize=8)
-        if pc and oc:
+        if pc and oc and len(sub):
             ax.legend(fontsize=7)
     _save(fig, path)
-    return {"panels": len(tasks)}
+    return {"panels": len(tasks), "points": points}
 
 
 def loss_curves_figure(curves: dict[str, pd.DataFrame], runs: pd.DataFrame, path: str | Path) -> dict[str, Any]:
