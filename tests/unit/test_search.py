@@ -319,3 +319,21 @@ def test_throughput_at_reads_the_record_and_names_missing_batch_sizes():
     assert throughput_at(rec, 8) == 60.0
     with pytest.raises(SearchError, match=r"no record at batch size 4 \(measured: \[1, 8\]\)"):
         throughput_at(rec, 4, "x.json")
+
+
+def test_3b_search_with_the_1b_only_fit_lands_near_the_paper_panda():
+    """The coefficients are shared across N and D: at 3B (28 layers, head dim 128) the same
+    fit puts Panda near d/sqrt(N) = 0.074 and r = 1.22 (paper's Panda-3B: d 4096, r 1.0)."""
+    s3 = Scale(name="3b", n_target=2_818_747_392, layers=28, head_dim=128, vocab=128_256, d_multiple=64,
+               ffn_multiple=64, tokens=100_000_000_000)
+    llama3 = Architecture(d_model=3072, ffn=8192, layers=28, heads=24, kv_heads=8, head_dim=128, vocab=128_256,
+                          scale="3b", name="llama-3.2-3b")
+    cond = conditional_json(PAPER_1B, l_opt={f"{s3.n_target}|{s3.train_tokens}": 2.6})
+    target = SearchTarget(name="3b", scale=s3, tokens=s3.train_tokens, loss_target="llama-3.2-3b",
+                          gqa_candidates=(1, 2, 3, 4, 6, 8, 12), baseline=llama3)
+    cands, space = prepare(target, FINE, LawModel(cond), toy_efficiency)
+    panda = cands["panda"]
+    assert abs(panda["d_over_sqrt_n"] - 0.074) < 0.004 and abs(panda["mlp_attn_ratio"] - 1.22) / 1.22 < 0.1
+    assert panda["head_dim"] == 128 and panda["layers"] == 28
+    assert [s["gqa"] for s in cands["walks"][0]["steps"]][0] == 4
+    assert cands["surefire_predicted"]["pred_output_tokens_per_s"] > toy_efficiency(llama3)
