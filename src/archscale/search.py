@@ -31,7 +31,6 @@ so that this module can be imported without them.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -736,9 +735,6 @@ def run_search(
     result, pareto = select(candidates, space, lambda a: measure(measure_arch(candidates, a)), measured_label)
     return result, pareto
 
-
-def finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(float(value))
 
 
 # ---- file-level entry points of the workflow's rules ---------------------------------------
