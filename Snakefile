@@ -16,6 +16,8 @@ include: "workflow/rules/throughput.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/search.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/export.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

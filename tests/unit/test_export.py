@@ -226,3 +226,35 @@ def test_model_type_choice():
     assert hf_model_type(panda, "llama") == "llama"
     with pytest.raises(ExportError, match="export.model_type"):
         hf_model_type(llama, "gpt2")
+
+
+def test_export_checkpoint_from_a_final_dist_checkpoint(runtime, tokenizer_file, tmp_path):
+    """The rule's path: results/train/{arch}/final (the training stage's save_final/load_final)."""
+    from types import SimpleNamespace
+
+    from archscale.export import export_checkpoint
+    from archscale.io import write_json
+    from archscale.train.checkpointing import save_final
+
+    arch = _arch(6, 2, False, d=40)
+    model = _model(runtime, arch, seed=11)
+    final = tmp_path / "train" / arch.arch_id / "final"
+    save_final(final, SimpleNamespace(module=model), {
+        "arch": arch.to_dict(), "arch_id": arch.arch_id, "seq_length": SEQ, "rope_base": ROPE, "step": 5,
+        "precision": "fp32",
+    })
+    meta = tmp_path / "tokenizer.meta.json"
+    write_json(meta, dict(META, vocab_size=300))
+    out = tmp_path / "export" / arch.arch_id
+    record = export_checkpoint(final, out, tokenizer_file=tokenizer_file, tokenizer_meta_file=meta)
+    assert record["verify"]["max_abs_logit_diff"] < 1e-4
+    assert record["source_checkpoint"] == str(final) and record["source"]["step"] == 5
+    tokens = torch.randint(0, arch.vocab, (2, SEQ), generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(hf_logits(out, tokens), megatron_logits(model, tokens), rtol=1e-5, atol=1e-4)
+
+
+def test_export_checkpoint_names_a_missing_checkpoint(tmp_path):
+    from archscale.export import export_checkpoint
+
+    with pytest.raises(ExportError, match="archscale.json missing"):
+        export_checkpoint(tmp_path / "nope", tmp_path / "out", tokenizer_file="x", tokenizer_meta_file="y")

@@ -6,6 +6,7 @@ rule aggregate:
         plan="results/plan/plan.parquet",
         metrics=all_metrics(),
         throughput=all_throughput(),
+        evaluation=all_eval_records(),
     output:
         "results/runs.parquet",
     log:

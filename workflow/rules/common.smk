@@ -172,6 +172,59 @@ def all_throughput():
     return expand("results/throughput/{arch}.json", arch=ARCH_IDS)
 
 
+# ---- export and downstream evaluation (export.smk, evaluate.smk) -----------------
+def selected_architectures(section):
+    """Architecture ids of config[section]["architectures"] ("all", names, ids or scales)."""
+    from archscale.evaluate import EvaluationError, select_architectures
+
+    try:
+        return select_architectures(
+            config[section]["architectures"],
+            [PLAN[a].arch for a in ARCH_IDS],
+            key=f"{section}.architectures",
+        )
+    except EvaluationError as exc:
+        raise WorkflowError(f"config error: {exc}") from None
+
+
+def all_eval_records():
+    """results/eval/{arch}.json of evaluate.architectures, an optional input of the
+    aggregate; [] when evaluate.enabled is off."""
+    if not config["evaluate"]["enabled"]:
+        return []
+    return expand("results/eval/{arch}.json", arch=selected_architectures("evaluate"))
+
+
+def all_exports():
+    return expand("results/export/{arch}", arch=selected_architectures("export"))
+
+
+def export_params():
+    """Export settings that change the exported files (verify is a check, not part of them)."""
+    return {k: config["export"][k] for k in ("dtype", "model_type")}
+
+
+def evaluate_spec():
+    """What changes an evaluation's result (batch size, device, threads do not)."""
+    keys = ["tasks", "include_path", "metrics", "num_fewshot", "limit", "seed"]
+    return {k: config["evaluate"][k] for k in keys}
+
+
+def evaluate_task_files(wildcards):
+    """Files of the local tasks evaluated: editing a task re-runs its evaluations."""
+    from archscale.evaluate import EvaluationError, local_task_files
+
+    ev = config["evaluate"]
+    try:
+        return local_task_files(ev["tasks"], ev["include_path"])
+    except EvaluationError as exc:
+        raise WorkflowError(f"config error: {exc}") from None
+
+
+def evaluate_runtime(wildcards, attempt):
+    return int(config["evaluate"]["runtime_min"]) * attempt
+
+
 def get_final_output():
     return [
         "results/plan/plan.parquet",
