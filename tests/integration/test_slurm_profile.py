@@ -21,10 +21,11 @@ def workdir(tmp_path_factory):
 
 
 def paper_subset() -> dict:
-    """The paper config on two of its scales (4 and 8 GPUs per job): the same resources, a faster dry-run."""
+    """The paper config on three of its scales: the same resources, a faster dry-run."""
     config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
-    config["scales"] = [s for s in config["scales"] if s["name"] in ("80m", "1b")]
-    config["search"]["targets"] = [t for t in config["search"]["targets"] if t["scale"] in ("80m", "1b")]
+    keep = ("80m", "1b", "3b")  # 4 and 8 GPUs per job; every named architecture of the config
+    config["scales"] = [s for s in config["scales"] if s["name"] in keep]
+    config["search"]["targets"] = [t for t in config["search"]["targets"] if t["scale"] in keep]
     return config
 
 
@@ -62,12 +63,16 @@ def test_training_and_throughput_resources_come_from_the_compute_plan(workdir):
         assert res["gpu_model"] == model
         assert int(res["runtime"]) == row["runtime_min"], (job.wildcards, res, row["runtime_min"])
         assert res["slurm_partition"] == "gpu-a100" and res["slurm_account"] == "scaling-lab"
+        assert int(res["cpus_per_gpu"]) == config["compute"].get("cpus_per_gpu", 4)
+        assert int(res["mem_mb"]) == config["compute"]["mem_mb_per_job"]
         gpus_seen.add(row["gpus"])
     assert gpus_seen == {4, 8}, gpus_seen  # the per-scale GPU counts of the paper config
     throughputs = [j for j in jobs if j.rule == "throughput"]
     assert throughputs and all(
         int(j.resources["gpu"]) == 1 and j.resources["gpu_model"] == model for j in throughputs
     )
+    share = config["compute"]["mem_mb_per_job"] // config["compute"]["gpus_per_job"]
+    assert all(int(j.resources["mem_mb"]) == share for j in throughputs)
     # CPU jobs take the user's environment through the profile's default resources.
     others = [j for j in jobs if j.rule in ("plan", "tokenizer", "tokenize", "aggregate", "fit")]
     assert others
