@@ -95,3 +95,20 @@ def test_split_steps_prefill_then_decode():
     steps += [{"decode_only": True, "time_s": 0.01}] * 4
     assert engine.split_steps(steps) == pytest.approx((0.75, 0.04))
     assert engine.split_steps([]) == (0.0, 0.0)
+
+
+def test_generation_suspends_the_cpu_redirect_mode_and_restores_it(model):
+    from torch.overrides import _get_current_function_mode_stack
+
+    from archscale import compat
+
+    before = list(_get_current_function_mode_stack())
+    assert compat.is_active() and any(type(m).__name__ == "_CudaToCpu" for m in before)
+    seen = []
+    handle = model.register_forward_pre_hook(lambda *_: seen.append(list(_get_current_function_mode_stack())))
+    try:
+        engine.StaticDecoder(model, CPU).generate(engine.random_prompts(ARCH.vocab, 1, 4, seed=0), 3)
+    finally:
+        handle.remove()
+    assert len(seen) == 3 and all(not any(type(m).__name__ == "_CudaToCpu" for m in s) for s in seen)
+    assert list(_get_current_function_mode_stack()) == before
