@@ -5,6 +5,7 @@ rule aggregate:
     input:
         plan="results/plan/plan.parquet",
         metrics=all_metrics(),
+        curves=expand("results/train/{arch}/curve.parquet", arch=ARCH_IDS),
         throughput=all_throughput(),
         evaluation=all_eval_records(),
     output:
@@ -15,6 +16,7 @@ rule aggregate:
         "../../environment.yml"
     params:
         run_name=config["run_name"],
+        batch_sizes=config["throughput"]["batch_sizes"],
     script:
         "../scripts/aggregate.py"
 
@@ -28,6 +30,8 @@ rule fit:
         validation="results/fit/validation.parquet",
     log:
         "logs/fit.log",
+    benchmark:
+        "benchmarks/fit.tsv"
     conda:
         "../../environment.yml"
     params:

@@ -1,0 +1,1 @@
+"""Aggregation of per-run records (``aggregate``) and the ``archscale fit`` command line."""

@@ -1,0 +1,445 @@
+"""Aggregate every per-architecture record into ``results/runs.parquet``.
+
+One row per architecture of the plan: its shape (from the plan), its training result
+(``results/train/{arch}/metrics.json`` and ``curve.parquet``) and its measured inference
+throughput (``results/throughput/{arch}.json``), flattened per batch size into columns
+``<field>_bs<b>``. The schema is declared (:func:`runs_schema`), so a record that is
+missing, unreadable, lacks a field or has a wrong type is an error naming the file and
+the key, never a silent gap. Provenance (config hash, code version, hardware) is stored in
+the Parquet schema metadata under ``archscale.provenance`` (read it with :func:`read_runs`).
+Column meanings are documented in docs/pipeline.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+from numbers import Real
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import __version__
+from ..config import stable_hash
+from ..io import read_json
+
+SCHEMA_VERSION = 1
+PROVENANCE_KEY = b"archscale.provenance"
+
+# (column, type, nullable, source) of the per-architecture part of the table.
+BASE_FIELDS: list[tuple[str, pa.DataType, bool]] = [
+    ("arch_id", pa.string(), False),
+    ("scale", pa.string(), False),
+    ("name", pa.string(), True),
+    ("layers", pa.int64(), False),
+    ("d_model", pa.int64(), False),
+    ("heads", pa.int64(), False),
+    ("kv_heads", pa.int64(), False),
+    ("head_dim", pa.int64(), False),
+    ("ffn", pa.int64(), False),
+    ("gqa", pa.int64(), False),
+    ("vocab", pa.int64(), False),
+    ("tied", pa.bool_(), False),
+    ("n_target", pa.int64(), False),
+    ("params_non_embedding", pa.int64(), False),
+    ("N", pa.int64(), False),
+    ("params_total", pa.int64(), False),
+    ("tokens", pa.int64(), False),
+    ("D", pa.int64(), False),
+    ("mlp_attn_ratio", pa.float64(), False),
+    ("d_over_sqrt_n", pa.float64(), False),
+    ("train_flops", pa.float64(), False),
+    ("kv_cache_bytes_per_token", pa.int64(), True),
+    ("inference_flops_per_token", pa.float64(), True),
+    ("loss", pa.float64(), False),
+    ("valid_loss", pa.float64(), False),
+    ("final_train_loss", pa.float64(), False),
+    ("curve_final_loss", pa.float64(), True),
+    ("curve_points", pa.int64(), False),
+    ("steps", pa.int64(), False),
+    ("wall_time_s", pa.float64(), True),
+    ("tokens_per_s", pa.float64(), False),
+    ("achieved_flops_per_s", pa.float64(), True),
+    ("mfu", pa.float64(), True),
+    ("train_device", pa.string(), False),
+    ("precision", pa.string(), False),
+    ("world_size", pa.int64(), False),
+    ("resumed_from_step", pa.int64(), True),
+    ("recipe_hash", pa.string(), True),
+    ("torch_version", pa.string(), True),
+    ("megatron_core_version", pa.string(), True),
+    ("train_archscale_version", pa.string(), True),
+    ("throughput_engine", pa.string(), False),
+    ("throughput_weights", pa.string(), True),
+    ("throughput_device", pa.string(), False),
+    ("throughput_device_name", pa.string(), True),
+    ("cpu_model", pa.string(), True),
+    ("nvml_available", pa.bool_(), False),
+    ("input_len", pa.int64(), False),
+    ("output_len", pa.int64(), False),
+]
+
+# Per batch size b: column "<field>_bs<b>". Required fields are non-null numbers in the record.
+THROUGHPUT_FIELDS: list[tuple[str, pa.DataType, bool]] = [
+    ("output_tokens_per_s", pa.float64(), False),
+    ("total_tokens_per_s", pa.float64(), False),
+    ("decode_tokens_per_s", pa.float64(), True),
+    ("prefill_latency_s", pa.float64(), False),
+    ("cv_output_tokens_per_s", pa.float64(), True),
+    ("peak_memory_bytes", pa.int64(), True),
+    ("energy_j", pa.float64(), True),
+    ("energy_j_per_output_token", pa.float64(), True),
+    ("power_mean_w", pa.float64(), True),
+    ("power_peak_w", pa.float64(), True),
+]
+
+PATH_FIELDS: list[tuple[str, pa.DataType, bool]] = [
+    ("metrics_path", pa.string(), False),
+    ("curve_path", pa.string(), False),
+    ("throughput_path", pa.string(), False),
+]
+
+CURVE_COLUMNS = ("step", "tokens", "loss")
+
+
+class RecordError(ValueError):
+    """A per-run record that is missing or malformed; the message names the file and key."""
+
+
+def runs_schema(batch_sizes: Iterable[int]) -> pa.Schema:
+    """The declared schema of runs.parquet for these throughput batch sizes."""
+    fields = [pa.field(n, t, nullable=nl) for n, t, nl in BASE_FIELDS]
+    for b in sorted(set(int(b) for b in batch_sizes)):
+        fields += [pa.field(f"{n}_bs{b}", t, nullable=nl) for n, t, nl in THROUGHPUT_FIELDS]
+    fields += [pa.field(n, t, nullable=nl) for n, t, nl in PATH_FIELDS]
+    return pa.schema(fields)
+
+
+# ---- typed access to records --------------------------------------------------------------
+def _get(rec: dict, key: str, path: Path, kind: str, nullable: bool = False, where: str = ""):
+    loc = f"{path}{where}"
+    if key not in rec:
+        if nullable:
+            return None
+        raise RecordError(f"{loc}: required key '{key}' is missing")
+    v = rec[key]
+    if v is None:
+        if nullable:
+            return None
+        raise RecordError(f"{loc}: key '{key}' is null")
+    if kind == "int":
+        if isinstance(v, bool) or not isinstance(v, Real) or (isinstance(v, float) and not v.is_integer()):
+            raise RecordError(f"{loc}: key '{key}' must be an integer, got {v!r}")
+        return int(v)
+    if kind == "float":
+        if isinstance(v, bool) or not isinstance(v, Real):
+            raise RecordError(f"{loc}: key '{key}' must be a number, got {v!r}")
+        return float(v)
+    if kind == "finite":
+        if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(float(v)):
+            raise RecordError(f"{loc}: key '{key}' must be a finite number, got {v!r}")
+        return float(v)
+    if kind == "str":
+        if not isinstance(v, str):
+            raise RecordError(f"{loc}: key '{key}' must be a string, got {v!r}")
+        return v
+    if kind == "bool":
+        if not isinstance(v, bool):
+            raise RecordError(f"{loc}: key '{key}' must be true or false, got {v!r}")
+        return v
+    if kind == "dict":
+        if not isinstance(v, dict):
+            raise RecordError(f"{loc}: key '{key}' must be a mapping, got {type(v).__name__}")
+        return v
+    if kind == "list":
+        if not isinstance(v, list):
+            raise RecordError(f"{loc}: key '{key}' must be a list, got {type(v).__name__}")
+        return v
+    raise AssertionError(kind)
+
+
+def _read_record(path: Path) -> dict:
+    try:
+        rec = read_json(path)
+    except FileNotFoundError:
+        raise RecordError(f"{path}: record is missing (did the job that writes it run?)") from None
+    except ValueError as exc:
+        raise RecordError(str(exc)) from None
+    if not isinstance(rec, dict):
+        raise RecordError(f"{path}: the record must be a JSON object")
+    return rec
+
+
+ARCH_KEYS = ("layers", "d_model", "heads", "kv_heads", "head_dim", "ffn")
+
+
+def _check_arch(rec: dict, plan_row: dict, path: Path) -> None:
+    arch = _get(rec, "arch", path, "dict")
+    for key in ARCH_KEYS:
+        if key in arch and int(arch[key]) != int(plan_row[key]):
+            raise RecordError(
+                f"{path}: arch.{key} = {arch[key]} but the plan has {plan_row[key]} for {plan_row['arch_id']}; "
+                "the record is stale, re-run its job"
+            )
+
+
+def train_columns(metrics_path: Path, plan_row: dict) -> dict[str, Any]:
+    """Columns from metrics.json and the curve.parquet next to it."""
+    metrics_path = Path(metrics_path)
+    rec = _read_record(metrics_path)
+    arch_id = _get(rec, "arch_id", metrics_path, "str")
+    if arch_id != plan_row["arch_id"]:
+        raise RecordError(f"{metrics_path}: arch_id '{arch_id}' does not match '{plan_row['arch_id']}'")
+    _check_arch(rec, plan_row, metrics_path)
+    versions = _get(rec, "versions", metrics_path, "dict")
+    recipe = rec.get("recipe")
+    valid = _get(rec, "valid_loss", metrics_path, "float")
+    cols = {
+        "D": _get(rec, "tokens_seen", metrics_path, "int"),
+        "valid_loss": valid,
+        "loss": valid,
+        "final_train_loss": _get(rec, "final_train_loss", metrics_path, "float"),
+        "steps": _get(rec, "steps", metrics_path, "int"),
+        "wall_time_s": _get(rec, "wall_time_s", metrics_path, "float", nullable=True),
+        "tokens_per_s": _get(rec, "tokens_per_s", metrics_path, "finite"),
+        "achieved_flops_per_s": _get(rec, "achieved_flops_per_s", metrics_path, "float", nullable=True),
+        "mfu": _get(rec, "mfu", metrics_path, "float", nullable=True),
+        "train_device": _get(rec, "device", metrics_path, "str"),
+        "precision": _get(rec, "precision", metrics_path, "str"),
+        "world_size": _get(rec, "world_size", metrics_path, "int"),
+        "resumed_from_step": _get(rec, "resumed_from_step", metrics_path, "int", nullable=True),
+        "recipe_hash": stable_hash(recipe) if isinstance(recipe, dict) else None,
+        "torch_version": _str_or_none(versions.get("torch")),
+        "megatron_core_version": _str_or_none(versions.get("megatron_core")),
+        "train_archscale_version": _str_or_none(versions.get("archscale")),
+    }
+    if cols["D"] <= 0:
+        raise RecordError(f"{metrics_path}: tokens_seen must be positive, got {cols['D']}")
+    curve_path = metrics_path.parent / "curve.parquet"
+    cols.update(curve_columns(curve_path))
+    cols["metrics_path"] = str(metrics_path)
+    cols["curve_path"] = str(curve_path)
+    return cols
+
+
+def _str_or_none(v):
+    return None if v is None else str(v)
+
+
+def curve_columns(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise RecordError(f"{path}: loss curve is missing (did the train job finish?)")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for unreadable files
+        raise RecordError(f"{path}: not a readable Parquet file ({exc})") from None
+    missing = [c for c in CURVE_COLUMNS if c not in table.column_names]
+    if missing:
+        raise RecordError(f"{path}: loss curve lacks column(s) {missing} (has {table.column_names})")
+    if table.num_rows == 0:
+        raise RecordError(f"{path}: loss curve has no rows")
+    loss = [v for v in table.column("loss").to_pylist() if v is not None and math.isfinite(v)]
+    return {"curve_points": int(table.num_rows), "curve_final_loss": float(loss[-1]) if loss else None}
+
+
+def throughput_columns(path: Path, arch_id: str, batch_sizes: Iterable[int]) -> dict[str, Any]:
+    """Columns from throughput/{arch}.json, one group per expected batch size."""
+    path = Path(path)
+    rec = _read_record(path)
+    got = _get(rec, "arch_id", path, "str")
+    if got != arch_id:
+        raise RecordError(f"{path}: arch_id '{got}' does not match '{arch_id}'")
+    records = _get(rec, "records", path, "list")
+    by_bs: dict[int, dict] = {}
+    input_len = output_len = None
+    for i, r in enumerate(records):
+        where = f" records[{i}]"
+        if not isinstance(r, dict):
+            raise RecordError(f"{path}{where}: must be an object")
+        bs = _get(r, "batch_size", path, "int", where=where)
+        if bs in by_bs:
+            raise RecordError(f"{path}{where}: batch size {bs} appears twice")
+        by_bs[bs] = r
+        il = _get(r, "input_len", path, "int", where=where)
+        ol = _get(r, "output_len", path, "int", where=where)
+        if input_len is not None and (il, ol) != (input_len, output_len):
+            raise RecordError(f"{path}{where}: input/output lengths differ between batch sizes")
+        input_len, output_len = il, ol
+    cols: dict[str, Any] = {
+        "throughput_engine": _get(rec, "engine", path, "str"),
+        "throughput_weights": _get(rec, "weights", path, "str", nullable=True),
+        "throughput_device": _get(rec, "device", path, "str"),
+        "throughput_device_name": _str_or_none(rec.get("device_name")),
+        "cpu_model": _get(rec, "cpu_model", path, "str", nullable=True),
+        "nvml_available": _get(rec, "nvml_available", path, "bool"),
+        "input_len": input_len,
+        "output_len": output_len,
+        "throughput_path": str(path),
+    }
+    for bs in sorted(set(int(b) for b in batch_sizes)):
+        if bs not in by_bs:
+            raise RecordError(
+                f"{path}: no record for batch size {bs} (has {sorted(by_bs)}); re-run the throughput job"
+            )
+        r = by_bs[bs]
+        where = f" records[batch_size={bs}]"
+        for name, typ, nullable in THROUGHPUT_FIELDS:
+            kind = "int" if typ == pa.int64() else ("float" if nullable else "finite")
+            cols[f"{name}_bs{bs}"] = _get(r, name, path, kind, nullable=nullable, where=where)
+    if input_len is None:
+        raise RecordError(f"{path}: 'records' is empty")
+    return cols
+
+
+# ---- provenance and the table -------------------------------------------------------------
+def git_commit(start: Path | None = None) -> str | None:
+    """The git commit of the code (with '-dirty' when the tracked tree differs), or None."""
+    cwd = Path(start or Path(__file__).resolve().parent)
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("-dirty" if dirty else "") if head else None
+
+
+def provenance(rows: list[dict], config: dict | None, run_name: str | None, batch_sizes) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_name": run_name,
+        "config_hash": stable_hash(config) if config is not None else None,
+        "code_version": {"archscale": __version__, "git_commit": git_commit()},
+        "hardware": {
+            "train_devices": sorted({r["train_device"] for r in rows}),
+            "throughput_devices": sorted({r["throughput_device"] for r in rows}),
+            "cpu_models": sorted({r["cpu_model"] for r in rows if r.get("cpu_model")}),
+            "nvml_available": sorted({bool(r["nvml_available"]) for r in rows}),
+            "aggregated_on": {"machine": platform.machine(), "python": platform.python_version()},
+        },
+        "n_runs": len(rows),
+        "batch_sizes": sorted(set(int(b) for b in batch_sizes)),
+    }
+
+
+def _plan_rows(plan_path: Path) -> dict[str, dict]:
+    plan_path = Path(plan_path)
+    if not plan_path.exists():
+        raise RecordError(f"{plan_path}: the plan is missing (run the plan rule)")
+    rows = pq.read_table(plan_path).to_pylist()
+    need = ["arch_id", "scale", "n_target", "params_non_embedding", "params_total", "tokens",
+            "mlp_attn_ratio", "d_over_sqrt_n", "train_flops", *ARCH_KEYS, "gqa", "vocab", "tied"]
+    if rows:
+        missing = [c for c in need if c not in rows[0]]
+        if missing:
+            raise RecordError(f"{plan_path}: plan lacks column(s) {missing}")
+    return {r["arch_id"]: r for r in rows}
+
+
+def aggregate_runs(
+    plan_path: str | Path,
+    metrics_paths: Iterable[str | Path],
+    throughput_paths: Iterable[str | Path],
+    *,
+    batch_sizes: Iterable[int] | None = None,
+    config: dict | None = None,
+    run_name: str | None = None,
+) -> pa.Table:
+    """Build the runs table (see the module docstring).
+
+    ``metrics_paths`` are ``.../{arch}/metrics.json`` and ``throughput_paths``
+    ``.../{arch}.json``; every architecture must have both. ``batch_sizes`` are the
+    expected throughput batch sizes (default: those of the first record; every record
+    must then have the same ones).
+    """
+    plan = _plan_rows(plan_path)
+    metrics = {Path(p).parent.name: Path(p) for p in metrics_paths}
+    through = {Path(p).stem: Path(p) for p in throughput_paths}
+    for arch in metrics:
+        if arch not in plan:
+            raise RecordError(f"{metrics[arch]}: architecture '{arch}' is not in the plan {plan_path}")
+    if set(metrics) != set(through):
+        only_m = sorted(set(metrics) - set(through))
+        only_t = sorted(set(through) - set(metrics))
+        raise RecordError(
+            f"training and throughput records do not cover the same architectures: "
+            f"without throughput record {only_m}, without training record {only_t}"
+        )
+    if not metrics:
+        raise RecordError("no run records to aggregate")
+    if batch_sizes is None:
+        first = through[sorted(through)[0]]
+        recs = _get(_read_record(first), "records", first, "list")
+        batch_sizes = sorted({int(r["batch_size"]) for r in recs if isinstance(r, dict) and "batch_size" in r})
+    batch_sizes = sorted(set(int(b) for b in batch_sizes))
+    rows = []
+    for arch in sorted(metrics):
+        p = plan[arch]
+        row: dict[str, Any] = {
+            "arch_id": arch,
+            "scale": str(p["scale"]),
+            "name": p.get("name") or None,
+            "n_target": int(p["n_target"]),
+            "params_non_embedding": int(p["params_non_embedding"]),
+            "N": int(p["params_non_embedding"]),
+            "params_total": int(p["params_total"]),
+            "tokens": int(p["tokens"]),
+            "mlp_attn_ratio": float(p["mlp_attn_ratio"]),
+            "d_over_sqrt_n": float(p["d_over_sqrt_n"]),
+            "train_flops": float(p["train_flops"]),
+            "kv_cache_bytes_per_token": _opt_int(p.get("kv_cache_bytes_per_token")),
+            "inference_flops_per_token": _opt_float(p.get("inference_flops_per_token")),
+            "gqa": int(p["gqa"]),
+            "vocab": int(p["vocab"]),
+            "tied": bool(p["tied"]),
+            **{k: int(p[k]) for k in ARCH_KEYS},
+        }
+        row.update(train_columns(metrics[arch], p))
+        row.update(throughput_columns(through[arch], arch, batch_sizes))
+        rows.append(row)
+    schema = runs_schema(batch_sizes)
+    prov = provenance(rows, config, run_name, batch_sizes)
+    table = pa.Table.from_pylist(rows, schema=schema)
+    return table.replace_schema_metadata({PROVENANCE_KEY: json.dumps(prov, sort_keys=True).encode()})
+
+
+def _opt_int(v):
+    return None if v is None else int(v)
+
+
+def _opt_float(v):
+    return None if v is None else float(v)
+
+
+def read_runs(path: str | Path):
+    """(DataFrame, provenance dict) of a runs.parquet written by :func:`aggregate_runs`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: runs table is missing (run the aggregate rule)")
+    table = pq.read_table(path)
+    meta = table.schema.metadata or {}
+    prov = json.loads(meta[PROVENANCE_KEY]) if PROVENANCE_KEY in meta else None
+    return table.to_pandas(), prov
+
+
+def read_table(path: str | Path):
+    """A runs table from Parquet or CSV (for the CLI)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such table")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if path.suffix.lower() in (".csv", ".tsv", ".txt"):
+        return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+    raise ValueError(f"{path}: unknown table format '{path.suffix}'; use .parquet or .csv")

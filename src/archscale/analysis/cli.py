@@ -1,0 +1,165 @@
+"""``archscale fit ...``: the law fits on any table of runs (CSV or Parquet), without Snakemake."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from ..io import write_json
+from ..law.chinchilla import OBJECTIVES, PARAMS, FitError, fit_chinchilla
+from ..law.conditional import DEFAULT_COLUMNS, FORMS, fit_conditional
+from .aggregate import read_table
+
+
+def _column(df, name: str, flag: str):
+    if name not in df.columns:
+        raise FitError(f"table has no column '{name}' (given by {flag}); columns: {sorted(map(str, df.columns))}")
+    return df[name].to_numpy(dtype=float)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.4e}"
+
+
+def cmd_fit_chinchilla(args: argparse.Namespace) -> int:
+    df = read_table(args.table)
+    n = _column(df, args.n, "--n")
+    loss = _column(df, args.loss, "--loss")
+    if args.flops:
+        d = _column(df, args.flops, "--flops") / (6.0 * n)
+    else:
+        d = _column(df, args.d, "--d")
+    if args.drop_highest:
+        if args.drop_highest >= loss.size:
+            raise FitError(f"--drop-highest {args.drop_highest}: the table has only {loss.size} rows")
+        keep = loss < np.sort(loss)[-args.drop_highest]
+        n, d, loss = n[keep], d[keep], loss[keep]
+    fit = fit_chinchilla(
+        n, d, loss, objective=args.objective, delta=args.delta, bootstrap=args.bootstrap, seed=args.seed
+    )
+    out = fit.to_dict()
+    out["columns"] = {"n": args.n, "d": args.d if not args.flops else f"{args.flops} / (6 {args.n})", "loss": args.loss}
+    if args.output:
+        write_json(args.output, out)
+    if args.json:
+        print(json.dumps(out, indent=2, sort_keys=True))
+        return 0
+    delta = f", delta {fit.delta:g}" if fit.delta else ""
+    print(
+        f"Chinchilla fit L = E + A/N^alpha + B/D^beta ({fit.objective}{delta}) on {fit.n_points} points, "
+        f"{fit.n_starts} starts, {fit.bootstrap_converged}/{fit.bootstrap} bootstrap refits, {fit.elapsed_s:.1f} s"
+    )
+    level = int(round(100 * fit.ci_level))
+    print(f"{'param':>6}  {'estimate':>11}  {'se':>9}  {level}% interval")
+    for k in PARAMS:
+        ci = fit.ci.get(k)
+        ci_txt = f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "-"
+        print(f"{k:>6}  {_fmt(fit.params[k]):>11}  {_fmt(fit.se.get(k)):>9}  {ci_txt}")
+    for w in fit.warnings:
+        print(f"warning: {w}")
+    return 0
+
+
+def cmd_fit_conditional(args: argparse.Namespace) -> int:
+    df = read_table(args.table)
+    columns = {
+        "n": args.n, "d": args.d, "loss": args.loss, "x": args.x, "r": args.r,
+        "group_n": args.group_n, "group_d": args.group_d,
+    }
+    out = fit_conditional(
+        df,
+        reference=args.reference,
+        r_range=(args.r_min, args.r_max),
+        forms=args.forms,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        columns={k: v for k, v in columns.items() if v},
+    )
+    if args.output:
+        write_json(args.output, out)
+    if args.json:
+        print(json.dumps(out, indent=2, sort_keys=True))
+        return 0
+    print(
+        f"conditional law on {out['n_points']} of {out['n_runs']} runs (r in [{out['r_range'][0]:g}, "
+        f"{out['r_range'][1]:g}]), reference L_opt: {out['reference']}"
+    )
+    for form, f in out["forms"].items():
+        print(f"\n{form} ({f['method']}; {f['normalisation']})")
+        for name in ("a", "b"):
+            se = f.get(f"{name}_se") or [None] * 3
+            ci = f.get(f"{name}_ci") or [None] * 3
+            for i in range(3):
+                c = ci[i]
+                ci_txt = f"[{_fmt(c[0])}, {_fmt(c[1])}]" if c else "-"
+                print(f"  {name}{i} = {_fmt(f[name][i]):>10}  se {_fmt(se[i]):>9}  {ci_txt}")
+        opt = f["optimum"]
+        for key in ("d_over_sqrt_n", "r"):
+            if opt[key] is None:
+                print(f"  {key}*: none ({opt[f'{key}_reason']})")
+            else:
+                c = opt.get(f"{key}_ci")
+                ci_txt = f" [{_fmt(c[0])}, {_fmt(c[1])}]" if c else ""
+                print(f"  {key}* = {_fmt(opt[key])}{ci_txt}")
+        print(f"  in-sample MSE {_fmt(f['mse'])}, Spearman {_fmt(f['spearman'])}")
+    return 0
+
+
+def register_fit(sub) -> None:
+    """Add ``archscale fit chinchilla|conditional`` to the top-level sub-parsers."""
+    p = sub.add_parser("fit", help="fit the Chinchilla or the conditional law on a table of runs (CSV/Parquet)")
+    fsub = p.add_subparsers(dest="fit_command", required=True)
+
+    c = fsub.add_parser("chinchilla", help="E + A/N^alpha + B/D^beta, Hoffmann et al.'s fit with bootstrap intervals")
+    c.add_argument("table", help="CSV or Parquet table with one row per run")
+    c.add_argument("--n", required=True, help="column of parameter counts N")
+    dgroup = c.add_mutually_exclusive_group(required=True)
+    dgroup.add_argument("--d", help="column of training tokens D")
+    dgroup.add_argument("--flops", help="column of training FLOPs; D = FLOPs / (6 N)")
+    c.add_argument("--loss", required=True, help="column of losses L")
+    c.add_argument("--objective", choices=OBJECTIVES, default="huber", help="huber (default), squared (LM) or lad")
+    c.add_argument("--delta", type=float, default=1e-3, help="Huber threshold on log-loss residuals (1e-3)")
+    c.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for intervals (200)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--drop-highest", type=int, default=0, metavar="K", help="drop the K highest losses (Epoch: 5)")
+    c.add_argument("--output", help="also write the fit as JSON to this file")
+    c.add_argument("--json", action="store_true", help="print the fit as JSON")
+    c.set_defaults(func=cmd_fit_chinchilla)
+
+    k = fsub.add_parser("conditional", help="the architecture-conditional law (multiplicative and additive forms)")
+    k.add_argument("table", help="runs table (results/runs.parquet or any CSV/Parquet with the columns below)")
+    for flag, key, what in (
+        ("--n", "n", "non-embedding parameters N"),
+        ("--d", "d", "training tokens D"),
+        ("--loss", "loss", "loss"),
+        ("--x", "x", "d_model / sqrt(N)"),
+        ("--r", "r", "MLP-to-attention ratio r"),
+        ("--group-n", "group_n", "nominal N of a run's scale (L_opt is per group; falls back to --n)"),
+        ("--group-d", "group_d", "tokens of a run's scale (falls back to --d)"),
+    ):
+        k.add_argument(flag, default=None, help=f"column of {what} (default {DEFAULT_COLUMNS[key]})")
+    k.add_argument("--reference", choices=["empirical", "chinchilla"], default="empirical")
+    k.add_argument("--r-min", type=float, default=0.5)
+    k.add_argument("--r-max", type=float, default=5.0)
+    k.add_argument("--forms", nargs="+", choices=FORMS, default=list(FORMS))
+    k.add_argument("--bootstrap", type=int, default=200)
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--output", help="also write conditional.json to this file")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(func=cmd_fit_conditional)
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - convenience entry
+    parser = argparse.ArgumentParser(prog="archscale")
+    register_fit(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

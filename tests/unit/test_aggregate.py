@@ -1,0 +1,200 @@
+"""Aggregation of per-run records into runs.parquet: declared schema, provenance, errors that name the file.
+
+The records are built here from the formats documented in docs/pipeline.md (the train and
+throughput stages write them in parallel).
+"""
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from archscale.analysis.aggregate import (
+    PROVENANCE_KEY,
+    RecordError,
+    aggregate_runs,
+    read_runs,
+    runs_schema,
+)
+from archscale.config import load_config, stable_hash
+from archscale.io import write_json, write_parquet
+from archscale.plan import build_plan
+
+REPO = Path(__file__).resolve().parents[2]
+BATCH_SIZES = [1, 8]
+
+
+def metrics_record(row: dict, loss: float) -> dict:
+    return {
+        "arch_id": row["arch_id"], "scale": row["scale"],
+        "arch": {k: row[k] for k in ("layers", "d_model", "heads", "kv_heads", "head_dim", "ffn", "vocab", "tied")},
+        "tokens_budget": row["tokens"], "tokens_seen": row["steps"] * 32 * 128, "steps": row["steps"],
+        "final_train_loss": loss + 0.05, "valid_loss": loss, "wall_time_s": 21.5, "tokens_per_s": 30000.0,
+        "achieved_flops_per_s": 2.0e9, "mfu": None, "device": "cpu", "precision": "fp32", "world_size": 1,
+        "versions": {"torch": "2.13.0", "megatron_core": "0.16.1", "archscale": "0.1.0"},
+        "resumed_from_step": None, "recipe": {"lr": 0.003, "seed": 1234},
+    }
+
+
+def throughput_record(arch_id: str, speed: float, batch_sizes=BATCH_SIZES) -> dict:
+    records = []
+    for b in batch_sizes:
+        records.append({
+            "batch_size": b, "input_len": 64, "output_len": 32, "prefill_latency_s": 0.01 * b,
+            "decode_tokens_per_s": speed * b * 1.1, "output_tokens_per_s": speed * b,
+            "total_tokens_per_s": speed * b * 3, "repeats": [{"output_tokens_per_s": speed * b}] * 3,
+            "cv_output_tokens_per_s": 0.02, "peak_memory_bytes": 1_000_000 * b, "energy_j": None,
+            "energy_j_per_output_token": None, "power_mean_w": None, "power_peak_w": None,
+        })
+    return {"arch_id": arch_id, "arch": {}, "engine": "megatron", "weights": "random", "device": "cpu",
+            "device_name": "cpu", "nvml_available": False, "cpu_model": "Test CPU", "records": records}
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """A plan from the embedded default config and one train + throughput record per architecture."""
+    config = load_config(REPO / "config" / "config.yaml")
+    plan = build_plan(config)
+    rows = plan.rows()
+    write_parquet(tmp_path / "results/plan/plan.parquet", pd.DataFrame(rows))
+    metrics, through = [], []
+    for i, row in enumerate(rows):
+        arch = row["arch_id"]
+        m = tmp_path / f"results/train/{arch}/metrics.json"
+        write_json(m, metrics_record(row, 4.0 + 0.01 * i))
+        curve = pd.DataFrame({
+            "step": [1, 2, 3], "tokens": [4096, 8192, 12288], "loss": [6.0, 5.0, 4.5 + 0.01 * i],
+            "lr": [1e-3] * 3, "grad_norm": [1.0] * 3, "valid_loss": [math.nan, math.nan, 4.0],
+            "elapsed_s": [1.0, 2.0, 3.0],
+        })
+        write_parquet(m.parent / "curve.parquet", curve)
+        t = tmp_path / f"results/throughput/{arch}.json"
+        write_json(t, throughput_record(arch, 100.0 + i))
+        metrics.append(m)
+        through.append(t)
+    return {"root": tmp_path, "config": config, "rows": rows, "metrics": metrics, "throughput": through}
+
+
+def aggregate(ws, **kw):
+    args = dict(batch_sizes=BATCH_SIZES, config=ws["config"], run_name="test")
+    args.update(kw)
+    return aggregate_runs(ws["root"] / "results/plan/plan.parquet", ws["metrics"], ws["throughput"], **args)
+
+
+def test_runs_table_content_schema_and_provenance(workspace, tmp_path):
+    table = aggregate(workspace)
+    expected = runs_schema(BATCH_SIZES)
+    assert table.schema.remove_metadata() == expected
+    rows = workspace["rows"]
+    assert table.num_rows == len(rows)
+    df = table.to_pandas().set_index("arch_id")
+    for i, row in enumerate(sorted(rows, key=lambda r: r["arch_id"])):
+        got = df.loc[row["arch_id"]]
+        assert got["N"] == row["params_non_embedding"] == got["params_non_embedding"]
+        assert got["tokens"] == row["tokens"] and got["D"] == row["steps"] * 32 * 128
+        assert got["mlp_attn_ratio"] == pytest.approx(row["mlp_attn_ratio"])
+        assert got["d_over_sqrt_n"] == pytest.approx(row["d_over_sqrt_n"])
+        assert got["loss"] == got["valid_loss"]
+        assert got["curve_points"] == 3 and got["train_device"] == "cpu"
+        assert got["recipe_hash"] == stable_hash({"lr": 0.003, "seed": 1234})
+        assert got["output_tokens_per_s_bs8"] == pytest.approx(8 * got["output_tokens_per_s_bs1"])
+        assert pd.isna(got["energy_j_per_output_token_bs1"]) and not got["nvml_available"]
+        assert got["metrics_path"].endswith(f"{row['arch_id']}/metrics.json")
+    # Losses follow the records (4.0 + 0.01 i in plan order).
+    by_plan = [df.loc[r["arch_id"], "valid_loss"] for r in rows]
+    assert by_plan == pytest.approx([4.0 + 0.01 * i for i in range(len(rows))])
+
+    prov = json.loads(table.schema.metadata[PROVENANCE_KEY])
+    assert prov["config_hash"] == stable_hash(workspace["config"])
+    assert prov["code_version"]["archscale"] == "0.1.0"
+    assert prov["hardware"]["train_devices"] == ["cpu"] and prov["hardware"]["cpu_models"] == ["Test CPU"]
+    assert prov["n_runs"] == len(rows) and prov["batch_sizes"] == BATCH_SIZES and prov["run_name"] == "test"
+
+    write_parquet(tmp_path / "runs.parquet", table)
+    back, prov2 = read_runs(tmp_path / "runs.parquet")
+    assert prov2 == prov and len(back) == len(rows)
+    assert pq.read_schema(tmp_path / "runs.parquet").remove_metadata() == expected
+
+
+def _break(path: Path, fn):
+    rec = json.loads(path.read_text())
+    fn(rec)
+    path.write_text(json.dumps(rec))
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda r: r.pop("valid_loss"), "required key 'valid_loss' is missing"),
+        (lambda r: r.update(valid_loss="4.1"), "key 'valid_loss' must be a number"),
+        (lambda r: r.update(tokens_seen=1.5), "key 'tokens_seen' must be an integer"),
+        (lambda r: r.update(steps=None), "key 'steps' is null"),
+        (lambda r: r.update(arch_id="other"), "arch_id 'other' does not match"),
+        (lambda r: r["arch"].update(d_model=12345), "arch.d_model = 12345 but the plan has"),
+    ],
+)
+def test_malformed_metrics_name_file_and_key(workspace, mutate, match):
+    target = workspace["metrics"][2]
+    _break(target, mutate)
+    with pytest.raises(RecordError, match=match) as err:
+        aggregate(workspace)
+    assert str(target) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda r: r["records"].pop(), "no record for batch size 8"),
+        (lambda r: r["records"][0].update(output_tokens_per_s=None), r"records\[batch_size=1\]: key 'output_tokens_per_s' is null"),
+        (lambda r: r["records"][1].update(output_tokens_per_s=float("nan")), "must be a finite number"),
+        (lambda r: r.pop("nvml_available"), "required key 'nvml_available' is missing"),
+        (lambda r: r.update(records={}), "key 'records' must be a list"),
+    ],
+)
+def test_malformed_throughput_name_file_and_key(workspace, mutate, match):
+    target = workspace["throughput"][1]
+    _break(target, mutate)
+    with pytest.raises(RecordError, match=match) as err:
+        aggregate(workspace)
+    assert str(target) in str(err.value)
+
+
+def test_missing_records_are_errors(workspace):
+    workspace["metrics"][0].unlink()
+    with pytest.raises(RecordError, match=f"{workspace['metrics'][0]}: record is missing"):
+        aggregate(workspace)
+
+
+def test_missing_or_bad_curve(workspace):
+    curve = workspace["metrics"][3].parent / "curve.parquet"
+    pq.write_table(pa.table({"step": [1], "tokens": [1]}), curve)
+    with pytest.raises(RecordError, match=r"curve.parquet: loss curve lacks column\(s\) \['loss'\]"):
+        aggregate(workspace)
+    curve.write_text("not parquet")
+    with pytest.raises(RecordError, match="not a readable Parquet file"):
+        aggregate(workspace)
+    curve.unlink()
+    with pytest.raises(RecordError, match="loss curve is missing"):
+        aggregate(workspace)
+
+
+def test_records_must_cover_the_same_architectures(workspace):
+    with pytest.raises(RecordError, match="without throughput record"):
+        aggregate_runs(workspace["root"] / "results/plan/plan.parquet", workspace["metrics"],
+                       workspace["throughput"][1:], batch_sizes=BATCH_SIZES)
+
+
+def test_unreadable_json_names_the_file(workspace):
+    workspace["throughput"][0].write_text("{not json")
+    with pytest.raises(RecordError, match=f"{workspace['throughput'][0]}: not valid JSON"):
+        aggregate(workspace)
+
+
+def test_batch_sizes_default_to_the_records(workspace):
+    table = aggregate(workspace, batch_sizes=None)
+    assert "output_tokens_per_s_bs8" in table.column_names
+    assert json.loads(table.schema.metadata[PROVENANCE_KEY])["batch_sizes"] == [1, 8]
