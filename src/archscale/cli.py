@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_search(sub)
 
+    from .analysis.cli import register_fit
+
+    register_fit(sub)
+
     return parser
 
 
