@@ -43,11 +43,11 @@ CHECKPOINT_WAIT = 600
 
 
 def resume_config(tiny: dict) -> dict:
-    """test-tiny.yaml reduced to its first scale, trained ~10x longer, checkpointing often, with
+    """test-tiny.yaml reduced to its first scale, trained 2x longer, checkpointing often, with
     one GPU of model a100 per training job (the fake GPU of tests/slurm/start.sh)."""
     config = json.loads(json.dumps(tiny))
     scale = config["scales"][0]
-    scale["tokens_per_param"] = 200
+    scale["tokens_per_param"] = 40
     scale.pop("architectures", None)
     config["scales"] = [scale]
     config["training"]["checkpoint_interval"] = 10

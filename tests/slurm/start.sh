@@ -27,9 +27,10 @@ die() { log "ERROR: $*"; exit 1; }
 
 [[ $(id -u) == 0 ]] || die "run as root (the daemons and /etc/slurm need it): sudo bash $0"
 
-alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# alive PIDFILE NAME: the pid file names a running process called NAME (not a reused pid).
+alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null && [[ $(cat "/proc/$(cat "$1")/comm" 2>/dev/null) == "$2" ]]; }
 
-if alive "$STATE/slurmctld.pid" && alive "$STATE/slurmd.pid" \
+if alive "$STATE/slurmctld.pid" slurmctld && alive "$STATE/slurmd.pid" slurmd \
     && [[ $(timeout 5 sinfo -h -o %t 2>/dev/null | head -1) =~ ^(idle|mix|alloc) ]]; then
     log "already running: $(timeout 5 sinfo -h -o '%P %t %G' | head -1)"
     exit 0
@@ -135,7 +136,7 @@ echo slurmd >>"$STATE/started"
 # Poll for the node; check the controller on each loop (a dead controller makes sinfo hang).
 state=""
 for _ in $(seq 60); do
-    alive "$STATE/slurmctld.pid" || die "slurmctld died: $(tail -5 "$LOGS/slurmctld.log")"
+    alive "$STATE/slurmctld.pid" slurmctld || die "slurmctld died: $(tail -5 "$LOGS/slurmctld.log")"
     state=$(timeout 5 sinfo -h -o %t 2>/dev/null | head -1 || true)
     [[ $state == idle ]] && break
     sleep 0.5

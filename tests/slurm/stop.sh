@@ -11,7 +11,8 @@ stop_pid() { # name pidfile
     local name=$1 pidfile=$2 pid
     [[ -f $pidfile ]] || return 0
     pid=$(cat "$pidfile")
-    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+    # A stale pid file (daemon gone, pid reused) must not kill another program: check the name.
+    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$name" ]]; then
         kill -TERM "$pid" 2>/dev/null
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         if kill -0 "$pid" 2>/dev/null; then
