@@ -47,15 +47,17 @@ def timed_interleaved(engines: dict, repeats: int) -> dict:
 
     Alternating keeps a shared machine's contention from favouring one engine.
     """
-    times = {name: {"one": [], "full": []} for name in engines}
+    times = {name: {"one": [], "full": [], "full_cpu": []} for name in engines}
     for name, (one, full) in engines.items():  # warm-up
         one(), full()
     for _ in range(repeats):
         for name, (one, full) in engines.items():
             for kind, fn in (("one", one), ("full", full)):
-                t = time.perf_counter()
+                c, t = time.process_time(), time.perf_counter()
                 fn()
                 times[name][kind].append(time.perf_counter() - t)
+                if kind == "full":
+                    times[name]["full_cpu"].append(time.process_time() - c)
     return times
 
 
@@ -89,6 +91,7 @@ def bench_arch(arch: Architecture, input_len: int, output_len: int, batches, rep
                 "prefill_s": t1,
                 "full_s": tf,
                 "full_s_repeats": all_full,
+                "full_cpu_s": statistics.median(times[name]["full_cpu"]),
                 "decode_tokens_per_s": b * (output_len - 1) / (tf - t1),
                 "output_tokens_per_s": b * output_len / tf,
             }
@@ -130,11 +133,13 @@ def main(argv=None) -> int:
         "machine": {"cpu_model": cpu_model(), "cores": os.cpu_count(), "threads": args.threads,
                     "python": platform.python_version(), "torch": torch.__version__,
                     "transformers": transformers.__version__},
+        "load_average_start": os.getloadavg(),
         "device": device,
         "repeats": args.repeats,
         "cases": [bench_arch(ARCHS[name], args.input_len, args.output_len, args.batch_sizes, args.repeats, device)
                   for name in args.archs],
     }
+    result["load_average_end"] = os.getloadavg()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -112,3 +112,18 @@ def test_generation_suspends_the_cpu_redirect_mode_and_restores_it(model):
         handle.remove()
     assert len(seen) == 3 and all(not any(type(m).__name__ == "_CudaToCpu" for m in s) for s in seen)
     assert list(_get_current_function_mode_stack()) == before
+
+
+def test_vllm_engine_fails_clearly_where_it_cannot_run():
+    from archscale.throughput.vllm_engine import VllmDecoder
+
+    try:
+        import vllm  # noqa: F401
+
+        expected = "needs a GPU"
+    except ImportError:
+        expected = "vLLM is not installed"
+    if torch.cuda.is_available():
+        pytest.skip("GPU machine: vLLM may run here")
+    with pytest.raises(RuntimeError, match=expected):
+        VllmDecoder(ARCH, 8, 96, seed=0)
