@@ -77,6 +77,11 @@ def predict_loss(params: dict, n, d) -> np.ndarray:
 
 def to_params(theta: np.ndarray) -> dict[str, float]:
     a, b, e, alpha, beta = (float(v) for v in theta)
+    if max(a, b, e) > 700 or not all(map(math.isfinite, (a, b, e, alpha, beta))):
+        raise FitError(
+            f"Chinchilla fit diverged (log A = {a:.3g}, log B = {b:.3g}): the runs do not constrain the law; "
+            "they span too few distinct (N, D) budgets"
+        )
     return {"E": math.exp(e), "A": math.exp(a), "B": math.exp(b), "alpha": alpha, "beta": beta}
 
 
@@ -142,8 +147,8 @@ class _Objective:
         g[:, 0] = pw1.sum(axis=1)
         g[:, 1] = pw2.sum(axis=1)
         g[:, 2] = (psi * w3).sum(axis=1)
-        g[:, 3] = -(pw1 @ self.ln_n)
-        g[:, 4] = -(pw2 @ self.ln_d)
+        g[:, 3] = -np.einsum("ij,j->i", pw1, self.ln_n)
+        g[:, 4] = -np.einsum("ij,j->i", pw2, self.ln_d)
         return f, g / self.scale
 
 
@@ -251,6 +256,12 @@ class ChinchillaFit:
         )
 
 
+def _finite(v) -> float | None:
+    """A float for JSON: None where it is not finite (e.g. the spread of a diverged bootstrap)."""
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
 def check_points(n, d, loss, what: str = "Chinchilla fit", n_coef: int = 5):
     """Validate (N, D, L) arrays; raise :class:`FitError` naming the first bad point."""
     n, d, loss = (np.asarray(v, dtype=float).ravel() for v in (n, d, loss))
@@ -308,7 +319,7 @@ def fit_chinchilla(
     keep = np.argsort(res.fun)[: max(100, grid.shape[0] // 5)]
     res = batched_lbfgs(obj, res.x[keep], maxiter=30)
     keep = np.argsort(res.fun)[:100]
-    fine = batched_lbfgs(obj, res.x[keep], maxiter=3000)
+    fine = batched_lbfgs(obj, res.x[keep], maxiter=1000)
     picks: list[np.ndarray] = []
     for i in np.argsort(fine.fun):
         if not np.isfinite(fine.fun[i]):
@@ -341,7 +352,7 @@ def fit_chinchilla(
         else:
             fun = scalar("huber", delta)
             out = optimize.minimize(
-                fun, theta, jac=True, method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-13, "maxiter": 10000}
+                fun, theta, jac=True, method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-13, "maxiter": 1000}
             )
             th = out.x
             if objective == "lad":
@@ -363,18 +374,21 @@ def fit_chinchilla(
         weights = np.stack([np.bincount(row, minlength=n.size) for row in idx]).astype(float)
         kind, dlt = ("squared", delta) if objective == "squared" else ("huber", _LAD_SMOOTH if objective == "lad" else delta)
         bobj = _Objective(ln_n, ln_d, ln_l, kind, dlt, weights=weights)
-        bres = batched_lbfgs(bobj, np.repeat(best_theta[None, :], bootstrap, axis=0), maxiter=3000)
-        ok = np.isfinite(bres.fun)
+        bres = batched_lbfgs(bobj, np.repeat(best_theta[None, :], bootstrap, axis=0), maxiter=1000)
+        ok = np.isfinite(bres.fun) & np.all(np.isfinite(bres.x), axis=1) & (np.max(bres.x[:, :3], axis=1) < 700)
         ok_count = int(ok.sum())
         if ok_count < bootstrap:
-            warnings.append(f"{bootstrap - ok_count} of {bootstrap} bootstrap refits failed and were dropped")
+            warnings.append(
+                f"{bootstrap - ok_count} of {bootstrap} bootstrap refits failed or diverged and were dropped"
+            )
         if ok_count >= 2:
             th = bres.x[ok]
             nat = np.column_stack([np.exp(th[:, 2]), np.exp(th[:, 0]), np.exp(th[:, 1]), th[:, 3], th[:, 4]])
             lo_q, hi_q = 50 * (1 - ci_level), 100 - 50 * (1 - ci_level)
-            for j, k in enumerate(PARAMS):
-                se[k] = float(np.std(nat[:, j], ddof=1))
-                ci[k] = [float(np.percentile(nat[:, j], lo_q)), float(np.percentile(nat[:, j], hi_q))]
+            with np.errstate(over="ignore", invalid="ignore"):
+                for j, k in enumerate(PARAMS):
+                    se[k] = _finite(np.std(nat[:, j], ddof=1))
+                    ci[k] = [_finite(np.percentile(nat[:, j], lo_q)), _finite(np.percentile(nat[:, j], hi_q))]
     return ChinchillaFit(
         params=to_params(best_theta),
         objective=objective,

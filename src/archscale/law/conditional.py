@@ -298,6 +298,13 @@ def resolve_columns(runs: pd.DataFrame, columns: dict | None = None) -> dict[str
     return cols
 
 
+def _show(v) -> str:
+    try:
+        return repr(float(v))
+    except (TypeError, ValueError):
+        return repr(v)
+
+
 def check_runs(runs: pd.DataFrame, cols: dict[str, str], where: str = "runs table") -> None:
     label = "arch_id" if "arch_id" in runs.columns else None
     for key in ("n", "d", "loss", "x", "r", "group_n", "group_d"):
@@ -308,7 +315,7 @@ def check_runs(runs: pd.DataFrame, cols: dict[str, str], where: str = "runs tabl
             i = int(bad[0])
             who = f"run '{runs[label].iloc[i]}'" if label else f"row {i}"
             raise FitError(
-                f"{where}: column '{col}' must be finite and positive, but {who} has {runs[col].iloc[i]!r} "
+                f"{where}: column '{col}' must be finite and positive, but {who} has {_show(runs[col].iloc[i])} "
                 f"({bad.size} bad rows); drop or re-run those runs"
             )
 
