@@ -198,3 +198,36 @@ def test_batch_sizes_default_to_the_records(workspace):
     table = aggregate(workspace, batch_sizes=None)
     assert "output_tokens_per_s_bs8" in table.column_names
     assert json.loads(table.schema.metadata[PROVENANCE_KEY])["batch_sizes"] == [1, 8]
+
+
+def eval_record(arch_id: str, acc: float) -> dict:
+    tasks = {t: {"metrics": {}, "primary_metric": "acc", "accuracy": acc + k / 100, "accuracy_stderr": 0.01,
+                 "n_samples": 50, "n_samples_total": 50, "version": 1}
+             for k, t in enumerate(["arc_easy", "piqa"])}
+    return {"arch_id": arch_id, "model_dir": "x", "task_names": ["arc_easy", "piqa"], "tasks": tasks,
+            "average_accuracy": acc + 0.005, "num_fewshot": 0, "limit": 50, "seed": 0, "command": [],
+            "device": "cpu", "batch_size": 1, "wall_time_s": 1.0, "versions": {}}
+
+
+def test_accuracies_join_on_arch_id(workspace):
+    rows = workspace["rows"]
+    evals = []
+    for i, row in enumerate(rows[:2]):
+        p = workspace["root"] / f"results/eval/{row['arch_id']}.json"
+        write_json(p, eval_record(row["arch_id"], 0.3 + 0.1 * i))
+        evals.append(p)
+    table = aggregate(workspace, eval_paths=evals)
+    assert table.schema.remove_metadata() == runs_schema(BATCH_SIZES, ["acc_arc_easy", "acc_piqa"])
+    df = table.to_pandas().set_index("arch_id")
+    assert df.loc[rows[1]["arch_id"], "acc_piqa"] == pytest.approx(0.41)
+    assert df.loc[rows[0]["arch_id"], "acc_avg"] == pytest.approx(0.305)
+    assert df.loc[rows[0]["arch_id"], "eval_tasks"] == "arc_easy,piqa"
+    assert df["acc_avg"].isna().sum() == len(rows) - 2
+    # Without evaluation the accuracy columns are still declared (all null).
+    plain = aggregate(workspace).to_pandas()
+    assert plain["acc_avg"].isna().all()
+    bad = eval_record(rows[0]["arch_id"], 0.3)
+    del bad["average_accuracy"]
+    write_json(evals[0], bad)
+    with pytest.raises(RecordError, match=f"{evals[0]}: malformed evaluation record"):
+        aggregate(workspace, eval_paths=evals)

@@ -15,6 +15,7 @@ with open(snakemake.log[0], "w") as log:
         # Provenance only: the hash of the whole config is recorded, not tracked as a param.
         config=snakemake.config,
         run_name=snakemake.params.run_name,
+        eval_paths=snakemake.input.evaluation,
     )
     write_parquet(snakemake.output[0], table)
     print(f"{table.num_rows} runs, {table.num_columns} columns -> {snakemake.output[0]}")

@@ -105,16 +105,26 @@ PATH_FIELDS: list[tuple[str, pa.DataType, bool]] = [
 
 CURVE_COLUMNS = ("step", "tokens", "loss")
 
+# Zero-shot accuracies (results/eval/{arch}.json, optional): acc_<task> columns come from the
+# records (archscale.evaluate.accuracy_columns); these are always declared, null when not evaluated.
+EVAL_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("acc_avg", pa.float64()),
+    ("eval_tasks", pa.string()),
+    ("eval_limit", pa.int64()),
+]
+
 
 class RecordError(ValueError):
     """A per-run record that is missing or malformed; the message names the file and key."""
 
 
-def runs_schema(batch_sizes: Iterable[int]) -> pa.Schema:
-    """The declared schema of runs.parquet for these throughput batch sizes."""
+def runs_schema(batch_sizes: Iterable[int], eval_columns: Iterable[str] = ()) -> pa.Schema:
+    """The declared schema of runs.parquet for these throughput batch sizes (and accuracy columns)."""
     fields = [pa.field(n, t, nullable=nl) for n, t, nl in BASE_FIELDS]
     for b in sorted(set(int(b) for b in batch_sizes)):
         fields += [pa.field(f"{n}_bs{b}", t, nullable=nl) for n, t, nl in THROUGHPUT_FIELDS]
+    fields += [pa.field(c, pa.float64(), nullable=True) for c in sorted(eval_columns)]
+    fields += [pa.field(n, t, nullable=True) for n, t in EVAL_FIELDS]
     fields += [pa.field(n, t, nullable=nl) for n, t, nl in PATH_FIELDS]
     return pa.schema(fields)
 
@@ -353,13 +363,15 @@ def aggregate_runs(
     batch_sizes: Iterable[int] | None = None,
     config: dict | None = None,
     run_name: str | None = None,
+    eval_paths: Iterable[str | Path] = (),
 ) -> pa.Table:
     """Build the runs table (see the module docstring).
 
     ``metrics_paths`` are ``.../{arch}/metrics.json`` and ``throughput_paths``
     ``.../{arch}.json``; every architecture must have both. ``batch_sizes`` are the
     expected throughput batch sizes (default: those of the first record; every record
-    must then have the same ones).
+    must then have the same ones). ``eval_paths`` are optional ``.../eval/{arch}.json``
+    records whose accuracies are joined on ``arch_id`` (null for runs not evaluated).
     """
     plan = _plan_rows(plan_path)
     metrics = {Path(p).parent.name: Path(p) for p in metrics_paths}
@@ -406,10 +418,41 @@ def aggregate_runs(
         row.update(train_columns(metrics[arch], p))
         row.update(throughput_columns(through[arch], arch, batch_sizes))
         rows.append(row)
-    schema = runs_schema(batch_sizes)
+    acc = eval_columns(eval_paths, set(metrics))
+    task_cols = sorted({c for r in acc.values() for c in r} - {n for n, _ in EVAL_FIELDS})
+    for row in rows:
+        extra = acc.get(row["arch_id"], {})
+        row.update({c: extra.get(c) for c in task_cols})
+        row.update({n: extra.get(n) for n, _ in EVAL_FIELDS})
+    schema = runs_schema(batch_sizes, task_cols)
     prov = provenance(rows, config, run_name, batch_sizes)
+    prov["evaluated_runs"] = len(acc)
     table = pa.Table.from_pylist(rows, schema=schema)
     return table.replace_schema_metadata({PROVENANCE_KEY: json.dumps(prov, sort_keys=True).encode()})
+
+
+def eval_columns(paths: Iterable[str | Path], arch_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """arch_id -> accuracy columns of each eval record (archscale.evaluate.accuracy_columns)."""
+    out: dict[str, dict[str, Any]] = {}
+    paths = [Path(p) for p in paths]
+    if not paths:
+        return out
+    from ..evaluate import accuracy_columns
+
+    for path in paths:
+        rec = _read_record(path)
+        try:
+            cols = accuracy_columns(rec)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise RecordError(f"{path}: malformed evaluation record ({type(exc).__name__}: {exc})") from None
+        arch = cols.pop("arch_id")
+        if arch != path.stem or arch not in arch_ids:
+            raise RecordError(f"{path}: arch_id '{arch}' does not match the file name or is not a trained run")
+        for key, value in cols.items():
+            if key.startswith("acc_") and value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
+                raise RecordError(f"{path}: accuracy '{key}' must be a number, got {value!r}")
+        out[arch] = cols
+    return out
 
 
 def _opt_int(v):
