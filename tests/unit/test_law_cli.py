@@ -1,0 +1,83 @@
+"""`archscale fit chinchilla|conditional` on CSV and Parquet tables, and a real loss table (Bian et al.)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from archscale.cli import main
+from archscale.law.chinchilla import fit_chinchilla
+from test_law_conditional import synthetic_runs
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def test_fit_chinchilla_cli_reproduces_epoch(capsys):
+    code = main([
+        "fit", "chinchilla", str(DATA / "chinchilla_svg_extracted_data.csv"), "--n", "Model Size",
+        "--flops", "Training FLOP", "--loss", "loss", "--drop-highest", "5", "--objective", "lad",
+        "--bootstrap", "20", "--json",
+    ])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_points"] == 240 and out["n_starts"] == 4500
+    assert out["params"]["A"] == pytest.approx(482.01, abs=0.05)
+    assert out["params"]["B"] == pytest.approx(2085.43, abs=0.05)
+    assert out["columns"]["d"] == "Training FLOP / (6 Model Size)"
+
+
+def test_fit_chinchilla_cli_table_output_and_parquet(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    n = 10 ** rng.uniform(7, 9, 60)
+    d = n * 10 ** rng.uniform(0.5, 2, 60)
+    df = pd.DataFrame({"n": n, "d": d, "L": 1.9 + 300 / n**0.32 + 900 / d**0.3})
+    df.to_parquet(tmp_path / "runs.parquet")
+    assert main(["fit", "chinchilla", str(tmp_path / "runs.parquet"), "--n", "n", "--d", "d", "--loss", "L",
+                 "--bootstrap", "30", "--output", str(tmp_path / "fit.json")]) == 0
+    text = capsys.readouterr().out
+    assert "95% interval" in text and "alpha" in text and "4500 starts" in text
+    saved = json.loads((tmp_path / "fit.json").read_text())
+    assert saved["params"]["E"] == pytest.approx(1.9, rel=0.02)
+
+
+def test_fit_cli_errors_are_clear(tmp_path, capsys):
+    csv = tmp_path / "t.csv"
+    pd.DataFrame({"n": [1e8, 2e8], "d": [1e9, 2e9], "L": [3.0, 2.9]}).to_csv(csv, index=False)
+    assert main(["fit", "chinchilla", str(csv), "--n", "n", "--d", "tokens", "--loss", "L"]) == 2
+    assert "table has no column 'tokens' (given by --d)" in capsys.readouterr().err
+    assert main(["fit", "chinchilla", str(csv), "--n", "n", "--d", "d", "--loss", "L"]) == 2
+    assert "2 points are fewer than the 5 coefficients" in capsys.readouterr().err
+    assert main(["fit", "conditional", str(csv)]) == 2
+    assert "runs table is missing column(s)" in capsys.readouterr().err
+    assert main(["fit", "chinchilla", str(tmp_path / "none.csv"), "--n", "n", "--d", "d", "--loss", "L"]) == 2
+    assert "no such table" in capsys.readouterr().err
+
+
+def test_fit_conditional_cli(tmp_path, capsys):
+    runs = synthetic_runs("multiplicative", [2.697, 0.0974, 0.0078], [0.3870, 0.0063, 0.0065], seed=11)
+    runs = runs.rename(columns={"loss": "valid_loss"})
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    assert main(["fit", "conditional", str(tmp_path / "runs.csv"), "--loss", "valid_loss", "--bootstrap", "30",
+                 "--output", str(tmp_path / "cond.json")]) == 0
+    text = capsys.readouterr().out
+    assert "multiplicative" in text and "d_over_sqrt_n* = 0.0" in text
+    cond = json.loads((tmp_path / "cond.json").read_text())
+    assert cond["columns"]["loss"] == "valid_loss"
+    assert cond["forms"]["additive"]["optimum"]["r"] == pytest.approx(1.03, rel=0.2)
+
+
+def test_chinchilla_fit_on_bian2025_losses():
+    """Real losses of the prior paper of the same authors (20, 40 and 160 tokens per parameter)."""
+    df = pd.read_csv(DATA / "bian2025_morph_aspect_ratio_losses.csv")
+    fit = fit_chinchilla(df["N_params"], df["D_tokens"], df["loss"], bootstrap=50)
+    assert not any("collinear" in w for w in fit.warnings)
+    pred = fit.predict(df["N_params"].to_numpy(float), df["D_tokens"].to_numpy(float))
+    rel = np.abs(pred / df["loss"].to_numpy() - 1)
+    assert np.median(rel) < 0.02
+    p = fit.params
+    assert 0 < p["alpha"] < 2 and 0 < p["beta"] < 2 and 0 < p["E"] < df["loss"].min()
+    for k in p:
+        lo, hi = fit.ci[k]
+        assert lo <= p[k] <= hi
