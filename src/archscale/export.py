@@ -414,6 +414,9 @@ def export_checkpoint(
     setup_runtime(runtime, seed=0)
     model, desc = load_final(checkpoint, runtime)
     arch = Architecture.from_dict(desc["arch"])
+    if dtype == "auto" and desc.get("precision") == "bf16":
+        # Trained in bf16 and loaded here in fp32 (a CPU job): keep the checkpoint's precision.
+        dtype = "bfloat16"
     meta = read_json(tokenizer_meta_file)
     tokens = None
     atol = None

@@ -253,6 +253,32 @@ def test_export_checkpoint_from_a_final_dist_checkpoint(runtime, tokenizer_file,
     torch.testing.assert_close(hf_logits(out, tokens), megatron_logits(model, tokens), rtol=1e-5, atol=1e-4)
 
 
+def test_bf16_checkpoint_exports_in_bf16_from_a_cpu_job(runtime, tokenizer_file, tmp_path):
+    """A GPU (bf16) run exported on a CPU node: loaded into fp32, written back in bf16, exactly."""
+    from types import SimpleNamespace
+
+    from safetensors import safe_open
+
+    from archscale.export import export_checkpoint
+    from archscale.io import write_json
+    from archscale.model import Runtime, build_model
+    from archscale.train.checkpointing import save_final
+
+    arch = _arch(4, 2, True)
+    model = build_model(arch, Runtime("cpu", "bf16", "local"), max_sequence_length=SEQ, rope_base=ROPE)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    final = tmp_path / "final"
+    save_final(final, SimpleNamespace(module=model), {"arch": arch.to_dict(), "arch_id": arch.arch_id,
+                                                      "seq_length": SEQ, "rope_base": ROPE, "precision": "bf16"})
+    meta = tmp_path / "meta.json"
+    write_json(meta, dict(META, vocab_size=300))
+    rec = export_checkpoint(final, tmp_path / "hf", tokenizer_file=tokenizer_file, tokenizer_meta_file=meta)
+    assert rec["dtype"] == "bfloat16" and rec["verify"]["max_abs_logit_diff"] < 1e-4
+    with safe_open(str(tmp_path / "hf" / "model.safetensors"), "pt") as f:
+        emb = f.get_tensor("model.embed_tokens.weight")
+    assert emb.dtype == torch.bfloat16 and torch.equal(emb, model.embedding.word_embeddings.weight.detach())
+
+
 def test_export_checkpoint_names_a_missing_checkpoint(tmp_path):
     from archscale.export import export_checkpoint
 
