@@ -154,3 +154,13 @@ def test_bad_selection_is_a_config_error(run):
     proc = _snakemake(run, "-n", "results/runs.parquet")
     assert proc.returncode != 0 and "evaluate.architectures: 'panda-1b'" in proc.stdout + proc.stderr
     _write(run, _config(run))
+
+
+def test_paper_config_plans_an_evaluation_per_trained_architecture():
+    proc = subprocess.run(
+        [str(SNAKEMAKE), "-n", "--quiet", "rules", "--configfile", "config/paper.yaml"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PATH": f"{SNAKEMAKE.parent}:{os.environ['PATH']}"},
+    )
+    jobs = _jobs(proc)
+    assert jobs["train"] > 200 and jobs["evaluate"] == jobs["export"] == jobs["train"]

@@ -245,3 +245,17 @@ def test_lm_eval_on_the_local_task_matches_an_independent_computation(exported, 
 def test_evaluate_refuses_a_directory_that_is_not_an_export(tmp_path):
     with pytest.raises(EvaluationError, match="config.json missing"):
         evaluate_model("x", tmp_path, {"tasks": ["archscale_mc"], "include_path": [str(EVAL_DIR)]})
+
+
+def test_configs_switch_evaluation_as_documented():
+    import yaml
+
+    from archscale.config import validate_config
+
+    paper = validate_config(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()))
+    default = validate_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+    assert paper["evaluate"]["enabled"] is True and tuple(paper["evaluate"]["tasks"]) == PAPER_TASKS
+    assert paper["evaluate"]["num_fewshot"] == 0 and paper["evaluate"]["limit"] is None
+    assert default["evaluate"]["enabled"] is False and default["evaluate"]["tasks"] == ["archscale_mc"]
+    # the schema's default task list is the paper's too
+    assert tuple(validate_config({"scales": default["scales"]})["evaluate"]["tasks"]) == PAPER_TASKS
