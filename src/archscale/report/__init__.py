@@ -75,7 +75,7 @@ def build_report(
                 "arch_id": m["arch_id"], "source": "search", "scale": m["scale"], "d_model": m["d_model"], "gqa": m["gqa"],
                 "mlp_attn_ratio": m["mlp_attn_ratio"], "d_over_sqrt_n": m["d_over_sqrt_n"], "batch_size": res["batch_size"],
                 "output_tokens_per_s": m["measured_output_tokens_per_s"],
-                "device": ", ".join(res.get("measurement", {}).get("devices", [])) or "?",
+                "device": ", ".join(res.get("measurement", {}).get("devices", [])) or "unrecorded device",
             })
     if search_rows:
         tput = pd.concat([tput, pd.DataFrame(search_rows)], ignore_index=True)

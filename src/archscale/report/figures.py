@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -199,9 +200,11 @@ def validation_figure(validation: pd.DataFrame | None, path: str | Path, per_run
         sub = per_run[per_run["task"] == task] if per_run is not None and len(per_run) else stats
         pc, oc = _col(sub, PRED_COLS), _col(sub, OBS_COLS)
         if not (pc and oc and len(sub)) and not pd.to_numeric(stats["spearman"], errors="coerce").notna().any():
-            status = "; ".join(sorted({str(v) for v in stats.get("status", pd.Series(["no result"]))}))
+            import textwrap
+
+            status = [f"{r.get('form', '')}: {r.get('status', 'no result')}" for _, r in stats.iterrows()]
             ax.axis("off")
-            ax.text(0.5, 0.5, status, ha="center", va="center", wrap=True, fontsize=7)
+            ax.text(0.5, 0.5, "\n\n".join(textwrap.fill(t, 48) for t in status), ha="center", va="center", fontsize=7)
             ax.set_title(task, fontsize=8)
             continue
         if pc and oc and len(sub):
@@ -221,7 +224,7 @@ def validation_figure(validation: pd.DataFrame | None, path: str | Path, per_run
         def num(v, fmt):
             return format(float(v), fmt) if v is not None and np.isfinite(float(v)) else "n/a"
 
-        txt = "; ".join(
+        txt = "\n".join(
             f"{r.get('form', '')}: MSE {num(r.get('mse'), '.2g')}, rho {num(r.get('spearman'), '.2f')}"
             for _, r in stats.iterrows()
         )
@@ -248,6 +251,7 @@ def loss_curves_figure(curves: dict[str, pd.DataFrame], runs: pd.DataFrame, path
             if len(v):
                 ax.scatter(v["tokens"], v["valid_loss"], s=10, color=color, edgecolors="k", linewidths=0.3, zorder=3)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("tokens")
         ax.set_ylabel("training loss (dots: validation)")
         ax.set_title(scale)
