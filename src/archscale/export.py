@@ -3,7 +3,9 @@
 The directory loads with ``transformers`` (``LlamaForCausalLM``), vLLM and lm-evaluation-harness
 (``--model hf --model_args pretrained=DIR``)::
 
-    config.json              LlamaConfig (archscale.throughput.hf_config.llama_config) + token ids
+    config.json              LlamaConfig (archscale.throughput.hf_config.llama_config) + token ids;
+                             model_type llama, or mistral (the same network) where transformers 5
+                             refuses the Llama shape (:func:`hf_model_type`)
     generation_config.json   eos = the end-of-document token
     model.safetensors        weights (tied: no lm_head.weight, transformers ties it on load)
     tokenizer.json           the training tokenizer, encoding exactly as the training data was
