@@ -100,6 +100,8 @@ def test_launcher_commands_and_environment():
     gpu = launcher.command("j.json", launcher.processes(8), python="py")
     assert gpu[:3] == ["py", "-m", "torch.distributed.run"]
     assert gpu[gpu.index("--nproc-per-node") + 1] == "8"
+    assert "SIGUSR1" in gpu[gpu.index("--signals-to-handle") + 1].split(",")
+    assert int(gpu[gpu.index("--shutdown-timeout") + 1]) >= 300
     assert gpu[-3:] == ["-m", "archscale.train", "j.json"]
     env = launcher.environment(threads=3, gpus=0, base={"PATH": "/bin"})
     assert env["OMP_NUM_THREADS"] == "3" and env["MKL_CBWR"] == "AUTO,STRICT"

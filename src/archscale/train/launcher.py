@@ -21,6 +21,9 @@ from ..io import write_json
 from .job import HARDWARE_DEFAULTS, TrainJob
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+TORCHRUN_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+#: Seconds torchrun waits for ranks to checkpoint and exit after a signal before SIGKILL.
+TORCHRUN_SHUTDOWN_TIMEOUT_S = 900
 
 
 def hardware_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -46,8 +49,11 @@ def command(job_path: str | Path, nproc: int, python: str | None = None) -> list
     python = python or sys.executable
     if nproc > 1:
         # torchrun (= python -m torch.distributed.run); --standalone picks a free local rendezvous.
+        # torchrun forwards these signals to every rank (SIGUSR1 would otherwise kill torchrun
+        # itself) and gives the ranks time to write their checkpoint before it sends SIGKILL.
         return [python, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-                "--nproc-per-node", str(nproc), "-m", "archscale.train", str(job_path)]
+                "--nproc-per-node", str(nproc), "--signals-to-handle", TORCHRUN_SIGNALS,
+                "--shutdown-timeout", str(TORCHRUN_SHUTDOWN_TIMEOUT_S), "-m", "archscale.train", str(job_path)]
     return [python, "-m", "archscale.train", str(job_path)]
 
 
