@@ -138,7 +138,7 @@ def throughput_figure(tput: pd.DataFrame, batch_size: int | None, path: str | Pa
         ax.set_ylabel(f"output tokens/s (batch {batch_size})")
         if col != "gqa":
             _log_x(ax)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="upper right")
     devices = ", ".join(sorted({str(d) for d in sel["device"]}))
     fig.suptitle(f"measured throughput on {devices}", fontsize=9)
     _save(fig, path)
@@ -170,7 +170,7 @@ def pareto_figure(searches: list[tuple[dict, pd.DataFrame]], path: str | Path) -
         ax.set_xlabel(f"predicted output tokens/s (batch {res['batch_size']})")
         ax.set_ylabel(f"predicted loss ({res['form']})")
         ax.set_title(f"{res['target']}: N = {res['n_target']:,}")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper right")
     _save(fig, path)
     return {"panels": len(searches)}
 
@@ -255,6 +255,6 @@ def loss_curves_figure(curves: dict[str, pd.DataFrame], runs: pd.DataFrame, path
         ax.set_xlabel("tokens")
         ax.set_ylabel("training loss (dots: validation)")
         ax.set_title(scale)
-        ax.legend(fontsize=5, ncol=1)
+        ax.legend(fontsize=5, ncol=1, loc="upper right")
     _save(fig, path)
     return {"curves": len(curves)}
