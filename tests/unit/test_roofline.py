@@ -54,7 +54,7 @@ def test_measure_device_cpu_small():
 
 
 DEV = {"mem_bw_bytes_per_s": 2e9, "matmul_flops_per_s": 5e10, "dtype_bytes": 4}
-SCALE_P, OVER_P, SCALE_D, OVER_D = 2.0, 0.003, 1.5, 0.002
+SCALE_P, OVER_P, SCALE_D, OVER_D, PER_LAYER_D = 2.0, 0.003, 1.5, 0.002, 0.0005
 
 
 def _job(arch, batches=(1, 8), input_len=64, output_len=32, noise=0.0):
@@ -64,7 +64,7 @@ def _job(arch, batches=(1, 8), input_len=64, output_len=32, noise=0.0):
         rp, rd = roofline.roofline_times(arch, input_len, output_len, b, DEV["mem_bw_bytes_per_s"],
                                          DEV["matmul_flops_per_s"], 4)
         prefill = SCALE_P * rp + OVER_P
-        decode = (SCALE_D * rd + OVER_D * (output_len - 1)) * (1 + noise * (-1) ** i)
+        decode = (SCALE_D * rd + (OVER_D + PER_LAYER_D * arch.layers) * (output_len - 1)) * (1 + noise * (-1) ** i)
         recs.append({"batch_size": b, "input_len": input_len, "output_len": output_len,
                      "prefill_latency_s": prefill, "decode_s": decode,
                      "output_tokens_per_s": b * output_len / (prefill + decode)})
@@ -87,6 +87,8 @@ def test_fit_recovers_known_calibration_and_ranks():
     assert dev["prefill"]["overhead_s"] == pytest.approx(OVER_P, rel=1e-6)
     assert dev["decode"]["scale"] == pytest.approx(SCALE_D, rel=1e-6)
     assert dev["decode"]["overhead_s"] == pytest.approx(OVER_D, rel=1e-6)
+    assert dev["decode"]["overhead_per_layer_s"] == pytest.approx(PER_LAYER_D, rel=1e-6)
+    assert dev["prefill"]["overhead_per_layer_s"] == pytest.approx(0.0, abs=1e-9)
     assert dev["spearman"]["by_batch_size"]["8"]["spearman_calibrated"] == pytest.approx(1.0)
     assert model["spearman"] == pytest.approx(1.0)
     assert dev["mean_abs_rel_error"] < 1e-6
@@ -105,11 +107,12 @@ def test_fit_with_noise_reports_imperfect_ranking():
 
 
 def test_predict_unmeasured_architecture_and_errors():
-    model = roofline.fit_cost_model([_job(a) for a in ARCHS[:4]])
+    model = roofline.fit_cost_model([_job(a) for a in ARCHS[:5]])  # depths 2 and 4: per-layer term identifiable
     big = ARCHS[-1]
     tps = roofline.predict_output_tokens_per_s(model, big, 128, 16, 4)
     rp, rd = roofline.roofline_times(big, 128, 16, 4, 2e9, 5e10, 4)
-    assert tps == pytest.approx(4 * 16 / (SCALE_P * rp + OVER_P + SCALE_D * rd + OVER_D * 15), rel=1e-6)
+    per_step = OVER_D + PER_LAYER_D * big.layers
+    assert tps == pytest.approx(4 * 16 / (SCALE_P * rp + OVER_P + SCALE_D * rd + per_step * 15), rel=1e-6)
     with pytest.raises(KeyError, match="no calibration for device 'H100'"):
         roofline.predict_output_tokens_per_s(model, big, 128, 16, 4, device="H100")
     with pytest.raises(ValueError):

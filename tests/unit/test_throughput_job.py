@@ -40,6 +40,7 @@ def test_run_job_record_on_cpu():
             assert rep["total_tokens_per_s"] == pytest.approx(b * 13 / total)
             assert rep["decode_tokens_per_s"] == pytest.approx(b * 4 / rep["decode_s"])
             assert rep["energy_j"] is None
+            assert rep["cpu_time_s"] > 0
         mean = sum(x["output_tokens_per_s"] for x in r["repeats"]) / 3
         assert r["output_tokens_per_s"] == pytest.approx(mean)
         assert r["cv_output_tokens_per_s"] == pytest.approx(r["std_output_tokens_per_s"] / mean)

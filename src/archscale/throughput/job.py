@@ -187,9 +187,14 @@ def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None =
             t0 = time.perf_counter()
             for _ in range(w["repeats"]):
                 e0 = sampler.energy_mj() if sampler else None
+                cpu0 = time.process_time()
                 gen = decoder.generate(prompts, w["output_len"])
+                cpu_s = time.process_time() - cpu0
                 e1 = sampler.energy_mj() if sampler else None
                 rep = repeat_record(batch, w["input_len"], w["output_len"], gen.prefill_s, gen.decode_s)
+                # CPU seconds of this process (all threads): shows contention on a shared machine
+                # (wall time well above cpu_time_s / threads means the job waited for a core).
+                rep["cpu_time_s"] = cpu_s
                 rep["energy_j"] = (
                     nvml_mod.energy_delta_mj(e0, e1) / 1000.0 if e0 is not None and e1 is not None else None
                 )
@@ -209,6 +214,7 @@ def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None =
                 **summarise_repeats(repeats),
                 "repeats": repeats,
                 "timed_window_s": window_s,
+                "load_average": os.getloadavg()[0],
                 "peak_memory_bytes": peak,
                 "peak_memory_kind": peak_kind,
                 "kv_cache_bytes": 2 * a.layers * a.kv_heads * a.head_dim * roof_dev["dtype_bytes"] * batch * max_seq,

@@ -10,9 +10,9 @@ One forward step takes ``max(bytes / bandwidth, flops / peak)``:
 
 Bandwidth and peak are measured on the device in each throughput job
 (:func:`measure_device`). The roofline is an ideal; :func:`fit_cost_model` calibrates a
-per-device scale and a fixed overhead per step (kernel launches, Python), separately for
-prefill and decode, by non-negative least squares on the measured jobs:
-``t_measured = scale * t_roofline + overhead``. It then reports how well the calibrated model
+per-device scale and an overhead per step (a constant plus a per-layer term: kernel launches,
+Python), separately for prefill and decode, by non-negative least squares on the measured jobs:
+``t_measured = scale * t_roofline + overhead + overhead_per_layer * layers``. It then reports how well the calibrated model
 ranks the measured architectures (Spearman, within each batch size and over all points), so
 the search can rank architectures that were never measured, and knows how far to trust it.
 """
@@ -129,14 +129,21 @@ def measure_device(device: str = "cpu", dtype=None, mem_bytes: int | None = None
 
 
 # ---- calibration ----------------------------------------------------------------------
-def _nnls_line(x: list[float], y: list[float]) -> tuple[float, float]:
-    """``y = scale * x + overhead`` with scale, overhead >= 0 (scipy's NNLS)."""
+def _nnls_fit(roof: list[float], layers: list[int], y: list[float]) -> dict:
+    """``y = scale*roof + overhead + overhead_per_layer*layers``, all coefficients >= 0 (scipy's NNLS).
+
+    The per-layer term is the launch/Python cost that grows with depth; where every point has
+    the same depth it is not identifiable and NNLS leaves it at zero or shares it with the
+    constant (their sum is what predictions at that depth use).
+    """
     import numpy as np
     from scipy.optimize import nnls
 
-    a = np.column_stack([np.asarray(x, float), np.ones(len(x))])
-    coef, _ = nnls(a, np.asarray(y, float))
-    return float(coef[0]), float(coef[1])
+    a = np.column_stack([np.asarray(roof, float), np.ones(len(roof)), np.asarray(layers, float)])
+    col_scale = np.maximum(np.abs(a).max(axis=0), 1e-30)  # NNLS on comparable columns
+    coef, _ = nnls(a / col_scale, np.asarray(y, float))
+    coef = coef / col_scale
+    return {"scale": float(coef[0]), "overhead_s": float(coef[1]), "overhead_per_layer_s": float(coef[2])}
 
 
 def _spearman(a: list[float], b: list[float]) -> float | None:
@@ -167,6 +174,7 @@ def _points(job: dict) -> list[dict]:
             "batch_size": rec["batch_size"],
             "input_len": rec["input_len"],
             "output_len": rec["output_len"],
+            "layers": arch.layers,
             "roof_prefill_s": prefill_r,
             "roof_decode_step_s": decode_r / steps if steps else 0.0,
             "prefill_s": rec["prefill_latency_s"],
@@ -181,8 +189,9 @@ def _predict_tps(dev: dict, arch: Architecture, input_len: int, output_len: int,
         arch, input_len, output_len, batch, dev["mem_bw_bytes_per_s"], dev["matmul_flops_per_s"], dev["dtype_bytes"]
     )
     steps = output_len - 1
-    prefill = dev["prefill"]["scale"] * prefill_r + dev["prefill"]["overhead_s"]
-    decode = dev["decode"]["scale"] * decode_r + dev["decode"]["overhead_s"] * steps
+    p, d = dev["prefill"], dev["decode"]
+    prefill = p["scale"] * prefill_r + p["overhead_s"] + p.get("overhead_per_layer_s", 0.0) * arch.layers
+    decode = d["scale"] * decode_r + (d["overhead_s"] + d.get("overhead_per_layer_s", 0.0) * arch.layers) * steps
     return batch * output_len / (prefill + decode)
 
 
@@ -203,16 +212,18 @@ def fit_cost_model(jobs: list[dict]) -> dict:
             "jobs": len(dev_jobs),
         }
         points = [p for j in dev_jobs for p in _points(j)]
-        scale, overhead = _nnls_line([p["roof_prefill_s"] for p in points], [p["prefill_s"] for p in points])
-        dev["prefill"] = {"scale": scale, "overhead_s": overhead}
+        dev["prefill"] = _nnls_fit(
+            [p["roof_prefill_s"] for p in points], [p["layers"] for p in points], [p["prefill_s"] for p in points]
+        )
         decode_pts = [p for p in points if p["output_len"] > 1]
         if decode_pts:
-            scale, overhead = _nnls_line(
-                [p["roof_decode_step_s"] for p in decode_pts], [p["decode_step_s"] for p in decode_pts]
+            dev["decode"] = _nnls_fit(
+                [p["roof_decode_step_s"] for p in decode_pts],
+                [p["layers"] for p in decode_pts],
+                [p["decode_step_s"] for p in decode_pts],
             )
         else:
-            scale, overhead = 1.0, 0.0
-        dev["decode"] = {"scale": scale, "overhead_s": overhead}
+            dev["decode"] = {"scale": 1.0, "overhead_s": 0.0, "overhead_per_layer_s": 0.0}
         arch_of = {j["arch_id"]: Architecture.from_dict(j["arch"]) for j in dev_jobs}
         for p in points:
             p["predicted_output_tokens_per_s"] = _predict_tps(
@@ -246,7 +257,10 @@ def fit_cost_model(jobs: list[dict]) -> dict:
         devices[key] = dev
     default = max(devices, key=lambda k: devices[k]["jobs"])
     return {
-        "model": "t_step = scale * max(bytes/mem_bw, flops/peak) + overhead (prefill and decode separately)",
+        "model": (
+            "t_step = scale * max(bytes/mem_bw, flops/peak) + overhead + overhead_per_layer * layers "
+            "(prefill and decode separately)"
+        ),
         "default_device": default,
         "devices": devices,
         "spearman": devices[default]["spearman"]["within_batch_size_mean"],
