@@ -63,11 +63,14 @@ def tokenize_shard(
     batch_docs: int = 1024,
     batch_chars: int = 4_000_000,
     extra: dict[str, Any] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Write ``{out_prefix}.{train,valid}.{bin,idx}`` and the shard's record (JSON).
 
     All four dataset files are written to temporary names and renamed only after the whole
-    shard succeeded; the record is written last. Returns the record.
+    shard succeeded; the record is written last. Returns the record. ``timings`` (if given)
+    receives the seconds spent in total and in the tokenizer's batch encoding (kept out of the
+    record, whose content must not vary from run to run).
     """
     with warnings.catch_warnings():  # megatron.core's package import warns about missing Apex/TE
         warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex.*")
@@ -112,6 +115,8 @@ def tokenize_shard(
         for s in SPLITS:
             builders[s].finalize(str(paths[(s, "idx")]))
     elapsed = time.perf_counter() - t0
+    if timings is not None:
+        timings.update(total_s=elapsed, encode_s=t_encode)
     record = {
         "source": source,
         "shard": shard_name(shard),
