@@ -73,8 +73,8 @@ def resolve_runtime(
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if world > 1 and not cuda:
-        raise ValueError("multi-process training (torchrun) needs GPUs; run one process on CPU")
+    if world > 1 and not cuda and tensor_parallel > 1:
+        raise ValueError("tensor parallelism needs GPUs; on CPU only data parallelism (gloo) runs")
     if world % tensor_parallel:
         raise ValueError(f"training.tensor_parallel={tensor_parallel} must divide the {world} processes")
     return Runtime(device, precision, transformer_impl, world, rank, local_rank, tensor_parallel)
@@ -94,7 +94,8 @@ def setup_runtime(runtime: Runtime, seed: int) -> None:
         torch.cuda.set_device(runtime.local_rank)
     if not dist.is_initialized():
         if runtime.world_size > 1:
-            dist.init_process_group("nccl")  # torchrun's env:// rendezvous
+            # torchrun's env:// rendezvous; gloo runs data parallelism on CPU (tests, laptops)
+            dist.init_process_group("nccl" if runtime.on_gpu else "gloo")
         else:
             backend = "nccl" if runtime.on_gpu else "gloo"
             # A HashStore needs no TCP port, so parallel single-process jobs never collide.

@@ -133,8 +133,9 @@ def test_gpu_runtime_multi_process_and_tensor_parallel(monkeypatch):
     assert (rt.world_size, rt.rank, rt.local_rank, rt.tensor_parallel) == (8, 5, 1, 2)
     with pytest.raises(ValueError, match="must divide"):
         resolve_runtime(tensor_parallel=3, cuda_available=True)
-    with pytest.raises(ValueError, match="needs GPUs"):
-        resolve_runtime(cuda_available=False)
+    with pytest.raises(ValueError, match="tensor parallelism needs GPUs"):
+        resolve_runtime(tensor_parallel=2, cuda_available=False)
+    assert resolve_runtime(cuda_available=False).world_size == 8  # data parallelism over gloo
 
 
 def test_gpu_transformer_config_and_te_spec(monkeypatch):

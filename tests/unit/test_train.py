@@ -328,3 +328,26 @@ def test_architecture_that_does_not_fit_names_itself(tmp_path, manifest):
     assert f"architecture {big.arch_id} does not fit in memory" in out
     assert "training.micro_batch" in out
     assert not Path(job.metrics).exists()
+
+
+@pytest.mark.slow
+def test_data_parallel_torchrun_matches_single_process(tmp_path, manifest):
+    """torchrun with 2 ranks (megatron DDP over gloo on CPU) trains like one process on the same batches."""
+    single = make_job(tmp_path / "one", manifest, tokens=30 * 512)
+    code, out = run_job(single)
+    assert code == 0, out[-3000:]
+    dp = make_job(tmp_path / "dp", manifest, tokens=30 * 512)
+    path = launcher.write_job(dp)
+    cmd = launcher.command(path, 2)
+    assert "--nproc-per-node" in cmd
+    res = subprocess.run(cmd, env=launcher.environment(threads=1, gpus=0), capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    a = json.loads(Path(single.metrics).read_text())
+    b = json.loads(Path(dp.metrics).read_text())
+    assert b["world_size"] == 2 and a["world_size"] == 1
+    ca, cb = pq.read_table(single.curve).to_pandas(), pq.read_table(dp.curve).to_pandas()
+    # same samples per step, gradients averaged across ranks: equal up to reduction order
+    np.testing.assert_allclose(cb["loss"], ca["loss"], rtol=2e-4)
+    assert b["valid_loss"] == pytest.approx(a["valid_loss"], rel=2e-4)
+    assert ckpt.latest_step(dp.checkpoint_dir) == 30

@@ -239,7 +239,8 @@ def _preempt_requested(pre: Preemption, world: int) -> int | None:
     import torch
     import torch.distributed as dist
 
-    flag = torch.tensor([pre.signum or 0], dtype=torch.int64, device=f"cuda:{torch.cuda.current_device()}")
+    device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+    flag = torch.tensor([pre.signum or 0], dtype=torch.int64, device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return int(flag.item()) or None
 
