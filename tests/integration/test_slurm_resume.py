@@ -53,6 +53,7 @@ def resume_config(tiny: dict) -> dict:
     config["training"]["checkpoint_interval"] = 10
     config["compute"]["gpus_per_job"] = 1
     config["compute"]["gpu_model"] = "a100"
+    config["compute"]["cpus_per_gpu"] = 1  # the test node has 2 cores
     config["search"]["targets"] = []
     return config
 
@@ -64,7 +65,8 @@ def prepared(slurm_cluster, tmp_path_factory):
     base = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
     config = resume_config(merged(base, tiny))
     write_config(workdir, config, "resume.yaml")
-    snakemake(workdir, "--cores", "2", "--configfile", "config/resume.yaml", "results/data/manifest.json")
+    # Targets go first: --configfile takes several values and would swallow a target after it.
+    snakemake(workdir, "results/data/manifest.json", "--cores", "2", "--configfile", "config/resume.yaml")
     arch_ids = build_plan(config).ids
     assert len(arch_ids) >= 2, arch_ids
     return workdir, config, arch_ids
@@ -75,8 +77,8 @@ def start_training(workdir: Path, arch: str, *extra: str) -> tuple[subprocess.Po
     log.parent.mkdir(exist_ok=True)
     fh = open(log, "w")
     proc = subprocess.Popen(
-        [SNAKEMAKE, "--profile", "slurm", "--configfile", "config/resume.yaml", *extra,
-         f"results/train/{arch}/metrics.json"],
+        [SNAKEMAKE, f"results/train/{arch}/metrics.json", "--profile", "slurm", "--configfile",
+         "config/resume.yaml", *extra],
         cwd=workdir, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env_for_runs(),
     )
     return proc, log
@@ -165,8 +167,8 @@ def test_cancelled_training_job_resumes_when_the_workflow_runs_again(prepared):
     assert proc.returncode != 0, "snakemake should report the cancelled job as failed"
     assert not (workdir / "results" / "train" / arch / "metrics.json").exists(), "a cancelled job left a finished-looking output"
 
-    run = snakemake(workdir, "--profile", "slurm", "--configfile", "config/resume.yaml",
-                    f"results/train/{arch}/metrics.json", timeout=900)
+    run = snakemake(workdir, f"results/train/{arch}/metrics.json", "--profile", "slurm", "--configfile",
+                    "config/resume.yaml", timeout=900)
     new_ids = submitted(run.output).get("train", [])
     assert len(new_ids) == 1 and new_ids[0] != job["id"], run.tail()
     m = metrics(workdir, arch)
@@ -179,8 +181,8 @@ def test_gpu_model_the_cluster_lacks_is_rejected_at_submission(prepared):
     bad = json.loads(json.dumps(config))
     bad["compute"]["gpu_model"] = "h100"
     write_config(workdir, bad, "resume-h100.yaml")
-    run = snakemake(workdir, "--profile", "slurm", "--configfile", "config/resume-h100.yaml", "--retries", "0",
-                    f"results/train/{arch_ids[-1]}/metrics.json", check=False, timeout=300)
+    run = snakemake(workdir, f"results/train/{arch_ids[-1]}/metrics.json", "--profile", "slurm",
+                    "--configfile", "config/resume-h100.yaml", "--retries", "0", check=False, timeout=300)
     assert run.returncode != 0, run.tail()
     assert "Requested node configuration is not available" in run.output, run.tail()
     assert "--gpus=h100:1" in run.output, run.tail()
