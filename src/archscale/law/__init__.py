@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from .chinchilla import ChinchillaFit, FitError, fit_chinchilla
-from .conditional import fit_conditional, predict_loss, reference_loss, resolve_columns
+from .conditional import fit_conditional, json_clean, predict_loss, reference_loss, resolve_columns
 from .validation import progressive_validation
 
 __all__ = [
@@ -78,4 +78,4 @@ def fit_outputs(runs: pd.DataFrame, fit_config: dict | None = None, columns: dic
         forms=tuple(cfg["forms"]),
         columns=cols,
     )
-    return chin_json, conditional, validation
+    return json_clean(chin_json), conditional, validation

@@ -72,7 +72,8 @@ def predict_log_loss(theta: np.ndarray, n, d) -> np.ndarray:
 def predict_loss(params: dict, n, d) -> np.ndarray:
     """``E + A/N^alpha + B/D^beta`` from a params dict (keys E, A, B, alpha, beta)."""
     n, d = np.asarray(n, float), np.asarray(d, float)
-    return params["E"] + params["A"] / n ** params["alpha"] + params["B"] / d ** params["beta"]
+    with np.errstate(over="ignore", invalid="ignore"):  # a degenerate law gives inf/nan, checked by callers
+        return params["E"] + params["A"] / n ** params["alpha"] + params["B"] / d ** params["beta"]
 
 
 def to_params(theta: np.ndarray) -> dict[str, float]:
@@ -303,7 +304,9 @@ def fit_chinchilla(
     warnings: list[str] = []
     if n.size == len(PARAMS):
         warnings.append("as many points as coefficients: the law interpolates them, intervals are meaningless")
-    if np.ptp(ln_d - ln_n) < 1e-6 or abs(np.corrcoef(ln_n, ln_d)[0, 1]) > 0.999:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.corrcoef(ln_n, ln_d)[0, 1] if np.ptp(ln_n) > 0 and np.ptp(ln_d) > 0 else 1.0
+    if np.ptp(ln_d - ln_n) < 1e-6 or abs(corr) > 0.999:
         warnings.append(
             "N and D are (nearly) collinear (constant tokens per parameter): A, alpha and B, beta are not "
             "separately identifiable; only the loss along the sampled N-D line is constrained"

@@ -146,6 +146,23 @@ def _finite_or_none(v):
     return v if math.isfinite(v) else None
 
 
+def json_clean(obj):
+    """Plain JSON values: numpy scalars to Python, non-finite floats to None (recursively)."""
+    if isinstance(obj, dict):
+        return {k: json_clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [json_clean(v) for v in obj.tolist()]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return _finite_or_none(obj)
+    return obj
+
+
 def _ci_list(lo, hi):
     return [_finite_or_none(lo), _finite_or_none(hi)]
 
@@ -190,7 +207,8 @@ def fit_form(
         import statsmodels.api as sm
 
         X = _design(x, r)
-        ols = sm.OLS(loss - l_opt, X).fit()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ols = sm.OLS(loss - l_opt, X).fit()
         params, cov = np.asarray(ols.params), np.asarray(ols.cov_params())
         bse = np.asarray(ols.bse)
         ci = np.asarray(ols.conf_int(alpha=1 - ci_level))
@@ -212,8 +230,10 @@ def fit_form(
                 c1, c2 = params[i1], params[i2]
                 grad = np.array([-c2 / c1**2, 1.0 / c1])
                 sub = cov[np.ix_([i1, i2], [i1, i2])]
-                se = math.sqrt(max(float(grad @ sub @ grad), 0.0))
-                ci_v = [val - z * se, val + z * se]
+                with np.errstate(invalid="ignore"):
+                    var = float(np.einsum("i,ij,j->", grad, sub, grad))
+                se = math.sqrt(var) if math.isfinite(var) and var >= 0 else float("nan")
+                ci_v = _ci_list(val - z * se, val + z * se)
             opt[key], opt[f"{key}_ci"], opt[f"{key}_reason"] = val, ci_v, why
         opt["interval_method"] = "delta method on the OLS covariance"
         out["optimum"] = opt
@@ -268,7 +288,9 @@ def fit_form(
     else:
         raise FitError(f"conditional fit: unknown form '{form}'; use one of {FORMS}")
     out["mse"], out["spearman"] = _metrics(pred, loss)
-    return out
+    if x.size == N_COEF:
+        out["warning"] = "as many points as coefficients: the law interpolates them, intervals are undefined"
+    return json_clean(out)
 
 
 # ---- runs tables, reference loss ------------------------------------------------------
@@ -422,7 +444,7 @@ def fit_conditional(
     out_forms = {
         f: fit_form(f, x, r, loss, l_opt, bootstrap=bootstrap, seed=seed, ci_level=ci_level) for f in forms
     }
-    return {
+    return json_clean({
         "reference": reference,
         "r_range": [lo, hi],
         "n_points": int(len(sel)),
@@ -431,4 +453,4 @@ def fit_conditional(
         "forms": out_forms,
         "l_opt": l_opt_table,
         "chinchilla": chin_dict,
-    }
+    })
