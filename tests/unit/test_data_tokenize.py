@@ -25,6 +25,7 @@ def corpus_docs():
         for doc in itertools.islice(read_documents(shard), 25):
             out.append({"id": doc.id, "text": doc.text[:3000], "source": doc.source})
     out.append({"id": "unicode", "text": "naïve café — 日本語のテキスト 🙂\n\ttabs", "source": "web"})
+    out.append({"id": "quotes-eod", "text": 'GPT-2 ends documents with "<|endoftext|>".', "source": "web"})
     return out
 
 
@@ -46,6 +47,7 @@ def test_round_trip_tokens_and_document_boundaries(tmp_path, corpus_docs, tok):
     write_shard(shard, corpus_docs)
     rec = run(tmp_path, shard, tok, batch_docs=7)  # several encode batches
     expected = {"train": [], "valid": []}
+    assert tok.encode_special_tokens  # set by the stage: "<|endoftext|>" in a text is text
     for d in corpus_docs:
         ids = tok.encode(d["text"], add_special_tokens=False).ids + [0]
         expected["valid" if is_valid(d["id"], 0.2) else "train"].append((d, ids))
@@ -64,7 +66,7 @@ def test_round_trip_tokens_and_document_boundaries(tmp_path, corpus_docs, tok):
     assert rec["dtype"] == "uint16" and rec["bad_records"] == 0 and rec["lines"] == len(corpus_docs)
     by_src = rec["sources"]
     assert sum(v["documents"] for v in by_src.values()) == len(corpus_docs)
-    assert by_src["web"]["documents"] == 1
+    assert by_src["web"]["documents"] == 2
     assert json.loads((tmp_path / "out" / "s.json").read_text()) == json.loads(json.dumps(rec))
     # megatron's own reader sees the document boundaries
     from megatron.core.datasets.indexed_dataset import IndexedDataset

@@ -43,7 +43,14 @@ def batches(docs: Iterable[Document], max_docs: int, max_chars: int) -> Iterator
 
 
 def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text, without the tokenizer's own special tokens (no BOS/EOS)."""
+    """Token ids of each text, without the tokenizer's own special tokens (no BOS/EOS).
+
+    Special-token strings inside a text (a document quoting "<|endoftext|>") are encoded as
+    ordinary text, so the end-of-document id appears only where a document ends. This sets
+    ``tokenizer.encode_special_tokens``.
+    """
+    if not tokenizer.encode_special_tokens:
+        tokenizer.encode_special_tokens = True
     fast = getattr(tokenizer, "encode_batch_fast", None)  # tokenizers >= 0.20: no offsets
     encs = (fast or tokenizer.encode_batch)(texts, add_special_tokens=False)
     return [e.ids for e in encs]
