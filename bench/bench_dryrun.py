@@ -119,6 +119,7 @@ def main() -> None:
     args = ap.parse_args()
 
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    load_before = os.getloadavg()
     results = []
     with tempfile.TemporaryDirectory(prefix="archscale-bench-") as tmp:
         workdir = Path(tmp)
@@ -148,7 +149,9 @@ def main() -> None:
         "benchmark": "dry-run time (fresh working directory: every job planned)",
         "goal": "2,000 architectures under 120 s on 2 cores",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(),
+                    # Other work on the machine inflates the times: the 1-min load average.
+                    "loadavg_1min_before_after": [round(load_before[0], 1), round(os.getloadavg()[0], 1)]},
         "snakemake": subprocess.run([SNAKEMAKE, "--version"], capture_output=True, text=True).stdout.strip(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "results": results,
