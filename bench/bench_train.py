@@ -236,11 +236,17 @@ def main() -> None:
                   f"({r['megatron_achieved_flops_per_s'] / 1e9:.2f} GFLOP/s, {r['ratio_megatron_to_matmul_peak']:.1%} "
                   f"of matmul {peak / 1e9:.1f} GFLOP/s) | HF {r['hf_tokens_per_s']:,.0f} tok/s | "
                   f"megatron/HF speed {r['speedup_megatron_vs_hf']:.2f}x", flush=True)
+            r["load_avg_after"] = os.getloadavg()
+            _write(args.out, results)  # after each architecture, so a long run keeps what it measured
     results["machine"]["load_avg_end"] = os.getloadavg()
-    out = Path(args.out)
+    _write(args.out, results)
+
+
+def _write(path: str, results: dict) -> None:
+    out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {out}", flush=True)
 
 
 if __name__ == "__main__":
