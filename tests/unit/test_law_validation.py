@@ -26,6 +26,7 @@ def test_progressive_tasks_predict_the_next_scale():
     assert table.schema == VALIDATION_SCHEMA
 
 
+@pytest.mark.slow
 def test_chinchilla_reference_extrapolates_from_training_scales():
     runs = synthetic_runs("multiplicative", A, B, noise=0.002, seed=8)
     df = progressive_validation(runs, reference="chinchilla", forms=["multiplicative"])
@@ -45,6 +46,7 @@ def test_task_without_enough_points_is_kept_and_says_why():
     assert df.iloc[1]["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_fit_outputs_on_synthetic_runs():
     xs, rs = np.geomspace(0.03, 0.25, 5), np.array([0.3, 0.5, 1.0, 2.5, 5.0])
     runs = synthetic_runs("multiplicative", A, B, noise=0.002, seed=10, xs=xs, rs=rs)

@@ -304,9 +304,13 @@ def fit_chinchilla(
     warnings: list[str] = []
     if n.size == len(PARAMS):
         warnings.append("as many points as coefficients: the law interpolates them, intervals are meaningless")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = np.corrcoef(ln_n, ln_d)[0, 1] if np.ptp(ln_n) > 0 and np.ptp(ln_d) > 0 else 1.0
-    if np.ptp(ln_d - ln_n) < 1e-6 or abs(corr) > 0.999:
+    constant = [name for name, v in (("N", ln_n), ("D", ln_d)) if np.ptp(v) == 0]
+    if constant:
+        warnings.append(
+            f"{' and '.join(constant)} is the same for every point: its term merges with E and its "
+            "coefficient and exponent are not identifiable"
+        )
+    elif np.ptp(ln_d - ln_n) < 1e-6 or abs(np.corrcoef(ln_n, ln_d)[0, 1]) > 0.999:
         warnings.append(
             "N and D are (nearly) collinear (constant tokens per parameter): A, alpha and B, beta are not "
             "separately identifiable; only the loss along the sampled N-D line is constrained"
