@@ -351,3 +351,30 @@ def test_data_parallel_torchrun_matches_single_process(tmp_path, manifest):
     np.testing.assert_allclose(cb["loss"], ca["loss"], rtol=2e-4)
     assert b["valid_loss"] == pytest.approx(a["valid_loss"], rel=2e-4)
     assert ckpt.latest_step(dp.checkpoint_dir) == 30
+
+
+def test_checkpoint_writer_queue_survives_slurm_stop_signals():
+    """SLURM signals every process of a step: the writer's results server must outlive SIGTERM."""
+    import os
+    import signal
+    import time
+
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    from archscale.train import checkpointing
+
+    saved = filesystem_async._results_queue
+    filesystem_async._results_queue = None
+    try:
+        checkpointing._signal_proof_writer_queue()
+        queue = filesystem_async._results_queue
+        pid = checkpointing._WRITER_MANAGER._process.pid
+        os.kill(pid, signal.SIGTERM)
+        time.sleep(0.5)
+        queue.put("after SIGTERM")  # BrokenPipeError if the server had died
+        assert queue.get(timeout=5) == "after SIGTERM"
+    finally:
+        if checkpointing._WRITER_MANAGER is not None:
+            checkpointing._WRITER_MANAGER.shutdown()
+            checkpointing._WRITER_MANAGER = None
+        filesystem_async._results_queue = saved

@@ -22,9 +22,12 @@ architecture: :func:`load_final` builds the model and loads it.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
 import shutil
+import signal
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +103,38 @@ def check_fingerprint(root: str | Path, fingerprint: dict[str, Any], log=print) 
     _barrier()
 
 
+_WRITER_MANAGER: SyncManager | None = None
+
+
+def _ignore_stop_signals() -> None:
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _signal_proof_writer_queue() -> None:
+    """Give dist_checkpointing's writer a results queue whose server ignores stop signals.
+
+    The torch_dist save strategy collects write results through a ``multiprocessing`` Manager
+    that it starts on the first save and keeps for the life of the process. SLURM delivers
+    SIGTERM (or the ``--signal`` of a time limit) to every process of the job step, so that
+    server died together with the trainer's signal and the checkpoint written *because of*
+    the signal failed with BrokenPipeError. Starting the Manager ourselves, with the stop
+    signals ignored in its server process, keeps it alive until the trainer has saved.
+    """
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    global _WRITER_MANAGER
+    if getattr(filesystem_async, "_results_queue", None) is None:
+        _WRITER_MANAGER = SyncManager(ctx=multiprocessing.get_context("spawn"))
+        _WRITER_MANAGER.start(initializer=_ignore_stop_signals)
+        filesystem_async._results_queue = _WRITER_MANAGER.Queue()
+
+
 def collective_save(sharded_state_dict: dict, target: str | Path) -> None:
     """All ranks save into ``target`` + ``.tmp``; rank 0 renames it onto ``target`` when complete."""
     from megatron.core import dist_checkpointing
 
+    _signal_proof_writer_queue()
     target = Path(target)
     tmp = target.with_name(target.name + ".tmp")
     if _rank() == 0:
