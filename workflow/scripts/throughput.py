@@ -7,16 +7,10 @@ with open(snakemake.log[0], "w") as log:
     sys.stderr = sys.stdout = log
     try:
         from archscale.io import write_json
-        from archscale.throughput import run_job
+        from archscale.throughput import hardware_from_config, run_job
 
-        tp = snakemake.config["throughput"]
         # Hardware knobs are read here, not from params: they do not change a job's identity.
-        hardware = {
-            "threads": snakemake.threads,
-            "require_nvml": tp["require_nvml"],
-            "nvml_interval_s": tp["nvml_interval_s"],
-            "megatron_engine": tp.get("megatron_engine", "auto"),
-        }
+        hardware = hardware_from_config(snakemake.config["throughput"], snakemake.threads)
         checkpoint = snakemake.input[0] if len(snakemake.input) else None
         record = run_job(snakemake.params.arch, snakemake.params.workload, hardware, checkpoint=checkpoint)
         write_json(snakemake.output[0], record)

@@ -8,15 +8,10 @@ with open(snakemake.log[0], "w") as log:
     try:
         from archscale.io import read_json, write_json
         from archscale.search import measure_candidate
+        from archscale.throughput import hardware_from_config
 
-        tp = snakemake.config["throughput"]
         # Hardware knobs are read here, not from params: they do not change a job's identity.
-        hardware = {
-            "threads": snakemake.threads,
-            "require_nvml": tp["require_nvml"],
-            "nvml_interval_s": tp["nvml_interval_s"],
-            "megatron_engine": tp.get("megatron_engine", "auto"),
-        }
+        hardware = hardware_from_config(snakemake.config["throughput"], snakemake.threads)
         candidates = read_json(snakemake.input[0])
         record = measure_candidate(candidates, snakemake.wildcards.arch, snakemake.params.workload, hardware)
         write_json(snakemake.output[0], record)

@@ -88,38 +88,15 @@ def hf_llama_model(arch: Architecture, seed: int = 0, **kwargs):
 
 
 def megatron_to_hf_state_dict(megatron_state: dict, arch: Architecture) -> dict:
-    """Map a megatron-core GPTModel state dict (local or TE layer spec) onto LlamaForCausalLM names.
+    """Megatron GPTModel tensors under LlamaForCausalLM names (``lm_head`` included when tied).
 
-    megatron fuses q, k, v into ``linear_qkv`` grouped per key/value head (for each group: its
-    ``heads/kv_heads`` query heads, then one key head, then one value head) and gate/up into
-    ``linear_fc1``; RoPE is the non-interleaved (rotate-half) form in both.
+    The mapping itself is :func:`archscale.export.megatron_to_hf` (strict: every tensor is
+    accounted for and shape-checked); a tied in-memory ``LlamaForCausalLM`` also expects its
+    ``lm_head.weight`` key, so it is added here.
     """
-    import torch
+    from ..export import megatron_to_hf
 
-    h, g, dh, d = arch.heads, arch.kv_heads, arch.head_dim, arch.d_model
-    q_per_group = h // g
-    out = {"model.embed_tokens.weight": megatron_state["embedding.word_embeddings.weight"]}
-    for i in range(arch.layers):
-        src, dst = f"decoder.layers.{i}.", f"model.layers.{i}."
-        qkv = megatron_state[src + "self_attention.linear_qkv.weight"].view(g, (q_per_group + 2) * dh, d)
-        q, k, v = torch.split(qkv, [q_per_group * dh, dh, dh], dim=1)
-        out[dst + "self_attn.q_proj.weight"] = q.reshape(h * dh, d)
-        out[dst + "self_attn.k_proj.weight"] = k.reshape(g * dh, d)
-        out[dst + "self_attn.v_proj.weight"] = v.reshape(g * dh, d)
-        out[dst + "self_attn.o_proj.weight"] = megatron_state[src + "self_attention.linear_proj.weight"]
-        gate, up = torch.chunk(megatron_state[src + "mlp.linear_fc1.weight"], 2, dim=0)
-        out[dst + "mlp.gate_proj.weight"] = gate
-        out[dst + "mlp.up_proj.weight"] = up
-        out[dst + "mlp.down_proj.weight"] = megatron_state[src + "mlp.linear_fc2.weight"]
-        # Local spec: separate norms; Transformer Engine spec: norms fused into the linears.
-        out[dst + "input_layernorm.weight"] = megatron_state.get(
-            src + "input_layernorm.weight", megatron_state.get(src + "self_attention.linear_qkv.layer_norm_weight")
-        )
-        out[dst + "post_attention_layernorm.weight"] = megatron_state.get(
-            src + "pre_mlp_layernorm.weight", megatron_state.get(src + "mlp.linear_fc1.layer_norm_weight")
-        )
-    out["model.norm.weight"] = megatron_state["decoder.final_layernorm.weight"]
-    out["lm_head.weight"] = (
-        megatron_state["embedding.word_embeddings.weight"] if arch.tied else megatron_state["output_layer.weight"]
-    )
+    out = megatron_to_hf(megatron_state, arch)
+    if arch.tied:
+        out["lm_head.weight"] = out["model.embed_tokens.weight"]
     return out

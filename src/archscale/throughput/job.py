@@ -133,6 +133,16 @@ def build_megatron_model(a: Architecture, runtime, max_seq: int, rope_base: floa
     return model
 
 
+def hardware_from_config(throughput_config: dict, threads: int) -> dict:
+    """The hardware knobs of a throughput job (read from config, never part of its identity)."""
+    return {
+        "threads": threads,
+        "require_nvml": throughput_config["require_nvml"],
+        "nvml_interval_s": throughput_config["nvml_interval_s"],
+        "megatron_engine": throughput_config.get("megatron_engine", "auto"),
+    }
+
+
 def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None = None) -> dict:
     """Measure one architecture at every batch size of the workload (the record of docs/pipeline.md)."""
     t_job = time.perf_counter()
