@@ -79,7 +79,7 @@ def test_aggregate_and_fit_rules(tmp_path):
     assert {"output_tokens_per_s_bs1", "output_tokens_per_s_bs8", "N", "D", "loss"} <= set(df.columns)
 
     chin = json.loads((tmp_path / "results/fit/chinchilla.json").read_text())
-    # The default grid has 20 tokens per parameter at every scale: N and D are collinear and the
+    # The default grid has the same tokens per parameter at every scale: N and D are collinear and the
     # five Chinchilla parameters are not identifiable. With the empirical reference that is recorded
     # (fitted with a warning, or not fitted with the reason), and the rule still succeeds.
     if chin["fitted"]:
@@ -87,8 +87,10 @@ def test_aggregate_and_fit_rules(tmp_path):
     else:
         assert "too few distinct (N, D)" in chin["reason"]
     cond = json.loads((tmp_path / "results/fit/conditional.json").read_text())
-    assert cond["reference"] == "empirical" and cond["r_range"] == [0.5, 5.0]
-    assert cond["n_points"] == int(((df["mlp_attn_ratio"] >= 0.5) & (df["mlp_attn_ratio"] <= 5.0)).sum())
+    fit_cfg = load_config(cfg_path)["fit"]
+    r_lo, r_hi = fit_cfg["r_min"], fit_cfg["r_max"]
+    assert cond["reference"] == "empirical" and cond["r_range"] == [r_lo, r_hi]
+    assert cond["n_points"] == int(((df["mlp_attn_ratio"] >= r_lo) & (df["mlp_attn_ratio"] <= r_hi)).sum())
     assert cond["provenance"]["config_hash"] == prov["config_hash"]
     for scale, sub in df.groupby("scale"):
         key = f"{int(sub['n_target'].iloc[0])}|{int(sub['tokens'].iloc[0])}"
