@@ -1,25 +1,15 @@
 """Issue 2 acceptance: the paper's grid dry-runs on a laptop and lists every training job."""
 
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from workflow_helpers import job_stats
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """Parse the 'Job stats' table of a dry-run."""
-    counts = {}
-    for line in output.splitlines():
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if m:
-            counts[m.group(1)] = int(m.group(2))
-    return counts
 
 
 @pytest.mark.integration
@@ -31,7 +21,7 @@ def test_paper_config_dry_run_lists_every_training_job():
     )
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr[-3000:]
-    counts = job_counts(proc.stdout + proc.stderr)
+    counts = job_stats(proc.stdout + proc.stderr)
     assert counts.get("train", 0) > 200, counts
     assert counts["train"] == counts["throughput"]
     # one tokenize job per shard of the corpus
