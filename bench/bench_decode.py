@@ -28,7 +28,8 @@ import torch
 from archscale.arch import Architecture
 from archscale.model import build_model, resolve_runtime, setup_runtime
 from archscale.throughput.engine import StaticDecoder, random_prompts
-from archscale.throughput.hf_config import hf_llama_model, megatron_to_hf_state_dict
+from archscale.export import megatron_to_hf_state_dict
+from archscale.throughput.hf_config import hf_llama_model
 from archscale.throughput.nvml import cpu_model
 from archscale.throughput.roofline import measure_device, roofline_times
 

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from .provenance import versions
+
 #: The paper's nine zero-shot tasks (lm-evaluation-harness names).
 PAPER_TASKS = (
     "arc_easy", "arc_challenge", "lambada_openai", "hellaswag", "openbookqa", "piqa", "sciq",
@@ -432,7 +434,7 @@ def evaluate_model(
         "device": device,
         "batch_size": batch_size,
         "wall_time_s": wall,
-        "versions": _versions(),
+        "versions": versions("lm-eval", "transformers", "torch", "datasets", "archscale"),
     }
     return record
 
@@ -510,15 +512,3 @@ def plot_accuracy_vs_loss(runs, path: str | Path, loss_column: str = "valid_loss
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=120)
     plt.close(fig)
     return path
-
-
-def _versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("lm-eval", "transformers", "torch", "datasets", "archscale"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out

@@ -39,6 +39,7 @@ from typing import Any
 
 from .arch import Architecture
 from .io import atomic_dir, read_json, write_json
+from .provenance import versions
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 MODEL_TYPES = ("auto", "llama", "mistral")
@@ -308,7 +309,7 @@ def export_model(
         "parameters": int(sum(t.numel() for t in tensors.values())),
         "files": ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                   "tokenizer_config.json", "special_tokens_map.json"],
-        "versions": _versions(),
+        "versions": versions("torch", "megatron-core", "transformers", "safetensors", "archscale"),
         **(provenance or {}),
     }
     if record["parameters"] != arch.params_total:
@@ -441,13 +442,14 @@ def export_checkpoint(
     )
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+def megatron_to_hf_state_dict(megatron_state: dict, arch: Architecture) -> dict:
+    """Megatron GPTModel tensors for an in-memory ``LlamaForCausalLM`` (``lm_head`` included when tied).
 
-    out = {}
-    for pkg in ("torch", "megatron-core", "transformers", "safetensors", "archscale"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
+    The mapping itself is :func:`megatron_to_hf` (strict: every tensor is accounted for and
+    shape-checked); a tied in-memory ``LlamaForCausalLM`` also expects its ``lm_head.weight`` key,
+    so it is added here.
+    """
+    out = megatron_to_hf(megatron_state, arch)
+    if arch.tied:
+        out["lm_head.weight"] = out["model.embed_tokens.weight"]
     return out

@@ -45,7 +45,7 @@ def test_megatron_weights_in_transformers_give_the_same_logits_and_tokens(arch):
 
     from archscale.model import build_model, causal_mask, resolve_runtime, setup_runtime
     from archscale.throughput.engine import StaticDecoder, random_prompts
-    from archscale.throughput.hf_config import megatron_to_hf_state_dict
+    from archscale.export import megatron_to_hf_state_dict
 
     runtime = resolve_runtime(cuda_available=False, te_installed=False)
     setup_runtime(runtime, 3)
@@ -63,3 +63,16 @@ def test_megatron_weights_in_transformers_give_the_same_logits_and_tokens(arch):
                             cache_implementation="static", pad_token_id=0)[:, 10:]
     assert len(torch.unique(tokens)) > 2
     assert torch.equal(tokens, hf_tokens)
+
+
+def test_config_is_a_llama_config_whose_validators_still_run():
+    """d % heads != 0 is accepted (explicit head_dim); a head layout the model cannot build is not."""
+    from transformers import LlamaConfig
+
+    from archscale.throughput.hf_config import hf_llama_config
+
+    cfg = hf_llama_config(ARCHS[3])
+    assert isinstance(cfg, LlamaConfig) and cfg.model_type == "llama" and cfg.head_dim == 64
+    cfg.num_key_value_heads = 5  # 72 heads are not a multiple of 5
+    with pytest.raises(Exception, match="num_key_value_heads"):
+        cfg.validate()

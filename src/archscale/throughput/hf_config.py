@@ -7,6 +7,7 @@ RMSNorm eps and RoPE base as in the megatron model).
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from ..arch import Architecture
@@ -62,20 +63,39 @@ def hf_llama_config(arch: Architecture, **kwargs):
 
     transformers >= 5 validates ``hidden_size % num_attention_heads == 0`` although the Llama
     modelling code uses the explicit ``head_dim`` (q/o projections are ``heads*head_dim`` wide);
-    the paper's architectures break that rule on purpose (Panda-1B: d=2560, 72 heads), so that
-    one check is skipped while the config is built.
+    the paper's architectures break that rule on purpose (Panda-1B: d=2560, 72 heads). The config
+    is therefore an instance of :func:`explicit_head_dim_config_class`, a ``LlamaConfig`` whose
+    architecture validator checks what the modelling code needs instead.
     """
-    from unittest import mock
+    values = {k: v for k, v in llama_config(arch, **kwargs).items() if k not in ("architectures", "model_type")}
+    return explicit_head_dim_config_class()(**values)
 
+
+@functools.cache
+def explicit_head_dim_config_class():
+    """``LlamaConfig`` validated for an explicit ``head_dim`` (huggingface_hub's ``@strict`` validators).
+
+    ``@strict`` collects a class's ``validate_*`` methods, so a subclass that overrides
+    ``validate_architecture`` and is itself declared ``@strict`` replaces that one check and keeps
+    every other (types, token ids, rope parameters). ``model_type`` stays ``llama``, so the saved
+    ``config.json`` loads as a plain ``LlamaConfig``.
+    """
+    from huggingface_hub.dataclasses import strict
     from transformers import LlamaConfig
 
-    values = {k: v for k, v in llama_config(arch, **kwargs).items() if k not in ("architectures", "model_type")}
-    validators = getattr(LlamaConfig, "__class_validators__", None)  # huggingface_hub's @strict
-    if arch.d_model % arch.heads == 0 or validators is None:
-        return LlamaConfig(**values)
-    kept = [v for v in validators if v.__name__ != "validate_architecture"]
-    with mock.patch.object(LlamaConfig, "__class_validators__", kept):
-        return LlamaConfig(**values)
+    @strict
+    class ExplicitHeadDimLlamaConfig(LlamaConfig):
+        def validate_architecture(self):
+            """The attention shape the modelling code needs: explicit head_dim, kv heads divide heads."""
+            if not self.head_dim or self.head_dim <= 0:
+                raise ValueError(f"head_dim ({self.head_dim}) must be a positive integer")
+            if self.num_attention_heads % self.num_key_value_heads != 0:
+                raise ValueError(
+                    f"num_attention_heads ({self.num_attention_heads}) is not a multiple of "
+                    f"num_key_value_heads ({self.num_key_value_heads})"
+                )
+
+    return ExplicitHeadDimLlamaConfig
 
 
 def hf_llama_model(arch: Architecture, seed: int = 0, **kwargs):
@@ -85,18 +105,3 @@ def hf_llama_model(arch: Architecture, seed: int = 0, **kwargs):
 
     torch.manual_seed(seed)
     return LlamaForCausalLM(hf_llama_config(arch, **kwargs)).eval()
-
-
-def megatron_to_hf_state_dict(megatron_state: dict, arch: Architecture) -> dict:
-    """Megatron GPTModel tensors under LlamaForCausalLM names (``lm_head`` included when tied).
-
-    The mapping itself is :func:`archscale.export.megatron_to_hf` (strict: every tensor is
-    accounted for and shape-checked); a tied in-memory ``LlamaForCausalLM`` also expects its
-    ``lm_head.weight`` key, so it is added here.
-    """
-    from ..export import megatron_to_hf
-
-    out = megatron_to_hf(megatron_state, arch)
-    if arch.tied:
-        out["lm_head.weight"] = out["model.embed_tokens.weight"]
-    return out

@@ -22,6 +22,7 @@ import time
 from statistics import fmean, stdev
 
 from ..arch import Architecture
+from ..provenance import throughput_versions as _versions
 from . import nvml as nvml_mod
 from .roofline import measure_device, roofline_times
 
@@ -82,18 +83,6 @@ def repeat_record(batch: int, input_len: int, output_len: int, prefill_s: float,
         "output_tokens_per_s": batch * output_len / total,
         "total_tokens_per_s": batch * (input_len + output_len) / total,
     }
-
-
-def _versions(engine: str) -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("torch", "megatron-core", "archscale", "nvidia-ml-py") + (("vllm",) if engine == "vllm" else ()):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 def _peak_memory(runtime_on_gpu: bool) -> tuple[int, str]:
