@@ -8,7 +8,7 @@ with open(snakemake.log[0], "w") as log:
     try:
         from archscale.io import write_json, write_parquet
         from archscale.search import select_from_files
-        from archscale.search_cli import print_result
+        from archscale.cli.search import print_result
 
         result, pareto = select_from_files(snakemake.input.candidates, snakemake.input.space, snakemake.input.measured)
         write_parquet(snakemake.output.pareto, pareto)

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .arch import Architecture, Scale
-from .config import ConfigError, load_config
-from .io import read_json, write_json, write_parquet
-from .search import (
+from ..arch import Architecture, Scale
+from ..config import ConfigError, load_config
+from ..io import read_json, write_json, write_parquet
+from ..search import (
     FORMS,
     LawModel,
     SearchError,
@@ -37,6 +37,7 @@ from .search import (
     targets_from_config,
     throughput_at,
 )
+from .table import print_table
 
 PARETO_COLUMNS = [
     "arch_id", "d_model", "heads", "kv_heads", "ffn", "gqa", "d_over_sqrt_n", "mlp_attn_ratio", "loss",
@@ -52,7 +53,7 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v.strip())
 
 
-def register_search(sub) -> None:
+def register(sub) -> None:
     p = sub.add_parser(
         "search",
         help="Panda / Surefire search (Algorithm 1) from a runs table and a conditional fit",
@@ -170,7 +171,7 @@ def _settings(args: argparse.Namespace, config: dict | None) -> SearchSettings:
 
 
 def _live_measure(args: argparse.Namespace, config: dict | None, settings: SearchSettings):
-    from .throughput import run_job
+    from ..throughput import run_job
 
     workload = dict((config or {}).get("throughput", {}))
     workload.update(weights="random", input_len=settings.input_len, output_len=settings.output_len,
@@ -235,8 +236,6 @@ def _json_default(obj):
 
 
 def print_result(result: dict, pareto: pd.DataFrame, rows: int = 15, out=None) -> None:
-    from .cli import print_table
-
     out = out or sys.stdout
     lt = result["loss_target"]
     target_txt = "none" if lt["value"] is None else f"{lt['value']:.4f} ({lt['source']}{', ' + lt.get('baseline_name', '') if lt.get('baseline') else ''})"
@@ -268,9 +267,3 @@ def print_result(result: dict, pareto: pd.DataFrame, rows: int = 15, out=None) -
     front = pareto[pareto["pareto"]][PARETO_COLUMNS].head(rows)
     out.write(f"\n   Pareto front (predicted loss vs predicted throughput), {int(pareto['pareto'].sum())} architectures:\n")
     print_table(front.to_dict("records"), PARETO_COLUMNS, out=out)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from .cli import main
-
-    sys.exit(main(["search", *sys.argv[1:]]))

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import numpy as np
 
+from ..analysis.aggregate import read_table
 from ..io import write_json
 from ..law.chinchilla import OBJECTIVES, PARAMS, FitError, fit_chinchilla
 from ..law.conditional import DEFAULT_COLUMNS, FORMS, fit_conditional
-from .aggregate import read_table
+from .table import fmt
 
 
 def _column(df, name: str, flag: str):
@@ -21,9 +21,7 @@ def _column(df, name: str, flag: str):
 
 
 def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.4e}"
+    return fmt(v, sci_at=1e5)
 
 
 def cmd_fit_chinchilla(args: argparse.Namespace) -> int:
@@ -110,7 +108,7 @@ def cmd_fit_conditional(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_fit(sub) -> None:
+def register(sub) -> None:
     """Add ``archscale fit chinchilla|conditional`` to the top-level sub-parsers."""
     p = sub.add_parser("fit", help="fit the Chinchilla or the conditional law on a table of runs (CSV/Parquet)")
     fsub = p.add_subparsers(dest="fit_command", required=True)
@@ -152,14 +150,3 @@ def register_fit(sub) -> None:
     k.add_argument("--output", help="also write conditional.json to this file")
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=cmd_fit_conditional)
-
-
-def main(argv: list[str] | None = None) -> int:  # pragma: no cover - convenience entry
-    parser = argparse.ArgumentParser(prog="archscale")
-    register_fit(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

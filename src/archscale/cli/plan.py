@@ -1,0 +1,52 @@
+"""``archscale plan``: resolve a config's grid and print the compute plan."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..config import load_config
+from ..plan import build_plan, plan_totals
+from .table import print_table
+
+
+PLAN_COLUMNS = [
+    "arch_id", "d_model", "heads", "kv_heads", "ffn", "params_non_embedding", "tokens",
+    "mlp_attn_ratio", "d_over_sqrt_n", "train_flops", "est_hours",
+]
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    plan = build_plan(config)
+    rows = plan.rows()
+    if args.output:
+        import pandas as pd
+
+        from ..io import write_parquet
+
+        write_parquet(args.output, pd.DataFrame(rows))
+    if args.json:
+        print(json.dumps({"architectures": rows, "skipped": plan.skipped, "totals": plan_totals(rows)}, indent=2))
+        return 0
+    print_table(rows, PLAN_COLUMNS)
+    if plan.skipped:
+        print(f"\n{len(plan.skipped)} infeasible grid point(s) skipped (model.on_infeasible: skip):")
+        for reason in plan.skipped:
+            print(f"  - {reason}")
+    totals = plan_totals(rows)
+    print(
+        f"\n{totals['architectures']} architectures, {totals['tokens']:.3e} training tokens, "
+        f"{totals['train_flops']:.3e} FLOPs, about {totals['est_device_hours']:,.1f} device-hours "
+        f"(peak and MFU from compute.*)"
+    )
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("plan", help="resolve a config's grid and print the compute plan")
+    p.add_argument("config", type=Path)
+    p.add_argument("--output", type=Path, help="also write the plan as Parquet")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
