@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from archscale.analysis.aggregate import throughput_columns
 from archscale.arch import Architecture
 from archscale.config import load_config
 from archscale.io import write_json, write_parquet
@@ -112,14 +113,17 @@ def write_study(root: Path, config_path: Path | str = REPO / "config" / "config.
     rows, jobs = [], []
     for run in plan.runs.values():
         row = run.row(plan.compute)
+        plan_columns = list(row)
         loss = true_loss(run.arch, run.scale.n_target)
         row.update(valid_loss=loss, loss=loss, final_train_loss=loss - 0.01, N=row["params_non_embedding"], D=row["tokens"])
-        rows.append(row)
         rec = throughput_record(run.arch, tp["input_len"], tp["output_len"], tp["batch_sizes"])
         write_json(root / "results" / "throughput" / f"{run.arch_id}.json", rec)
+        # runs.parquet carries the throughput columns as the aggregate stage writes them.
+        row.update(throughput_columns(root / "results" / "throughput" / f"{run.arch_id}.json", run.arch_id, tp["batch_sizes"]))
+        rows.append(row)
         jobs.append(rec)
         write_parquet(root / "results" / "train" / run.arch_id / "curve.parquet", curve(run.arch, run.tokens, loss))
-    plan_df = pd.DataFrame(rows).drop(columns=["valid_loss", "loss", "final_train_loss", "N", "D"])
+    plan_df = pd.DataFrame(rows)[[c for c in rows[0] if c in plan_columns]]
     write_parquet(root / "results" / "plan" / "plan.parquet", plan_df)
     runs = pd.DataFrame(rows)
     write_parquet(root / "results" / "runs.parquet", runs)

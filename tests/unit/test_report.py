@@ -62,7 +62,6 @@ def build(st, **kw):
         outputs=report_outputs(root), plan=root / "results/plan/plan.parquet", runs=root / "results/runs.parquet",
         conditional=root / "results/fit/conditional.json", validation=root / "results/fit/validation.parquet",
         curves=[root / f"results/train/{a}/curve.parquet" for a in ids],
-        throughput=[root / f"results/throughput/{a}.json" for a in ids],
         search_results=st["results"], search_pareto=st["paretos"], title="fixture study",
     )
     args.update(kw)

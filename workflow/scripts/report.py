@@ -18,7 +18,6 @@ with open(snakemake.log[0], "w") as log:
             conditional=inp.conditional,
             validation=inp.validation,
             curves=list(inp.curves),
-            throughput=list(inp.throughput),
             search_results=list(inp.search_results),
             search_pareto=list(inp.search_pareto),
             title=snakemake.params.title,

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..config import stable_hash
-from ..io import read_json
+from ..records import THROUGHPUT_FIELDS, RecordError, ThroughputRecord, TrainingRecord, read_record
 
 SCHEMA_VERSION = 1
 PROVENANCE_KEY = b"archscale.provenance"
@@ -83,20 +83,7 @@ BASE_FIELDS: list[tuple[str, pa.DataType, bool]] = [
     ("output_len", pa.int64(), False),
 ]
 
-# Per batch size b: column "<field>_bs<b>". Required fields are non-null numbers in the record.
-THROUGHPUT_FIELDS: list[tuple[str, pa.DataType, bool]] = [
-    ("output_tokens_per_s", pa.float64(), False),
-    ("total_tokens_per_s", pa.float64(), False),
-    ("decode_tokens_per_s", pa.float64(), True),
-    ("prefill_latency_s", pa.float64(), False),
-    ("cv_output_tokens_per_s", pa.float64(), True),
-    ("peak_memory_bytes", pa.int64(), True),
-    ("energy_j", pa.float64(), True),
-    ("energy_j_per_output_token", pa.float64(), True),
-    ("power_mean_w", pa.float64(), True),
-    ("power_peak_w", pa.float64(), True),
-]
-
+# Per batch size b: column "<field>_bs<b>" for each field of records.THROUGHPUT_FIELDS.
 PATH_FIELDS: list[tuple[str, pa.DataType, bool]] = [
     ("metrics_path", pa.string(), False),
     ("curve_path", pa.string(), False),
@@ -114,85 +101,37 @@ EVAL_FIELDS: list[tuple[str, pa.DataType]] = [
 ]
 
 
-class RecordError(ValueError):
-    """A per-run record that is missing or malformed; the message names the file and key."""
+def batch_column(field: str, batch_size: int) -> str:
+    """The runs-table column of a per-batch throughput figure (``output_tokens_per_s_bs64``)."""
+    return f"{field}_bs{int(batch_size)}"
+
+
+def table_batch_sizes(columns: Iterable[str]) -> list[int]:
+    """The throughput batch sizes a runs table has columns for."""
+    prefix = batch_column("output_tokens_per_s", 0)[:-1]
+    return sorted(int(c[len(prefix):]) for c in columns if c.startswith(prefix) and c[len(prefix):].isdigit())
 
 
 def runs_schema(batch_sizes: Iterable[int], eval_columns: Iterable[str] = ()) -> pa.Schema:
     """The declared schema of runs.parquet for these throughput batch sizes (and accuracy columns)."""
     fields = [pa.field(n, t, nullable=nl) for n, t, nl in BASE_FIELDS]
     for b in sorted(set(int(b) for b in batch_sizes)):
-        fields += [pa.field(f"{n}_bs{b}", t, nullable=nl) for n, t, nl in THROUGHPUT_FIELDS]
+        fields += [pa.field(batch_column(n, b), t, nullable=nl) for n, t, nl in THROUGHPUT_FIELDS]
     fields += [pa.field(c, pa.float64(), nullable=True) for c in sorted(eval_columns)]
     fields += [pa.field(n, t, nullable=True) for n, t in EVAL_FIELDS]
     fields += [pa.field(n, t, nullable=nl) for n, t, nl in PATH_FIELDS]
     return pa.schema(fields)
 
 
-# ---- typed access to records --------------------------------------------------------------
-def _get(rec: dict, key: str, path: Path, kind: str, nullable: bool = False, where: str = ""):
-    loc = f"{path}{where}"
-    if key not in rec:
-        if nullable:
-            return None
-        raise RecordError(f"{loc}: required key '{key}' is missing")
-    v = rec[key]
-    if v is None:
-        if nullable:
-            return None
-        raise RecordError(f"{loc}: key '{key}' is null")
-    if kind == "int":
-        if isinstance(v, bool) or not isinstance(v, Real) or (isinstance(v, float) and not v.is_integer()):
-            raise RecordError(f"{loc}: key '{key}' must be an integer, got {v!r}")
-        return int(v)
-    if kind == "float":
-        if isinstance(v, bool) or not isinstance(v, Real):
-            raise RecordError(f"{loc}: key '{key}' must be a number, got {v!r}")
-        return float(v)
-    if kind == "finite":
-        if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(float(v)):
-            raise RecordError(f"{loc}: key '{key}' must be a finite number, got {v!r}")
-        return float(v)
-    if kind == "str":
-        if not isinstance(v, str):
-            raise RecordError(f"{loc}: key '{key}' must be a string, got {v!r}")
-        return v
-    if kind == "bool":
-        if not isinstance(v, bool):
-            raise RecordError(f"{loc}: key '{key}' must be true or false, got {v!r}")
-        return v
-    if kind == "dict":
-        if not isinstance(v, dict):
-            raise RecordError(f"{loc}: key '{key}' must be a mapping, got {type(v).__name__}")
-        return v
-    if kind == "list":
-        if not isinstance(v, list):
-            raise RecordError(f"{loc}: key '{key}' must be a list, got {type(v).__name__}")
-        return v
-    raise AssertionError(kind)
-
-
-def _read_record(path: Path) -> dict:
-    try:
-        rec = read_json(path)
-    except FileNotFoundError:
-        raise RecordError(f"{path}: record is missing (did the job that writes it run?)") from None
-    except ValueError as exc:
-        raise RecordError(str(exc)) from None
-    if not isinstance(rec, dict):
-        raise RecordError(f"{path}: the record must be a JSON object")
-    return rec
-
-
+# ---- columns from the records ------------------------------------------------------------
 ARCH_KEYS = ("layers", "d_model", "heads", "kv_heads", "head_dim", "ffn")
 
 
-def _check_arch(rec: dict, plan_row: dict, path: Path) -> None:
-    arch = _get(rec, "arch", path, "dict")
+def _check_arch(rec: TrainingRecord, plan_row: dict) -> None:
     for key in ARCH_KEYS:
-        if key in arch and int(arch[key]) != int(plan_row[key]):
+        if key in rec.arch and int(rec.arch[key]) != int(plan_row[key]):
             raise RecordError(
-                f"{path}: arch.{key} = {arch[key]} but the plan has {plan_row[key]} for {plan_row['arch_id']}; "
+                f"{rec.where}: arch.{key} = {rec.arch[key]} but the plan has {plan_row[key]} for {plan_row['arch_id']}; "
                 "the record is stale, re-run its job"
             )
 
@@ -200,44 +139,34 @@ def _check_arch(rec: dict, plan_row: dict, path: Path) -> None:
 def train_columns(metrics_path: Path, plan_row: dict) -> dict[str, Any]:
     """Columns from metrics.json and the curve.parquet next to it."""
     metrics_path = Path(metrics_path)
-    rec = _read_record(metrics_path)
-    arch_id = _get(rec, "arch_id", metrics_path, "str")
-    if arch_id != plan_row["arch_id"]:
-        raise RecordError(f"{metrics_path}: arch_id '{arch_id}' does not match '{plan_row['arch_id']}'")
-    _check_arch(rec, plan_row, metrics_path)
-    versions = _get(rec, "versions", metrics_path, "dict")
-    recipe = rec.get("recipe")
-    valid = _get(rec, "valid_loss", metrics_path, "float")
+    rec = TrainingRecord.read(metrics_path)
+    if rec.arch_id != plan_row["arch_id"]:
+        raise RecordError(f"{metrics_path}: arch_id '{rec.arch_id}' does not match '{plan_row['arch_id']}'")
+    _check_arch(rec, plan_row)
     cols = {
-        "D": _get(rec, "tokens_seen", metrics_path, "int"),
-        "valid_loss": valid,
-        "loss": valid,
-        "final_train_loss": _get(rec, "final_train_loss", metrics_path, "float"),
-        "steps": _get(rec, "steps", metrics_path, "int"),
-        "wall_time_s": _get(rec, "wall_time_s", metrics_path, "float", nullable=True),
-        "tokens_per_s": _get(rec, "tokens_per_s", metrics_path, "finite"),
-        "achieved_flops_per_s": _get(rec, "achieved_flops_per_s", metrics_path, "float", nullable=True),
-        "mfu": _get(rec, "mfu", metrics_path, "float", nullable=True),
-        "train_device": _get(rec, "device", metrics_path, "str"),
-        "precision": _get(rec, "precision", metrics_path, "str"),
-        "world_size": _get(rec, "world_size", metrics_path, "int"),
-        "resumed_from_step": _get(rec, "resumed_from_step", metrics_path, "int", nullable=True),
-        "recipe_hash": stable_hash(recipe) if isinstance(recipe, dict) else None,
-        "torch_version": _str_or_none(versions.get("torch")),
-        "megatron_core_version": _str_or_none(versions.get("megatron_core")),
-        "train_archscale_version": _str_or_none(versions.get("archscale")),
+        "D": rec.tokens_seen,
+        "valid_loss": rec.valid_loss,
+        "loss": rec.valid_loss,  # alias read by law.conditional.DEFAULT_COLUMNS
+        "final_train_loss": rec.final_train_loss,
+        "steps": rec.steps,
+        "wall_time_s": rec.wall_time_s,
+        "tokens_per_s": rec.tokens_per_s,
+        "achieved_flops_per_s": rec.achieved_flops_per_s,
+        "mfu": rec.mfu,
+        "train_device": rec.device,
+        "precision": rec.precision,
+        "world_size": rec.world_size,
+        "resumed_from_step": rec.resumed_from_step,
+        "recipe_hash": stable_hash(rec.recipe) if rec.recipe is not None else None,
+        "torch_version": rec.versions["torch"],
+        "megatron_core_version": rec.versions["megatron_core"],
+        "train_archscale_version": rec.versions["archscale"],
     }
-    if cols["D"] <= 0:
-        raise RecordError(f"{metrics_path}: tokens_seen must be positive, got {cols['D']}")
     curve_path = metrics_path.parent / "curve.parquet"
     cols.update(curve_columns(curve_path))
     cols["metrics_path"] = str(metrics_path)
     cols["curve_path"] = str(curve_path)
     return cols
-
-
-def _str_or_none(v):
-    return None if v is None else str(v)
 
 
 def curve_columns(path: Path) -> dict[str, Any]:
@@ -260,49 +189,22 @@ def curve_columns(path: Path) -> dict[str, Any]:
 def throughput_columns(path: Path, arch_id: str, batch_sizes: Iterable[int]) -> dict[str, Any]:
     """Columns from throughput/{arch}.json, one group per expected batch size."""
     path = Path(path)
-    rec = _read_record(path)
-    got = _get(rec, "arch_id", path, "str")
-    if got != arch_id:
-        raise RecordError(f"{path}: arch_id '{got}' does not match '{arch_id}'")
-    records = _get(rec, "records", path, "list")
-    by_bs: dict[int, dict] = {}
-    input_len = output_len = None
-    for i, r in enumerate(records):
-        where = f" records[{i}]"
-        if not isinstance(r, dict):
-            raise RecordError(f"{path}{where}: must be an object")
-        bs = _get(r, "batch_size", path, "int", where=where)
-        if bs in by_bs:
-            raise RecordError(f"{path}{where}: batch size {bs} appears twice")
-        by_bs[bs] = r
-        il = _get(r, "input_len", path, "int", where=where)
-        ol = _get(r, "output_len", path, "int", where=where)
-        if input_len is not None and (il, ol) != (input_len, output_len):
-            raise RecordError(f"{path}{where}: input/output lengths differ between batch sizes")
-        input_len, output_len = il, ol
+    rec = ThroughputRecord.read(path)
+    if rec.arch_id != arch_id:
+        raise RecordError(f"{path}: arch_id '{rec.arch_id}' does not match '{arch_id}'")
     cols: dict[str, Any] = {
-        "throughput_engine": _get(rec, "engine", path, "str"),
-        "throughput_weights": _get(rec, "weights", path, "str", nullable=True),
-        "throughput_device": _get(rec, "device", path, "str"),
-        "throughput_device_name": _str_or_none(rec.get("device_name")),
-        "cpu_model": _get(rec, "cpu_model", path, "str", nullable=True),
-        "nvml_available": _get(rec, "nvml_available", path, "bool"),
-        "input_len": input_len,
-        "output_len": output_len,
+        "throughput_engine": rec.engine,
+        "throughput_weights": rec.weights,
+        "throughput_device": rec.device,
+        "throughput_device_name": rec.device_name,
+        "cpu_model": rec.cpu_model,
+        "nvml_available": rec.nvml_available,
+        "input_len": rec.input_len,
+        "output_len": rec.output_len,
         "throughput_path": str(path),
     }
     for bs in sorted(set(int(b) for b in batch_sizes)):
-        if bs not in by_bs:
-            raise RecordError(
-                f"{path}: no record for batch size {bs} (has {sorted(by_bs)}); re-run the throughput job"
-            )
-        r = by_bs[bs]
-        where = f" records[batch_size={bs}]"
-        for name, typ, nullable in THROUGHPUT_FIELDS:
-            kind = "int" if typ == pa.int64() else ("float" if nullable else "finite")
-            cols[f"{name}_bs{bs}"] = _get(r, name, path, kind, nullable=nullable, where=where)
-    if input_len is None:
-        raise RecordError(f"{path}: 'records' is empty")
+        cols.update({batch_column(name, bs): value for name, value in rec.at(bs).items()})
     return cols
 
 
@@ -389,9 +291,7 @@ def aggregate_runs(
     if not metrics:
         raise RecordError("no run records to aggregate")
     if batch_sizes is None:
-        first = through[sorted(through)[0]]
-        recs = _get(_read_record(first), "records", first, "list")
-        batch_sizes = sorted({int(r["batch_size"]) for r in recs if isinstance(r, dict) and "batch_size" in r})
+        batch_sizes = ThroughputRecord.read(through[sorted(through)[0]]).batch_sizes
     batch_sizes = sorted(set(int(b) for b in batch_sizes))
     rows = []
     for arch in sorted(metrics):
@@ -402,7 +302,7 @@ def aggregate_runs(
             "name": p.get("name") or None,
             "n_target": int(p["n_target"]),
             "params_non_embedding": int(p["params_non_embedding"]),
-            "N": int(p["params_non_embedding"]),
+            "N": int(p["params_non_embedding"]),  # alias read by law.conditional.DEFAULT_COLUMNS
             "params_total": int(p["params_total"]),
             "tokens": int(p["tokens"]),
             "mlp_attn_ratio": float(p["mlp_attn_ratio"]),
@@ -440,7 +340,7 @@ def eval_columns(paths: Iterable[str | Path], arch_ids: set[str]) -> dict[str, d
     from ..evaluate import accuracy_columns
 
     for path in paths:
-        rec = _read_record(path)
+        rec = read_record(path)
         try:
             cols = accuracy_columns(rec)
         except (KeyError, TypeError, AttributeError) as exc:

@@ -1,7 +1,7 @@
 """The study's report: figures, tables and an honest summary, from the workflow's records.
 
-:func:`build_report` reads the records named in docs/pipeline.md (plan, runs, fits,
-throughput, loss curves, search results) and writes one file per output name (figures as
+:func:`build_report` reads the records named in docs/pipeline.md (plan, runs -- which holds the measured throughput --, fits,
+loss curves, search results) and writes one file per output name (figures as
 PNG, tables and the summary as HTML) plus ``index.json`` listing what it made. The
 Snakemake rule ``report`` declares those files with ``report(...)`` so that
 ``snakemake --report results/report.html`` gathers them.
@@ -47,7 +47,6 @@ def build_report(
     conditional: str,
     validation: str | None = None,
     curves: Iterable[str] = (),
-    throughput: Iterable[str] = (),
     search_results: Iterable[str] = (),
     search_pareto: Iterable[str] = (),
     title: str = "archscale report",
@@ -66,8 +65,7 @@ def build_report(
     if len(results) != len(spaces):
         raise ValueError(f"report: {len(results)} search results but {len(spaces)} Pareto tables")
     curve_dfs = {Path(p).parent.name: pd.read_parquet(p) for p in curves}
-    tput_records = [read_json(p) for p in throughput]
-    tput = figures.throughput_rows(tput_records, "grid")
+    tput = figures.throughput_rows(runs_df)
     search_rows = []
     for res in results:
         for m in res.get("measured_architectures", []):
@@ -92,8 +90,9 @@ def build_report(
     made["loss_curves"] = figures.loss_curves_figure(curve_dfs, runs_df, outputs["loss_curves"])
     made["plan"] = {"rows": len(tables.plan_table(plan_df, outputs["plan"]))}
     made["chosen"] = {"rows": len(tables.chosen_table(results, outputs["chosen"]))}
-    devices = sorted({str(r.get("device")) for r in tput_records} | {d for r in results for d in r.get("measurement", {}).get("devices", [])})
-    engines = sorted({str(r.get("engine")) for r in tput_records} | {e for r in results for e in r.get("measurement", {}).get("engines", [])})
+    measured = [r.get("measurement", {}) for r in results]
+    devices = sorted({str(d) for d in runs_df["throughput_device"]} | {d for m in measured for d in m.get("devices", [])})
+    engines = sorted({str(e) for e in runs_df["throughput_engine"]} | {e for m in measured for e in m.get("engines", [])})
     text = findings(cond, runs_df, val, results, devices, engines)
     tables.findings_page(title, text, outputs["findings"])
     made["findings"] = {"sentences": sum(len(v) for v in text.values())}

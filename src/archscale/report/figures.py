@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..analysis.aggregate import batch_column, table_batch_sizes  # noqa: E402
 from ..io import atomic_path  # noqa: E402
 from ..search import LawModel  # noqa: E402
 
@@ -104,20 +105,15 @@ def loss_vs_knob(runs: pd.DataFrame, conditional: dict, knob: str, path: str | P
     return {"panels": len(scales)}
 
 
-def throughput_rows(records: list[dict], source: str) -> pd.DataFrame:
-    """Flatten ``throughput/{arch}.json`` records: one row per (architecture, batch size)."""
-    rows = []
-    for rec in records:
-        arch = rec.get("arch") or {}
-        for r in rec.get("records", []):
-            rows.append({
-                "arch_id": rec.get("arch_id"), "source": source, "scale": arch.get("scale"),
-                "d_model": arch.get("d_model"), "gqa": arch.get("gqa") or (arch["heads"] // arch["kv_heads"]),
-                "mlp_attn_ratio": arch.get("mlp_attn_ratio"), "d_over_sqrt_n": arch.get("d_over_sqrt_n"),
-                "batch_size": r.get("batch_size"), "output_tokens_per_s": r.get("output_tokens_per_s"),
-                "device": rec.get("device"),
-            })
-    return pd.DataFrame(rows)
+def throughput_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    """Measured output tokens/s of the grid from runs.parquet: one row per (architecture, batch size)."""
+    keep = ["arch_id", "scale", "d_model", "gqa", "mlp_attn_ratio", "d_over_sqrt_n"]
+    parts = [
+        runs[keep].assign(source="grid", batch_size=b, output_tokens_per_s=runs[batch_column("output_tokens_per_s", b)],
+                          device=runs["throughput_device"])
+        for b in table_batch_sizes(runs.columns)
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*keep, "source", "batch_size"])
 
 
 def throughput_figure(tput: pd.DataFrame, batch_size: int | None, path: str | Path) -> dict[str, Any]:
