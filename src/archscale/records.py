@@ -91,8 +91,22 @@ def _str_or_none(v) -> str | None:
     return None if v is None else str(v)
 
 
+def _getter(rec: dict, where: str):
+    def get(key: str, kind: str, nullable: bool = False):
+        return get_field(rec, key, where, kind, nullable)
+
+    return get
+
+
+class _Record:
+    @classmethod
+    def read(cls, path: str | Path):
+        """The record in the JSON file at ``path`` (errors name the file)."""
+        return cls.from_dict(read_record(path), str(path))
+
+
 @dataclass(frozen=True)
-class TrainingRecord:
+class TrainingRecord(_Record):
     """The result of one training job (``metrics.json``)."""
 
     where: str
@@ -114,13 +128,8 @@ class TrainingRecord:
     versions: dict[str, str | None]
 
     @classmethod
-    def read(cls, path: str | Path) -> TrainingRecord:
-        return cls.from_dict(read_record(path), str(path))
-
-    @classmethod
     def from_dict(cls, rec: dict, where: str = "training record") -> TrainingRecord:
-        def get(key, kind, nullable=False):
-            return get_field(rec, key, where, kind, nullable)
+        get = _getter(rec, where)
 
         versions = get("versions", "dict")
         out = cls(
@@ -140,7 +149,7 @@ class TrainingRecord:
 
 
 @dataclass(frozen=True)
-class ThroughputRecord:
+class ThroughputRecord(_Record):
     """The inference throughput of one architecture at one or more batch sizes.
 
     ``batches`` holds the raw per-batch entries; :meth:`at` validates and returns one of them.
@@ -161,13 +170,8 @@ class ThroughputRecord:
     batches: dict[int, dict] = field(repr=False)
 
     @classmethod
-    def read(cls, path: str | Path) -> ThroughputRecord:
-        return cls.from_dict(read_record(path), str(path))
-
-    @classmethod
     def from_dict(cls, rec: dict, where: str = "throughput record") -> ThroughputRecord:
-        def get(key, kind, nullable=False):
-            return get_field(rec, key, where, kind, nullable)
+        get = _getter(rec, where)
 
         arch_id = get("arch_id", "str")
         batches: dict[int, dict] = {}
