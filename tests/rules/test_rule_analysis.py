@@ -6,42 +6,31 @@ outputs can be checked by content.
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import yaml
+from helpers.records import metrics_record, throughput_record
+from helpers.rules import SAMPLE, default_config, run_snakemake, write_config
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "unit"))
+from archscale.config import load_config
+from archscale.io import write_json, write_parquet
+from archscale.law.conditional import u_factor
+from archscale.plan import build_plan
 
-from test_aggregate import metrics_record, throughput_record  # noqa: E402
-
-from archscale.config import load_config  # noqa: E402
-from archscale.io import write_json, write_parquet  # noqa: E402
-from archscale.law.conditional import u_factor  # noqa: E402
-from archscale.plan import build_plan  # noqa: E402
-
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 pytestmark = pytest.mark.slow
 
 A, B = [2.697, 0.0974, 0.0078], [0.3870, 0.0063, 0.0065]
 
 
 def _config(tmp_path: Path) -> Path:
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg["data"]["corpus_dir"] = str(REPO / "resources" / "sample")
+    cfg = default_config()
+    cfg["data"]["corpus_dir"] = str(SAMPLE)
     cfg["throughput"]["batch_sizes"] = [1, 8]
     cfg["fit"].update(bootstrap=20, reference="empirical")
-    path = tmp_path / "config" / "config.yaml"
-    path.parent.mkdir(parents=True)
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_config(tmp_path, cfg)
 
 
 def _records(tmp_path: Path, cfg_path: Path) -> list[dict]:
@@ -61,13 +50,11 @@ def _records(tmp_path: Path, cfg_path: Path) -> list[dict]:
 def test_aggregate_and_fit_rules(tmp_path):
     cfg_path = _config(tmp_path)
     rows = _records(tmp_path, cfg_path)
-    env = {**os.environ, "PATH": f"{SNAKEMAKE.parent}:{os.environ['PATH']}"}
     targets = ["results/fit/chinchilla.json", "results/fit/conditional.json", "results/fit/validation.parquet"]
     # Only these rules may run: the records written above stand in for train and throughput jobs.
     # (--allowed-rules takes several values: the targets go before it.)
-    base = [str(SNAKEMAKE), "--cores", "2", "--directory", str(tmp_path), "--snakefile", str(REPO / "Snakefile")]
     allowed = ["--allowed-rules", "plan", "aggregate", "fit"]
-    proc = subprocess.run(base + targets + allowed, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_snakemake(tmp_path, *targets, *allowed, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     runs = pq.read_table(tmp_path / "results/runs.parquet")
@@ -114,8 +101,7 @@ def test_aggregate_and_fit_rules(tmp_path):
     rec = json.loads(bad.read_text())
     rec["records"] = rec["records"][:1]
     bad.write_text(json.dumps(rec))
-    proc = subprocess.run(base + ["results/runs.parquet", "--forcerun", "aggregate"] + allowed, cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = run_snakemake(tmp_path, "results/runs.parquet", "--forcerun", "aggregate", *allowed, timeout=600)
     assert proc.returncode != 0
     log = (tmp_path / "logs/aggregate.log").read_text()
     assert f"{rows[0]['arch_id']}.json: no record for batch size 8" in log

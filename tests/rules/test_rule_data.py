@@ -1,22 +1,15 @@
 """Rules tokenizer, tokenize and data_manifest run by Snakemake on a tiny Dolma-format corpus."""
 
-import itertools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from helpers.rules import default_config, job_counts, run_snakemake, write_config, write_corpus
 
-from archscale.data.corpus import read_documents, write_shard
 from archscale.data.split import is_valid
 
-REPO = Path(__file__).resolve().parents[2]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-SAMPLE = REPO / "resources" / "sample"
 TARGET = "results/data/manifest.json"
 
 pytestmark = pytest.mark.slow
@@ -24,44 +17,22 @@ pytestmark = pytest.mark.slow
 
 def _corpus(root: Path) -> dict[str, list[dict]]:
     """Two sources, three shards of real text (slices of the shipped sample)."""
-    shards = {}
-    for source, n, n_shards in (("plays", 60, 2), ("code", 12, 1)):
-        docs = [
-            {"id": d.id, "text": d.text[:4000], "source": source, "added": "2026-01-01T00:00:00Z", "metadata": {}}
-            for d in itertools.islice(read_documents(SAMPLE / source / f"{source}-0000.json.gz"), n)
-        ]
-        for k in range(n_shards):
-            name = f"{source}-{k:04d}"
-            shards[f"{source}/{name}"] = docs[k::n_shards]
-            write_shard(root / "corpus" / source / f"{name}.json.gz", docs[k::n_shards])
-    return shards
+    return write_corpus(root, {"plays": (60, 2), "code": (12, 1)})
 
 
 def _config(root: Path, **data) -> dict:
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg = default_config()
     cfg["data"].update(corpus_dir="corpus", valid_fraction=0.2, **data)
     cfg["tokenizer"].update(vocab_size=300)
     return cfg
-
-
-def _write_config(root: Path, cfg: dict) -> None:
-    path = root / "config" / "config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg))
-
-
-def _snakemake(root: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{SNAKEMAKE.parent}:{os.environ['PATH']}"}
-    cmd = [str(SNAKEMAKE), "--cores", "2", "--directory", str(root), "--snakefile", str(REPO / "Snakefile"), *args]
-    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("data-rules")
     shards = _corpus(root)
-    _write_config(root, _config(root))
-    proc = _snakemake(root, TARGET)
+    write_config(root, _config(root))
+    proc = run_snakemake(root, TARGET)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return root, shards
 
@@ -119,31 +90,19 @@ def test_unrelated_edits_rerun_nothing_and_valid_fraction_reruns_tokenize(run):
     cfg = yaml.safe_load((root / "config/config.yaml").read_text())
     cfg["training"]["lr"] = 0.001
     cfg["data"]["seed"] = 99  # only the manifest depends on it
-    _write_config(root, cfg)
+    write_config(root, cfg)
     assert _planned(root) == {"data_manifest": 1}
     cfg["data"]["valid_fraction"] = 0.1
-    _write_config(root, cfg)
+    write_config(root, cfg)
     assert _planned(root) == {"tokenizer": 1, "tokenize": 3, "data_manifest": 1}
     cfg["data"].update(seed=1234, valid_fraction=0.2)
-    cfg["training"]["lr"] = yaml.safe_load((REPO / "config/config.yaml").read_text())["training"]["lr"]
-    _write_config(root, cfg)
+    cfg["training"]["lr"] = default_config()["training"]["lr"]
+    write_config(root, cfg)
 
 
 def _planned(root: Path) -> dict[str, int]:
     """Jobs a dry-run would run, from its 'Job stats' table."""
-    proc = _snakemake(root, TARGET, "-n", "--quiet", "rules")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    lines = (proc.stdout + proc.stderr).splitlines()
-    if not any(line.startswith("Job stats:") for line in lines):
-        return {}
-    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats:")) + 3
-    jobs = {}
-    for line in lines[start:]:
-        name, count = line.split()
-        if name == "total":
-            return jobs
-        jobs[name] = int(count)
-    raise AssertionError("\n".join(lines))
+    return job_counts(run_snakemake(root, TARGET, "-n", "--quiet", "rules"))
 
 
 def _bad_corpus(root: Path, bad_line: bytes) -> None:
@@ -162,8 +121,8 @@ def test_bad_record_fails_the_shard_and_leaves_no_partial_dataset(run, tmp_path)
     _bad_corpus(tmp_path, b'{"id": "x", "source": "plays"}')
     tok = tmp_path / "tok.json"
     tok.write_bytes((root0 / "results/tokenizer/tokenizer.json").read_bytes())
-    _write_config(tmp_path, _config(tmp_path) | {"tokenizer": {"file": str(tok), "vocab_size": 300}})
-    proc = _snakemake(tmp_path, TARGET, "--keep-going")
+    write_config(tmp_path, _config(tmp_path) | {"tokenizer": {"file": str(tok), "vocab_size": 300}})
+    proc = run_snakemake(tmp_path, TARGET, "--keep-going")
     assert proc.returncode != 0
     log = (tmp_path / "logs/tokenize/plays/plays-0001.log").read_text()
     assert "corpus/plays/plays-0001.json.gz:4: record has no 'text'" in log and "on_bad_record: skip" in log
@@ -174,8 +133,8 @@ def test_bad_record_fails_the_shard_and_leaves_no_partial_dataset(run, tmp_path)
     # with on_bad_record: skip the record is skipped and counted
     cfg = yaml.safe_load((tmp_path / "config/config.yaml").read_text())
     cfg["data"]["on_bad_record"] = "skip"
-    _write_config(tmp_path, cfg)
-    proc = _snakemake(tmp_path, "results/data/plays/plays-0001.json")
+    write_config(tmp_path, cfg)
+    proc = run_snakemake(tmp_path, "results/data/plays/plays-0001.json")
     assert proc.returncode == 0, proc.stderr[-4000:]
     rec = json.loads((tmp_path / "results/data/plays/plays-0001.json").read_text())
     assert rec["bad_records"] == 1 and rec["bad_examples"] == ["line 4: record has no 'text'"]
@@ -186,8 +145,8 @@ def test_bad_record_fails_the_shard_and_leaves_no_partial_dataset(run, tmp_path)
 
 def test_trained_tokenizer_reports_bad_line(tmp_path):
     _bad_corpus(tmp_path, b"{not json")
-    _write_config(tmp_path, _config(tmp_path))
-    proc = _snakemake(tmp_path, "results/tokenizer/tokenizer.json")
+    write_config(tmp_path, _config(tmp_path))
+    proc = run_snakemake(tmp_path, "results/tokenizer/tokenizer.json")
     assert proc.returncode != 0
     log = (tmp_path / "logs/tokenizer.log").read_text()
     assert "corpus/plays/plays-0001.json.gz:4: line is not JSON" in log
@@ -199,8 +158,8 @@ def test_tokenizer_file_with_wrong_vocab_size(run, tmp_path):
     _corpus(tmp_path)
     tok = tmp_path / "tok.json"
     tok.write_bytes((root0 / "results/tokenizer/tokenizer.json").read_bytes())
-    _write_config(tmp_path, _config(tmp_path) | {"tokenizer": {"file": str(tok), "vocab_size": 512}})
-    proc = _snakemake(tmp_path, TARGET)
+    write_config(tmp_path, _config(tmp_path) | {"tokenizer": {"file": str(tok), "vocab_size": 512}})
+    proc = run_snakemake(tmp_path, TARGET)
     assert proc.returncode != 0
     log = (tmp_path / "logs/tokenizer.log").read_text()
     assert f"{tok}: tokenizer has 300 tokens but tokenizer.vocab_size is 512" in log

@@ -2,21 +2,22 @@
 default-style model, its Hugging Face export, lm-evaluation-harness on the local task of
 resources/eval; then the wiring into the aggregate and what re-runs when the config changes."""
 
-import itertools
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from helpers.rules import (
+    REPO,
+    SNAKEMAKE,
+    default_config,
+    job_counts,
+    run_snakemake,
+    snakemake_env,
+    write_config,
+    write_corpus,
+)
 
-from archscale.data.corpus import read_documents, write_shard
-
-REPO = Path(__file__).resolve().parents[2]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-SAMPLE = REPO / "resources" / "sample"
 MINI = "t30k-L2-d44-h6g2x8-f72"  # d % heads != 0: exported as the mistral type
 GRID = "t30k-L2-d40-h8g4x8-f60"
 
@@ -24,16 +25,11 @@ pytestmark = pytest.mark.slow
 
 
 def _corpus(root: Path) -> None:
-    for source, n in (("plays", 40), ("code", 10)):
-        docs = [
-            {"id": d.id, "text": d.text[:4000], "source": source, "added": "2026-01-01T00:00:00Z", "metadata": {}}
-            for d in itertools.islice(read_documents(SAMPLE / source / f"{source}-0000.json.gz"), n)
-        ]
-        write_shard(root / "corpus" / source / f"{source}-0000.json.gz", docs)
+    write_corpus(root, {"plays": (40, 1), "code": (10, 1)})
 
 
 def _config(root: Path, **evaluate) -> dict:
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg = default_config()
     cfg["data"].update(corpus_dir="corpus", valid_fraction=0.1)
     cfg["tokenizer"].update(vocab_size=300)
     cfg["scales"] = [{
@@ -49,35 +45,15 @@ def _config(root: Path, **evaluate) -> dict:
     return cfg
 
 
-def _write(root: Path, cfg: dict) -> None:
-    path = root / "config" / "config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg))
-
-
-def _snakemake(root: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{SNAKEMAKE.parent}:{os.environ['PATH']}",
-           "HF_DATASETS_CACHE": str(root / "hf-datasets")}
-    cmd = [str(SNAKEMAKE), "--cores", "2", "--directory", str(root), "--snakefile", str(REPO / "Snakefile"), *args]
-    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def _jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    """Job counts per rule of a `-n --quiet rules` dry-run."""
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    counts = {}
-    for line in (proc.stdout + proc.stderr).splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
-            counts[parts[0]] = int(parts[1])
-    return counts
+def _snakemake(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return run_snakemake(root, *args, env=snakemake_env(HF_DATASETS_CACHE=str(root / "hf-datasets")))
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("export_eval")
     _corpus(root)
-    _write(root, _config(root))
+    write_config(root, _config(root))
     proc = _snakemake(root, f"results/eval/{MINI}.json")
     assert proc.returncode == 0, proc.stderr[-5000:]
     return root
@@ -117,17 +93,17 @@ def test_evaluation_record(run):
 
 
 def test_aggregate_takes_the_records_only_when_enabled(run):
-    jobs = _jobs(_snakemake(run, "results/runs.parquet", "-n", "--quiet", "rules"))
+    jobs = job_counts(_snakemake(run, "results/runs.parquet", "-n", "--quiet", "rules"))
     assert jobs["aggregate"] == 1 and "evaluate" not in jobs  # mini is evaluated already
     cfg = _config(run, architectures="all")
-    _write(run, cfg)
-    jobs = _jobs(_snakemake(run, "results/runs.parquet", "-n", "--quiet", "rules"))
+    write_config(run, cfg)
+    jobs = job_counts(_snakemake(run, "results/runs.parquet", "-n", "--quiet", "rules"))
     assert jobs["evaluate"] == 1 and jobs["export"] == 1  # the grid model joins
     cfg["evaluate"]["enabled"] = False
-    _write(run, cfg)
-    jobs = _jobs(_snakemake(run, "results/runs.parquet", "-n", "--quiet", "rules"))
+    write_config(run, cfg)
+    jobs = job_counts(_snakemake(run, "results/runs.parquet", "-n", "--quiet", "rules"))
     assert jobs["aggregate"] == 1 and "evaluate" not in jobs and "export" not in jobs
-    _write(run, _config(run))
+    write_config(run, _config(run))
 
 
 def test_reruns_follow_identity_not_hardware(run):
@@ -135,32 +111,29 @@ def test_reruns_follow_identity_not_hardware(run):
     cfg = _config(run)
     cfg["evaluate"].update(batch_size=2, device="cpu", threads=2, runtime_min=10)
     cfg["export"].update(verify=False, mem_mb=1000)
-    _write(run, cfg)
+    write_config(run, cfg)
     proc = _snakemake(run, "-n", target)
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
     cfg["evaluate"]["limit"] = 4
-    _write(run, cfg)
-    assert _jobs(_snakemake(run, target, "-n", "--quiet", "rules")) == {"evaluate": 1}
+    write_config(run, cfg)
+    assert job_counts(_snakemake(run, target, "-n", "--quiet", "rules")) == {"evaluate": 1}
     cfg["evaluate"]["limit"] = None
     cfg["export"]["dtype"] = "bfloat16"
-    _write(run, cfg)
-    assert _jobs(_snakemake(run, target, "-n", "--quiet", "rules")) == {"export": 1, "evaluate": 1}
-    _write(run, _config(run))
+    write_config(run, cfg)
+    assert job_counts(_snakemake(run, target, "-n", "--quiet", "rules")) == {"export": 1, "evaluate": 1}
+    write_config(run, _config(run))
 
 
 def test_bad_selection_is_a_config_error(run):
     cfg = _config(run, architectures=["panda-1b"])
-    _write(run, cfg)
+    write_config(run, cfg)
     proc = _snakemake(run, "-n", "results/runs.parquet")
     assert proc.returncode != 0 and "evaluate.architectures: 'panda-1b'" in proc.stdout + proc.stderr
-    _write(run, _config(run))
+    write_config(run, _config(run))
 
 
 def test_paper_config_plans_an_evaluation_per_trained_architecture():
-    proc = subprocess.run(
-        [str(SNAKEMAKE), "-n", "--quiet", "rules", "--configfile", "config/paper.yaml"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PATH": f"{SNAKEMAKE.parent}:{os.environ['PATH']}"},
-    )
-    jobs = _jobs(proc)
+    cmd = [str(SNAKEMAKE), "-n", "--quiet", "rules", "--configfile", "config/paper.yaml"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=snakemake_env())
+    jobs = job_counts(proc)
     assert jobs["train"] > 200 and jobs["evaluate"] == jobs["export"] == jobs["train"]

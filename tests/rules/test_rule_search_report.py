@@ -9,23 +9,17 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "unit"))
-from search_fixtures import write_study  # noqa: E402
+from helpers.rules import REPO, default_config, run_snakemake, write_config
+from helpers.study import write_study
 
 pytestmark = pytest.mark.slow
 
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 SEARCH_RULES = ["search_candidates", "throughput_candidate", "search_select"]
 
 
@@ -38,24 +32,19 @@ def make_workdir(tmp: Path, **search) -> Path:
     with gzip.open(shard, "wt") as f:
         for i in range(4):
             f.write(json.dumps({"id": str(i), "text": "a tiny document", "source": "books"}) + "\n")
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = default_config()
     config["data"]["corpus_dir"] = "resources/sample"
     # A short workload and a small walk keep the real throughput jobs to a few seconds each.
     config["throughput"].update(input_len=16, output_len=8, batch_sizes=[1, 4], warmup=0, repeats=1)
     config["search"]["measure_top_k"] = 1
     config["search"]["targets"][0]["gqa_candidates"] = [1, 2]
     config["search"].update(search)
-    (tmp / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    write_study(tmp, tmp / "config" / "config.yaml")
+    write_study(tmp, write_config(tmp, config, sort_keys=False))
     return tmp
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    proc = subprocess.run(
-        [SNAKEMAKE, "--cores", "2", "--directory", str(workdir), "--snakefile", str(workdir / "Snakefile"), *args],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=600,
-    )
+    proc = run_snakemake(workdir, *args, snakefile=workdir / "Snakefile", timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc

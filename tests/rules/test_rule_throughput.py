@@ -1,23 +1,18 @@
 """Rules throughput and cost_model run by Snakemake on a tiny grid (CPU, random weights)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parents[2]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+from helpers.rules import SAMPLE, default_config, run_snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
 
 def _config(tmp_path: Path) -> Path:
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg["data"]["corpus_dir"] = str(REPO / "resources" / "sample")
+    cfg = default_config()
+    cfg["data"]["corpus_dir"] = str(SAMPLE)
     cfg["scales"] = [
         {
             "name": "t30k",
@@ -31,18 +26,13 @@ def _config(tmp_path: Path) -> Path:
     ]
     cfg["search"]["targets"] = []
     cfg["throughput"].update(input_len=16, output_len=8, batch_sizes=[1, 4], warmup=1, repeats=3)
-    path = tmp_path / "config" / "config.yaml"
-    path.parent.mkdir(parents=True)
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_config(tmp_path, cfg)
 
 
 def test_throughput_and_cost_model_rules(tmp_path):
     _config(tmp_path)
-    env = {**os.environ, "PATH": f"{SNAKEMAKE.parent}:{os.environ['PATH']}"}
-    cmd = [str(SNAKEMAKE), "--cores", "2", "--directory", str(tmp_path), "--snakefile",
-           str(REPO / "Snakefile"), "results/throughput/cost_model.json"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    target = "results/throughput/cost_model.json"
+    proc = run_snakemake(tmp_path, target, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     records = sorted((tmp_path / "results" / "throughput").glob("t30k-*.json"))
@@ -68,15 +58,13 @@ def test_throughput_and_cost_model_rules(tmp_path):
 
     # Editing hardware knobs (threads, NVML period, whole-node) must not make the measurements stale;
     # editing the workload must.
-    cfg_path = tmp_path / "config" / "config.yaml"
-    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg = yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())
     cfg["throughput"].update(threads=2, nvml_interval_s=0.1, exclusive=True)
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run(cmd + ["-n"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    write_config(tmp_path, cfg)
+    proc = run_snakemake(tmp_path, target, "-n", timeout=120)
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout
     cfg["throughput"]["repeats"] = 4
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run(cmd + ["-n", "--quiet", "rules"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120)
+    write_config(tmp_path, cfg)
+    proc = run_snakemake(tmp_path, target, "-n", "--quiet", "rules", timeout=120)
     assert proc.returncode == 0
     assert "throughput" in proc.stdout and "cost_model" in proc.stdout, proc.stdout

@@ -13,27 +13,23 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
+from helpers.rules import SAMPLE, default_config, snakemake_cmd, snakemake_env, write_config
 
 from archscale.config import validate_config
 from archscale.data.dataset import write_synthetic_manifest
 from archscale.plan import build_plan
 
-REPO = Path(__file__).resolve().parents[2]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-
 pytestmark = pytest.mark.slow
 
 
 def _config(steps: int) -> dict:
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg["data"]["corpus_dir"] = str(REPO / "resources" / "sample")
+    cfg = default_config()
+    cfg["data"]["corpus_dir"] = str(SAMPLE)
     cfg["tokenizer"]["vocab_size"] = 256
     cfg["scales"] = [{
         "name": "r20k", "n_target": 20_000, "layers": 2, "head_dim": 8, "tokens": steps * 512,
@@ -47,8 +43,7 @@ def _config(steps: int) -> dict:
 
 def _setup(root: Path, steps: int) -> str:
     cfg = _config(steps)
-    (root / "config").mkdir()
-    (root / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    write_config(root, cfg)
     data = root / "results" / "data"
     write_synthetic_manifest(data, vocab_size=256, train_tokens=40_000, valid_tokens=6_000, seed=1)
     meta = {"vocab_size": 256, "eod_id": 255, "eod_token": "<eod>", "source": "trained", "path": "x"}
@@ -59,18 +54,13 @@ def _setup(root: Path, steps: int) -> str:
 
 
 def _cmd(root: Path, target: str) -> list[str]:
-    return [str(SNAKEMAKE), "--cores", "2", "--directory", str(root), "--snakefile", str(REPO / "Snakefile"),
-            "--allowed-rules", "train", "--", target]
-
-
-def _env() -> dict:
-    return {**os.environ, "PATH": f"{SNAKEMAKE.parent}:{os.environ['PATH']}"}
+    return snakemake_cmd(root, "--allowed-rules", "train", "--", target)
 
 
 def test_train_rule_outputs_and_identity(tmp_path):
     arch = _setup(tmp_path, steps=40)
     target = f"results/train/{arch}/metrics.json"
-    res = subprocess.run(_cmd(tmp_path, target), cwd=tmp_path, env=_env(), capture_output=True, text=True,
+    res = subprocess.run(_cmd(tmp_path, target), cwd=tmp_path, env=snakemake_env(), capture_output=True, text=True,
                          timeout=900)
     log = (tmp_path / "logs" / "train" / f"{arch}.log")
     assert res.returncode == 0, res.stderr[-4000:] + (log.read_text()[-4000:] if log.exists() else "")
@@ -97,7 +87,7 @@ def test_sigterm_then_rerun_resumes(tmp_path):
     arch = _setup(tmp_path, steps=400)
     target = f"results/train/{arch}/metrics.json"
     ckpt_dir = tmp_path / "results" / "checkpoints" / arch
-    proc = subprocess.Popen(_cmd(tmp_path, target), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_cmd(tmp_path, target), cwd=tmp_path, env=snakemake_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 600
     while time.time() < deadline and not (ckpt_dir / "latest").exists():
@@ -112,7 +102,7 @@ def test_sigterm_then_rerun_resumes(tmp_path):
     assert not (tmp_path / f"results/train/{arch}/final").exists()
     stopped = int((ckpt_dir / "latest").read_text().strip().split("_")[1])
     assert stopped >= 10
-    res = subprocess.run(_cmd(tmp_path, target), cwd=tmp_path, env=_env(), capture_output=True, text=True,
+    res = subprocess.run(_cmd(tmp_path, target), cwd=tmp_path, env=snakemake_env(), capture_output=True, text=True,
                          timeout=900)
     log = (tmp_path / "logs" / "train" / f"{arch}.log").read_text()
     assert res.returncode == 0, res.stderr[-3000:] + log[-3000:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from search_fixtures import throughput_record
+from helpers.study import throughput_record
 
 from archscale.arch import Architecture
 from archscale.records import RecordError, ThroughputRecord, TrainingRecord

@@ -7,7 +7,7 @@ import json
 import matplotlib.image as mpimg
 import pandas as pd
 import pytest
-from search_fixtures import LAW, write_study
+from helpers.study import LAW, write_study
 
 from archscale import search as S
 from archscale.io import read_json, write_json, write_parquet

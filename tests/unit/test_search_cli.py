@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 import pytest
-from search_fixtures import REPO, write_study
+from helpers.study import REPO, write_study
 
 from archscale.cli import main
 

@@ -1,9 +1,9 @@
 """The study's report: figures, tables and an honest summary, from the workflow's records.
 
-:func:`build_report` reads the records named in docs/pipeline.md (plan, runs -- which holds the measured throughput --, fits,
-loss curves, search results) and writes one file per output name (figures as
-PNG, tables and the summary as HTML) plus ``index.json`` listing what it made. The
-Snakemake rule ``report`` declares those files with ``report(...)`` so that
+:func:`build_report` reads the records named in docs/pipeline.md (plan, runs -- which hold the
+measured throughput of the grid --, fits, loss curves, search results) and writes one file per
+output name (figures as PNG, tables and the summary as HTML) plus ``index.json`` listing what it
+made. The Snakemake rule ``report`` declares those files with ``report(...)`` so that
 ``snakemake --report results/report.html`` gathers them.
 """
 
