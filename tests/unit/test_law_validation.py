@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from archscale.law import fit_outputs
+from archscale.law.conditional import l_opt_table
 from archscale.law.validation import VALIDATION_SCHEMA, progressive_validation, validation_table
 from test_law_conditional import SCALES, synthetic_runs
 
@@ -64,7 +65,7 @@ def test_fit_outputs_on_synthetic_runs():
     cchin, ccond, _ = fit_outputs(runs, {"bootstrap": 0, "reference": "chinchilla"})
     assert ccond["chinchilla"]["params"] == cchin["params"]
     n, d = SCALES[0][1], 100 * SCALES[0][1]
-    assert ccond["l_opt"][f"{n}|{d}"] == pytest.approx(
+    assert l_opt_table(ccond["l_opt"])[(n, d)] == pytest.approx(
         cchin["params"]["E"] + cchin["params"]["A"] / n ** cchin["params"]["alpha"]
         + cchin["params"]["B"] / d ** cchin["params"]["beta"]
     )
