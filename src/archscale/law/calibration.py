@@ -269,14 +269,16 @@ def fit_form(
     coef_pairs = {"d_over_sqrt_n": (1, 2), "r": (3, 4)}
     opt: dict[str, Any] = {}
     samples = None
+    # The linear design (the additive form, and the multiplicative form linearised around 1)
+    # must separate the coefficients: confounded knobs (e.g. r tied to d/sqrt(N)) fail here.
+    X = _design(x, r)[:, free]
+    err, w = rank_check(X, names, f"conditional fit ({form})")
+    if err:
+        raise FitError(err)
+    warns += w
     if form == "additive":
         import statsmodels.api as sm
 
-        X = _design(x, r)[:, free]
-        err, w = rank_check(X, names, "conditional fit (additive)")
-        if err:
-            raise FitError(err)
-        warns += w
         with capture_warnings(warns, "additive fit: "):
             ols = sm.OLS(loss - l_opt, X)
             res = ols.fit(cov_type="cluster", cov_kwds={"groups": np.unique(groups, return_inverse=True)[1]}) if groups is not None else ols.fit()
@@ -317,10 +319,10 @@ def fit_form(
             p, success, best_starts = _fit_multiplicative(masked, _mult_starts(x, r, loss, l_opt, free))
         if not success:
             warns.append("multiplicative fit: Levenberg-Marquardt did not report convergence")
-        err, w = rank_check(masked.jac(p[free]), names, "conditional fit (multiplicative)")
+        err, w = rank_check(masked.jac(p[free]), names, "conditional fit (multiplicative, Jacobian)")
         if err:
             raise FitError(err)
-        warns += w
+        warns += [m for m in w if m not in warns]
         a, b = _mult_unpack(p)
         out.update(
             method=f"levenberg-marquardt (scipy least_squares 'lm'), {len(best_starts)} best starts, "

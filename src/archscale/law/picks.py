@@ -24,6 +24,8 @@ import pandas as pd
 from ..arch import Architecture, Scale
 from .laws import Law, LawError
 
+# A pick whose N is further than this (relative) from the target gets a note (see panda()).
+N_DRIFT_NOTE = 0.01
 PICK_FIELDS = ("d_model", "ffn", "heads", "kv_heads", "gqa", "d_over_sqrt_n", "mlp_attn_ratio")
 
 
@@ -131,6 +133,13 @@ def panda(
             pick[k] = None
     if len(ties) > 1:
         notes.append(f"{len(ties)} candidates tie on the predicted loss: {list(ties['arch_id'])}")
+    dev = pick["params_non_embedding"] / scale.n_target - 1.0
+    if abs(dev) > N_DRIFT_NOTE:
+        notes.append(
+            f"Panda's N is {dev:+.1%} off the target {scale.n_target:,}: the law is evaluated at the target "
+            "(N, D) and does not see a candidate's N deviation, so a wide n_tolerance favours off-target "
+            "architectures whose knobs sit nearer the optimum; tighten n_tolerance"
+        )
     x_lo, x_hi = df["d_over_sqrt_n"].min(), df["d_over_sqrt_n"].max()
     if pick["d_over_sqrt_n"] in (x_lo, x_hi):
         notes.append("Panda lies on the edge of the candidate d/sqrt(N) window: widen x_range")
