@@ -92,3 +92,32 @@ def test_too_few_runs_for_chinchilla_is_recorded_not_fatal_with_empirical_refere
     # One scale: D takes one value, the Chinchilla law is not identifiable (recorded, not fatal).
     assert chin["fitted"] is False and "not identifiable" in chin["reason"]
     assert val.empty  # one scale: no progressive task
+
+
+@pytest.mark.slow  # one Chinchilla fit of the Hoffmann grid: minutes on a loaded 2-core machine
+def test_extrapolated_reference_when_the_training_scales_identify_chinchilla():
+    # Four scales at different tokens per parameter: three training scales give D three values,
+    # so the last task also reports MSE/Spearman with L_opt extrapolated from the training scales.
+    import pandas as pd
+    from archscale.law.conditional import u_factor
+    from test_law_conditional import chinchilla_l
+
+    rng = np.random.default_rng(41)
+    rows = []
+    for name, n, tpp in (("50m", 50e6, 40), ("80m", 80e6, 100), ("145m", 145e6, 60), ("297m", 297e6, 150)):
+        for x in np.geomspace(0.03, 0.25, 5):
+            for r in (0.5, 1.0, 2.0, 4.0):
+                nn = n * (1 + rng.uniform(-0.03, 0.03))
+                loss = u_factor(A, x) * u_factor(B, r) * chinchilla_l(nn, tpp * n)
+                rows.append({"arch_id": f"{name}-{x:.3f}-{r}", "scale": name, "n_target": n, "N": nn,
+                             "D": tpp * n, "tokens": tpp * n, "d_over_sqrt_n": x, "mlp_attn_ratio": r,
+                             "loss": loss + rng.normal(0, 0.002)})
+    runs = pd.DataFrame(rows)
+    df = progressive_validation(runs, forms=["multiplicative"], kinds=["progressive"])
+    last = df.iloc[-1]
+    assert last["task"] == "50m+80m+145m->297m"
+    assert np.isfinite(last["mse_extrapolated"]) and last["spearman_extrapolated"] > 0.9
+    assert last["status_extrapolated"].startswith(("ok", "flagged"))
+    assert not last["status_extrapolated"].startswith("Chinchilla law not identifiable")
+    assert df.iloc[0]["status_extrapolated"].startswith("Chinchilla law not identifiable")
+    assert np.isnan(df.iloc[0]["mse_extrapolated"])
