@@ -117,3 +117,6 @@ def test_bootstrap_resamples_runs_not_checkpoints():
     # Rows of one run are not independent: resampling rows understates the spread ~ sqrt(3).
     assert width(by_row) < 0.8 * width(by_run)
     assert 0.6 < width(by_run) / width(base) < 1.6
+    # The noisy law is still recovered within the run-resampled intervals.
+    assert by_run["optimum"]["d_over_sqrt_n_ci"][0] <= A[2] / A[1] <= by_run["optimum"]["d_over_sqrt_n_ci"][1]
+    assert by_run["optimum"]["r_ci"][0] <= B[2] / B[1] <= by_run["optimum"]["r_ci"][1]
