@@ -77,3 +77,13 @@ def test_pick_probability_from_bootstrap_samples(tmp_path):
     none = panda(load_law("paper-80m-297m"), sc, 1.45e10, l_opt=3.0, loss_target=3.1)["panda"]
     assert none["probability_within_target"] is None and "no bootstrap samples" in none["probability_reason"]
     assert np.isfinite(none["predicted_loss"])
+
+
+def test_baseline_predicted_loss_as_target():
+    from archscale.law.picks import predicted_loss_of
+
+    law = load_law("paper-80m-297m")
+    target = predicted_loss_of(law, LLAMA_1B, 2.8)
+    pick = panda(law, scale_of(LLAMA_1B, 0.01), 100e9, gqa=[4], l_opt=2.8, loss_target=target)["panda"]
+    assert pick["predicted_loss"] < target  # Panda beats LLaMA-3.2-1B under the paper's law
+    assert pick["probability_within_target"] is None and "no bootstrap samples" in pick["probability_reason"]

@@ -173,3 +173,8 @@ def probability_within(law: Law, x: float, r: float, l_opt: float | None, target
     if s.size < 20:
         return None, f"only {s.size} usable bootstrap samples"
     return float(np.mean(s <= target)), None
+
+
+def predicted_loss_of(law: Law, arch: Architecture, l_opt: float, form: str | None = None) -> float:
+    """The law's predicted loss of one architecture (e.g. a named baseline, as a loss target)."""
+    return float(law.predict(arch.d_over_sqrt_n, arch.mlp_attn_ratio, l_opt, form))
