@@ -10,6 +10,7 @@ from archscale.law.chinchilla import FitError
 from archscale.law.conditional import (
     fit_conditional,
     fit_form,
+    l_opt_table,
     normalise_multiplicative,
     optimum,
     predict_loss,
@@ -149,7 +150,7 @@ def test_empirical_reference_recovers_optima():
     # L_opt: lowest observed loss per scale, over every r (also outside the fitted range).
     for name, n in SCALES:
         sub = runs[runs["n_target"] == n]
-        assert out["l_opt"][f"{n}|{100 * n}"] == pytest.approx(sub["loss"].min())
+        assert l_opt_table(out["l_opt"])[(n, 100 * n)] == pytest.approx(sub["loss"].min())
     for form in ("multiplicative", "additive"):
         opt = out["forms"][form]["optimum"]
         assert _inside(a_true[2] / a_true[1], opt["d_over_sqrt_n_ci"]), (form, opt)
@@ -181,7 +182,7 @@ def test_reference_loss_contract():
     chin = fit_conditional(runs, reference="chinchilla", chinchilla={"params": CHIN}, bootstrap=0)
     assert chin["chinchilla"]["params"] == CHIN
     assert reference_loss(chin, 1e9, 1e11) == pytest.approx(chinchilla_l(1e9, 1e11))
-    assert chin["l_opt"][f"{n}|{d}"] == pytest.approx(chinchilla_l(n, d))
+    assert l_opt_table(chin["l_opt"])[(n, d)] == pytest.approx(chinchilla_l(n, d))
     # Round trip through JSON: what the search stage reads.
     back = json.loads(json.dumps(emp))
     f = back["forms"]["multiplicative"]

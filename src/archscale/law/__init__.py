@@ -1,5 +1,9 @@
 """Scaling-law fits: the Chinchilla reference law, the conditional law and its validation.
 
+Also: named laws (:func:`load_law`), picks at any scale (:mod:`archscale.law.picks`), the
+identifiability guards every fit applies (:mod:`archscale.law.guards`) and table reading
+(:func:`read_table`).
+
 :func:`fit_outputs` is what the workflow's ``fit`` rule runs: from a runs table and the
 ``fit`` config section it returns the contents of ``results/fit/chinchilla.json``,
 ``results/fit/conditional.json`` and ``results/fit/validation.parquet`` (formats in
@@ -13,18 +17,28 @@ from typing import Any
 import pandas as pd
 
 from .chinchilla import ChinchillaFit, FitError, fit_chinchilla
-from .conditional import fit_conditional, json_clean, predict_loss, reference_loss, resolve_columns
-from .validation import progressive_validation
+from .conditional import fit_conditional, json_clean, predict_loss, reference_loss, resolve_columns, run_ids
+from .laws import NAMED_LAWS, Law, LawError, load_law
+from .tables import TableError, read_table
+from .validation import format_validation, progressive_validation, validate_table
 
 __all__ = [
+    "NAMED_LAWS",
     "ChinchillaFit",
     "FitError",
+    "Law",
+    "LawError",
+    "TableError",
     "fit_chinchilla",
     "fit_conditional",
     "fit_outputs",
+    "format_validation",
+    "load_law",
     "predict_loss",
     "progressive_validation",
+    "read_table",
     "reference_loss",
+    "validate_table",
 ]
 
 FIT_DEFAULTS = {
@@ -42,7 +56,8 @@ FIT_DEFAULTS = {
 def chinchilla_record(runs: pd.DataFrame, cfg: dict, cols: dict[str, str]) -> tuple[dict[str, Any], ChinchillaFit | None]:
     """chinchilla.json: the configured objective plus the Levenberg-Marquardt least-squares fit."""
     n, d, loss = runs[cols["n"]], runs[cols["d"]], runs[cols["loss"]]
-    common = dict(bootstrap=int(cfg["bootstrap"]), seed=int(cfg["seed"]), delta=float(cfg["huber_delta"]))
+    common = dict(bootstrap=int(cfg["bootstrap"]), seed=int(cfg["seed"]), delta=float(cfg["huber_delta"]),
+                  groups=run_ids(runs, cols))
     try:
         main = fit_chinchilla(n, d, loss, objective=cfg["chinchilla_objective"], **common)
         lm = main if cfg["chinchilla_objective"] == "squared" else fit_chinchilla(n, d, loss, objective="squared", **common)

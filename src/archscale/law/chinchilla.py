@@ -4,7 +4,10 @@ The fit works in log space: ``log L = LSE(a - alpha ln N, b - beta ln D, e)`` wi
 ``A = exp(a)``, ``B = exp(b)``, ``E = exp(e)``, and minimises a robust loss of the
 residuals of ``log L`` from every start of the Hoffmann et al. grid (alpha, beta in 0..2
 step 0.5; e in -1..1 step 0.5; a, b in 0..25 step 5: 4,500 starts). Intervals come from
-a nonparametric bootstrap (resampled points, refitted from the point estimate).
+a nonparametric bootstrap (resampled points, or whole runs when a run gives several points;
+each resample refitted from the best few distinct starts). N and D must each take at least
+three distinct values (:mod:`archscale.law.guards`), else the law is not identifiable and the
+fit is a :class:`FitError`.
 
 Objectives (``objective=``):
 
@@ -38,6 +41,7 @@ import numpy as np
 from scipy import optimize
 from scipy.special import logsumexp
 
+from .guards import MIN_DISTINCT, capture_warnings, distinct, rank_check
 from .optim import batched_lbfgs
 
 PARAMS = ("E", "A", "B", "alpha", "beta")
@@ -199,6 +203,20 @@ def _lad_polish(theta0, ln_n, ln_d, ln_l, max_iter: int = 200) -> np.ndarray:
     return x
 
 
+def _bootstrap_weights(rng, groups, n: int, bootstrap: int) -> np.ndarray:
+    """[bootstrap, n] multiplicities of the points: resampled points, or whole runs when ``groups`` repeat."""
+    if groups is not None:
+        ids, inv = np.unique(np.asarray(groups).ravel(), return_inverse=True)
+        if inv.size != n:
+            raise FitError("Chinchilla fit: groups (run ids) and points have different lengths")
+        if ids.size < n:
+            draws = rng.integers(0, ids.size, size=(bootstrap, ids.size))
+            counts = np.stack([np.bincount(row, minlength=ids.size) for row in draws])
+            return counts[:, inv].astype(float)
+    idx = rng.integers(0, n, size=(bootstrap, n))
+    return np.stack([np.bincount(row, minlength=n) for row in idx]).astype(float)
+
+
 @dataclass
 class ChinchillaFit:
     """A fitted Chinchilla law with bootstrap intervals."""
@@ -294,8 +312,14 @@ def fit_chinchilla(
     ci_level: float = 0.95,
     starts: np.ndarray | None = None,
     polish: int = 5,
+    groups=None,
+    n_boot_starts: int = 3,
 ) -> ChinchillaFit:
-    """Fit ``E + A/N^alpha + B/D^beta`` to points (N, D, L); see the module docstring."""
+    """Fit ``E + A/N^alpha + B/D^beta`` to points (N, D, L); see the module docstring.
+
+    ``groups``: a run id per point; when a run gives several points the bootstrap resamples
+    runs. Each resample is refitted from the ``n_boot_starts`` best distinct polished starts.
+    """
     if objective not in OBJECTIVES:
         raise FitError(f"Chinchilla fit: unknown objective '{objective}'; use one of {OBJECTIVES}")
     t0 = time.perf_counter()
@@ -304,13 +328,15 @@ def fit_chinchilla(
     warnings: list[str] = []
     if n.size == len(PARAMS):
         warnings.append("as many points as coefficients: the law interpolates them, intervals are meaningless")
-    constant = [name for name, v in (("N", ln_n), ("D", ln_d)) if np.ptp(v) == 0]
-    if constant:
-        warnings.append(
-            f"{' and '.join(constant)} is the same for every point: its term merges with E and its "
-            "coefficient and exponent are not identifiable"
+    few = [(name, distinct(v)) for name, v in (("N", n), ("D", d)) if distinct(v) < MIN_DISTINCT]
+    if few:
+        shown = " and ".join(f"{name} takes {k} distinct value(s)" for name, k in few)
+        raise FitError(
+            f"Chinchilla law not identifiable: {shown} (each of N and D needs at least {MIN_DISTINCT} to fit "
+            "its coefficient and exponent; one scale or one token budget cannot separate its term from E). "
+            "Add runs at more (N, D) budgets or use the empirical reference"
         )
-    elif np.ptp(ln_d - ln_n) < 1e-6 or abs(np.corrcoef(ln_n, ln_d)[0, 1]) > 0.999:
+    if np.ptp(ln_d - ln_n) < 1e-6 or abs(np.corrcoef(ln_n, ln_d)[0, 1]) > 0.999:
         warnings.append(
             "N and D are (nearly) collinear (constant tokens per parameter): A, alpha and B, beta are not "
             "separately identifiable; only the loss along the sampled N-D line is constrained"
@@ -343,45 +369,57 @@ def fit_chinchilla(
         return lambda th: tuple(v[0] for v in o(th[None, :], np.zeros(1, dtype=int)))
 
     best_theta, best_val = None, np.inf
+    polish_warnings: list[str] = []
     # The exact LAD polish is the costly one: the two best Huber minima are enough starts.
     for theta in picks[:2] if objective == "lad" else picks:
-        if objective == "squared":
-            out = optimize.least_squares(
-                lambda th: _residuals_and_jacobian(th, ln_n, ln_d, ln_l)[0],
-                theta,
-                jac=lambda th: _residuals_and_jacobian(th, ln_n, ln_d, ln_l)[1],
-                method="lm",
-                xtol=1e-15,
-                ftol=1e-15,
-                gtol=1e-15,
-            )
-            th, val = out.x, float(np.sum(out.fun**2))
-        else:
-            fun = scalar("huber", delta)
-            out = optimize.minimize(
-                fun, theta, jac=True, method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-13, "maxiter": 1000}
-            )
-            th = out.x
-            if objective == "lad":
-                th = _lad_polish(th, ln_n, ln_d, ln_l)
-                val = float(np.abs(_residuals_and_jacobian(th, ln_n, ln_d, ln_l)[0]).sum())
+        with capture_warnings(polish_warnings, "Chinchilla polish: "):
+            if objective == "squared":
+                out = optimize.least_squares(
+                    lambda th: _residuals_and_jacobian(th, ln_n, ln_d, ln_l)[0],
+                    theta,
+                    jac=lambda th: _residuals_and_jacobian(th, ln_n, ln_d, ln_l)[1],
+                    method="lm",
+                    xtol=1e-15,
+                    ftol=1e-15,
+                    gtol=1e-15,
+                )
+                th, val = out.x, float(np.sum(out.fun**2))
             else:
-                val = float(out.fun * delta)
-        if np.isfinite(val) and val < best_val:
-            best_theta, best_val = th, val
+                fun = scalar("huber", delta)
+                out = optimize.minimize(
+                    fun, theta, jac=True, method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-13, "maxiter": 1000}
+                )
+                th = out.x
+                if objective == "lad":
+                    th = _lad_polish(th, ln_n, ln_d, ln_l)
+                    val = float(np.abs(_residuals_and_jacobian(th, ln_n, ln_d, ln_l)[0]).sum())
+                else:
+                    val = float(out.fun * delta)
+            if np.isfinite(val) and val < best_val:
+                best_theta, best_val = th, val
     if best_theta is None:
         raise FitError("Chinchilla fit: the polish stage failed from every start")
+    warnings += polish_warnings
+    err, w = rank_check(_residuals_and_jacobian(best_theta, ln_n, ln_d, ln_l)[1], ["a", "b", "e", "alpha", "beta"],
+                        "Chinchilla fit")
+    warnings += [err] if err else w
 
     se: dict[str, float | None] = {k: None for k in PARAMS}
     ci: dict[str, list[float] | None] = {k: None for k in PARAMS}
     ok_count = 0
     if bootstrap > 0:
         rng = np.random.default_rng(seed)
-        idx = rng.integers(0, n.size, size=(bootstrap, n.size))
-        weights = np.stack([np.bincount(row, minlength=n.size) for row in idx]).astype(float)
+        weights = _bootstrap_weights(rng, groups, n.size, bootstrap)
         kind, dlt = ("squared", delta) if objective == "squared" else ("huber", _LAD_SMOOTH if objective == "lad" else delta)
-        bobj = _Objective(ln_n, ln_d, ln_l, kind, dlt, weights=weights)
-        bres = batched_lbfgs(bobj, np.repeat(best_theta[None, :], bootstrap, axis=0), maxiter=1000)
+        # Every resample is refitted from the point estimate and the next best distinct starts.
+        starts0 = [best_theta] + [p for p in picks if np.max(np.abs(p - best_theta)) > 1e-4][: max(0, n_boot_starts - 1)]
+        m = len(starts0)
+        bobj = _Objective(ln_n, ln_d, ln_l, kind, dlt, weights=np.repeat(weights, m, axis=0))
+        bres = batched_lbfgs(bobj, np.tile(np.array(starts0), (bootstrap, 1)), maxiter=1000)
+        fun = np.where(np.isfinite(bres.fun), bres.fun, np.inf).reshape(bootstrap, m)
+        pick = np.argmin(fun, axis=1)
+        rows = np.arange(bootstrap) * m + pick
+        bres = type(bres)(x=bres.x[rows], fun=bres.fun[rows], converged=bres.converged[rows], iterations=bres.iterations)
         ok = np.isfinite(bres.fun) & np.all(np.isfinite(bres.x), axis=1) & (np.max(bres.x[:, :3], axis=1) < 700)
         ok_count = int(ok.sum())
         if ok_count < bootstrap:

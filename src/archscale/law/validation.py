@@ -1,13 +1,28 @@
-"""Progressive cross-scale validation (Bian et al. 2025, Sec. 5 / method.md section 5).
+"""Cross-scale validation (Bian et al. 2025, Sec. 5 / method.md section 5).
 
-Scales are ordered by their nominal N. Task k fits the conditional law on the k smallest
-scales and predicts the next one; each task reports the MSE and Spearman rank correlation
-of the predicted losses on the held-out scale, and the optima its fit implies.
+Scales are ordered by their nominal N. Two task forms, as in the paper:
 
-The reference loss of the held-out scale follows the fit's reference: empirical (the lowest
-loss observed at that scale, as the paper does) or a Chinchilla law fitted on the training
-scales only and extrapolated. A task that cannot be fitted (too few points, a Chinchilla law
-on too few runs) is kept as a row with ``status`` saying why, never silently dropped.
+``progressive``
+    task k fits the conditional law on the k smallest scales and predicts scale k+1;
+``next``
+    the law fitted on scale k alone predicts scale k+1 (k >= 2; for k = 1 it is the first
+    progressive task). The paper's "3B predicted from the 1B-only fit" is of this form.
+
+Every task reports the MSE and Spearman rank correlation of the held-out predictions under two
+references for ``L_opt``:
+
+empirical (``mse``, ``spearman``)
+    the law is fitted with each training scale's lowest observed loss and the held-out scale
+    uses *its own* lowest observed loss: the paper's choice. It is optimistic (the held-out
+    reference is read off the very runs being predicted) and every row says so.
+extrapolated (``mse_extrapolated``, ``spearman_extrapolated``)
+    a Chinchilla law fitted on the training scales' runs gives ``L_opt`` for the training fit
+    and, extrapolated, for the held-out scale. When that law is not identifiable (N or D takes
+    fewer than 3 distinct values on the training scales, e.g. one or two scales at fixed
+    tokens per parameter) the metrics are null and ``status_extrapolated`` says why.
+
+A task that cannot be fitted is kept as a row whose status says why, never dropped; a fit the
+guards flag (a knob left out, an ill-conditioned design, library warnings) is ``flagged: ...``.
 """
 
 from __future__ import annotations
@@ -16,21 +31,18 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from .calibration import FORMS, fit_form, predict_loss
 from .chinchilla import FitError, fit_chinchilla
 from .chinchilla import predict_loss as chinchilla_predict
-from .conditional import (
-    FORMS,
-    _key,
-    check_runs,
-    empirical_l_opt,
-    fit_form,
-    predict_loss,
-    resolve_columns,
-)
+from .conditional import _key, check_runs, empirical_l_opt, resolve_columns, run_ids
+
+KINDS = ("progressive", "next")
+EMPIRICAL_NOTE = "optimistic: the held-out scale's L_opt is its own lowest observed loss (the paper's choice)"
 
 VALIDATION_SCHEMA = pa.schema(
     [
         pa.field("task", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
         pa.field("form", pa.string(), nullable=False),
         pa.field("train_scales", pa.string(), nullable=False),
         pa.field("test_scale", pa.string(), nullable=False),
@@ -38,8 +50,13 @@ VALIDATION_SCHEMA = pa.schema(
         pa.field("n_test", pa.int64(), nullable=False),
         pa.field("mse", pa.float64()),
         pa.field("spearman", pa.float64()),
+        pa.field("mse_extrapolated", pa.float64()),
+        pa.field("spearman_extrapolated", pa.float64()),
         pa.field("d_over_sqrt_n_opt", pa.float64()),
         pa.field("r_opt", pa.float64()),
+        pa.field("status_empirical", pa.string(), nullable=False),
+        pa.field("status_extrapolated", pa.string(), nullable=False),
+        pa.field("reference_note", pa.string(), nullable=False),
         pa.field("status", pa.string(), nullable=False),
     ]
 )
@@ -53,6 +70,36 @@ def _scale_label(runs: pd.DataFrame, mask, n_value) -> str:
     return f"N={n_value:.4g}"
 
 
+def _spearman(pred, y) -> float | None:
+    if len(y) < 2 or np.ptp(pred) == 0 or np.ptp(y) == 0:
+        return None
+    from scipy.stats import spearmanr
+
+    rho = spearmanr(pred, y).statistic
+    return float(rho) if np.isfinite(rho) else None
+
+
+def _evaluate(form, train, test, lo_train, lo_test, cols) -> tuple[dict, float, float | None]:
+    fit = fit_form(form, train[cols["x"]], train[cols["r"]], train[cols["loss"]], lo_train, bootstrap=0,
+                   groups=run_ids(train, cols))
+    pred = predict_loss(fit, test[cols["x"]].to_numpy(float), test[cols["r"]].to_numpy(float), lo_test)
+    y = test[cols["loss"]].to_numpy(float)
+    return fit, float(np.mean((pred - y) ** 2)), _spearman(pred, y)
+
+
+def _tasks(groups: list, kinds) -> list[tuple[str, list, object]]:
+    out = []
+    for kind in kinds:
+        if kind not in KINDS:
+            raise FitError(f"validation: unknown task kind '{kind}'; use {KINDS}")
+    for k in range(1, len(groups)):
+        if "progressive" in kinds:
+            out.append(("progressive", groups[:k], groups[k]))
+        if "next" in kinds and k >= 2:
+            out.append(("next", [groups[k - 1]], groups[k]))
+    return out
+
+
 def progressive_validation(
     runs: pd.DataFrame,
     *,
@@ -60,67 +107,121 @@ def progressive_validation(
     r_range: tuple[float, float] = (0.5, 5.0),
     forms=FORMS,
     columns: dict | None = None,
+    kinds=KINDS,
 ) -> pd.DataFrame:
-    """One row per (task, form); see the module docstring."""
+    """One row per (task, form); see the module docstring.
+
+    ``reference`` is kept for the fit configuration's sake: both references are always
+    reported; with ``reference="chinchilla"`` the row's ``status`` leads with the
+    extrapolated reference's status.
+    """
+    if reference not in ("empirical", "chinchilla"):
+        raise FitError(f"fit.reference: unknown reference '{reference}'; use empirical or chinchilla")
     cols = resolve_columns(runs, columns)
     check_runs(runs, cols)
     groups = sorted(runs[cols["group_n"]].unique())
     in_range = (runs[cols["r"]] >= r_range[0]) & (runs[cols["r"]] <= r_range[1])
     rows = []
-    for k in range(1, len(groups)):
-        train_mask = runs[cols["group_n"]].isin(groups[:k])
-        test_mask = runs[cols["group_n"]] == groups[k]
-        train_labels = [_scale_label(runs, runs[cols["group_n"]] == g, g) for g in groups[:k]]
-        test_label = _scale_label(runs, test_mask, groups[k])
+    for kind, train_groups, test_group in _tasks(groups, tuple(kinds)):
+        train_mask = runs[cols["group_n"]].isin(train_groups)
+        test_mask = runs[cols["group_n"]] == test_group
+        train_labels = [_scale_label(runs, runs[cols["group_n"]] == g, g) for g in train_groups]
+        test_label = _scale_label(runs, test_mask, test_group)
         task = f"{'+'.join(train_labels)}->{test_label}"
         train, test = runs[train_mask & in_range], runs[test_mask & in_range]
-        status, l_tab = "ok", None
+        emp_err = chin_err = None
         try:
-            if reference == "chinchilla":
-                sub = runs[train_mask]
-                chin = fit_chinchilla(sub[cols["n"]], sub[cols["d"]], sub[cols["loss"]], bootstrap=0)
-                keys = empirical_l_opt(runs, cols)
-                l_tab = {
-                    key: float(chinchilla_predict(chin.params, *map(float, key.split("|")))) for key in keys
-                }
-            else:
-                l_tab = empirical_l_opt(runs, cols)
+            l_emp = empirical_l_opt(runs[train_mask | test_mask], cols)
         except FitError as exc:
-            status = f"skipped: {exc}"
+            emp_err = f"skipped: {exc}"
+        chin = None
+        try:
+            sub = runs[train_mask]
+            chin = fit_chinchilla(sub[cols["n"]], sub[cols["d"]], sub[cols["loss"]], bootstrap=0,
+                                  groups=run_ids(sub, cols))
+        except FitError as exc:
+            chin_err = str(exc) if str(exc).startswith("Chinchilla law not identifiable") else f"skipped: {exc}"
+        if len(test) == 0:
+            emp_err = chin_err = f"skipped: no runs of {test_label} have r in [{r_range[0]}, {r_range[1]}]"
+
+        def lo(table, df):
+            return np.array([table[_key(n, d)] for n, d in zip(df[cols["group_n"]], df[cols["group_d"]])])
+
         for form in forms:
             row = {
-                "task": task, "form": form, "train_scales": "+".join(train_labels), "test_scale": test_label,
-                "n_train": int(len(train)), "n_test": int(len(test)), "mse": None, "spearman": None,
-                "d_over_sqrt_n_opt": None, "r_opt": None, "status": status,
+                "task": task, "kind": kind, "form": form, "train_scales": "+".join(train_labels),
+                "test_scale": test_label, "n_train": int(len(train)), "n_test": int(len(test)),
+                "mse": None, "spearman": None, "mse_extrapolated": None, "spearman_extrapolated": None,
+                "d_over_sqrt_n_opt": None, "r_opt": None, "reference_note": EMPIRICAL_NOTE,
             }
-            if status == "ok":
+            st_emp, st_chin = emp_err, chin_err
+            if st_emp is None:
                 try:
-                    if len(test) == 0:
-                        raise FitError(f"no runs of {test_label} have r in [{r_range[0]}, {r_range[1]}]")
-
-                    def lo(df):
-                        return np.array([l_tab[_key(n, d)] for n, d in zip(df[cols["group_n"]], df[cols["group_d"]])])
-
-                    fit = fit_form(
-                        form, train[cols["x"]], train[cols["r"]], train[cols["loss"]], lo(train), bootstrap=0
-                    )
-                    pred = predict_loss(fit, test[cols["x"]].to_numpy(float), test[cols["r"]].to_numpy(float), lo(test))
-                    y = test[cols["loss"]].to_numpy(float)
-                    row["mse"] = float(np.mean((pred - y) ** 2))
-                    if len(y) >= 2 and np.ptp(pred) > 0 and np.ptp(y) > 0:
-                        from scipy.stats import spearmanr
-
-                        rho = spearmanr(pred, y).statistic
-                        row["spearman"] = float(rho) if np.isfinite(rho) else None
+                    fit, row["mse"], row["spearman"] = _evaluate(form, train, test, lo(l_emp, train), lo(l_emp, test), cols)
                     row["d_over_sqrt_n_opt"] = fit["optimum"]["d_over_sqrt_n"]
                     row["r_opt"] = fit["optimum"]["r"]
-                    notes = [fit["optimum"][f"{k}_reason"] for k in ("d_over_sqrt_n", "r") if fit["optimum"][f"{k}_reason"]]
-                    row["status"] = "ok" if not notes else "ok; " + "; ".join(notes)
+                    st_emp = fit["status"]
                 except FitError as exc:
-                    row["status"] = f"skipped: {exc}"
+                    st_emp = f"skipped: {exc}"
+            if st_chin is None:
+                try:
+                    def chin_lo(df):
+                        return chinchilla_predict(chin.params, df[cols["group_n"]].to_numpy(float),
+                                                  df[cols["group_d"]].to_numpy(float))
+
+                    fit_c, row["mse_extrapolated"], row["spearman_extrapolated"] = _evaluate(
+                        form, train, test, chin_lo(train), chin_lo(test), cols)
+                    notes = list(chin.warnings) + ([] if fit_c["status"] == "ok" else [fit_c["status"]])
+                    st_chin = "ok" if not notes else "flagged: " + "; ".join(notes)
+                except FitError as exc:
+                    st_chin = f"skipped: {exc}"
+            row["status_empirical"], row["status_extrapolated"] = st_emp, st_chin
+            lead, other, other_name = (st_chin, st_emp, "empirical") if reference == "chinchilla" else (
+                st_emp, st_chin, "extrapolated")
+            row["status"] = lead if other == "ok" else f"{lead}; {other_name} reference: {other}"
             rows.append(row)
     return pd.DataFrame(rows, columns=VALIDATION_SCHEMA.names)
 
 
 def validation_table(df: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(df, schema=VALIDATION_SCHEMA, preserve_index=False)
+
+
+def validate_table(
+    df: pd.DataFrame,
+    columns: dict | None = None,
+    *,
+    r_range: tuple[float, float] = (0.5, 5.0),
+    forms=FORMS,
+    kinds=KINDS,
+    reference: str = "empirical",
+) -> pd.DataFrame:
+    """The validation table of a runs table, for ``archscale validate TABLE`` (no Snakemake).
+
+    ``columns``: the fit's column mapping (keys of ``conditional.DEFAULT_COLUMNS``: n, d, loss,
+    x, r, group_n, group_d, run). Returns :func:`progressive_validation`'s table; an empty
+    table (one scale) raises :class:`FitError` saying so.
+    """
+    out = progressive_validation(df, reference=reference, r_range=r_range, forms=forms, columns=columns, kinds=kinds)
+    if out.empty:
+        cols = resolve_columns(df, columns)
+        raise FitError(
+            f"validation: the table has {df[cols['group_n']].nunique()} scale(s) in column '{cols['group_n']}'; "
+            "a cross-scale task needs at least two"
+        )
+    return out
+
+
+def format_validation(df: pd.DataFrame) -> str:
+    """A plain-text rendering of the validation table (what ``archscale validate`` prints)."""
+    def num(v, fmt):
+        return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, fmt)
+
+    lines = [f"{'task':<28} {'kind':<11} {'form':<14} {'MSE emp*':>9} {'rho emp*':>8} {'MSE extr':>9} {'rho extr':>8}  status"]
+    for r in df.to_dict("records"):
+        lines.append(
+            f"{r['task']:<28} {r['kind']:<11} {r['form']:<14} {num(r['mse'], '.2g'):>9} {num(r['spearman'], '.2f'):>8} "
+            f"{num(r['mse_extrapolated'], '.2g'):>9} {num(r['spearman_extrapolated'], '.2f'):>8}  {r['status']}"
+        )
+    lines.append(f"* emp: {EMPIRICAL_NOTE}; extr: L_opt from a Chinchilla law fitted on the training scales")
+    return "\n".join(lines)

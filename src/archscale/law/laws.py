@@ -1,0 +1,171 @@
+"""Conditional laws usable anywhere a fit is: the paper's published coefficient sets or a fit file.
+
+:func:`load_law` is the one entry point: a name of :data:`NAMED_LAWS` (``paper-80m-297m``,
+``paper-1b``) or the path of a ``conditional.json`` written by ``archscale fit conditional`` /
+the workflow. A :class:`Law` predicts loss, reports its optima (guarded: only interior optima
+inside the range the law was fitted on), the range it was fitted on, a reference loss
+``L_opt(N, D)`` where it has one (a Chinchilla part, or the empirical table of its own runs),
+and bootstrap samples of its coefficients when the fit kept them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .calibration import FORMS, optimum as factor_optimum, predict_loss, u_factor
+from .chinchilla import predict_loss as chinchilla_predict
+
+# method.md section 5 (Bian et al. 2025), multiplicative form. The paper does not publish the
+# d/sqrt(N) range of its runs, so the fitted range of that knob is unknown (None).
+NAMED_LAWS: dict[str, dict[str, Any]] = {
+    "paper-80m-297m": {
+        "source": "Bian et al. 2025 (arXiv 2510.18245), fit on 80M+145M+297M (method.md section 5)",
+        "forms": {"multiplicative": {"form": "multiplicative", "a": [2.697, 0.0974, 0.0078],
+                                      "b": [0.3870, 0.0063, 0.0065]}},
+        "range": {"n": [80e6, 297e6], "r": [0.5, 5.0], "d_over_sqrt_n": None},
+        "quoted_optimum": {"d_over_sqrt_n": 0.080, "r": 1.03},
+    },
+    "paper-1b": {
+        "source": "Bian et al. 2025 (arXiv 2510.18245), fit on 1B only (method.md section 5)",
+        "forms": {"multiplicative": {"form": "multiplicative", "a": [2.319, 0.238, 0.0176],
+                                      "b": [0.5104, 0.0051, 0.0062]}},
+        "range": {"n": [1e9, 1e9], "r": [0.5, 5.0], "d_over_sqrt_n": None},
+        "quoted_optimum": {"d_over_sqrt_n": 0.074, "r": 1.22},
+    },
+}
+
+
+class LawError(ValueError):
+    """A law that cannot be loaded or cannot answer (e.g. no reference loss at that scale)."""
+
+
+@dataclass
+class Law:
+    name: str
+    source: str
+    forms: dict[str, dict]
+    range: dict[str, list[float] | None]
+    chinchilla: dict | None = None
+    l_opt_table: dict[tuple[int, int], float] = field(default_factory=dict)
+    status: str = "ok"
+
+    @property
+    def default_form(self) -> str:
+        return "multiplicative" if "multiplicative" in self.forms else next(iter(self.forms))
+
+    def _form(self, form: str | None) -> dict:
+        form = form or self.default_form
+        if form not in self.forms:
+            raise LawError(f"law '{self.name}' has no {form} form; it has {sorted(self.forms)}")
+        return dict(self.forms[form], form=form)
+
+    def predict(self, d_over_sqrt_n, r, l_opt, form: str | None = None):
+        """Predicted loss (broadcasts)."""
+        return predict_loss(self._form(form), d_over_sqrt_n, r, l_opt)
+
+    def samples(self, form: str | None = None) -> np.ndarray | None:
+        """Bootstrap samples of the coefficients, rows ``a0 a1 a2 b0 b1 b2`` (None when not kept)."""
+        s = self._form(form).get("samples")
+        return None if not s else np.asarray(s, float)
+
+    def predict_samples(self, d_over_sqrt_n: float, r: float, l_opt: float, form: str | None = None):
+        """Predicted loss under every bootstrap sample of the coefficients (None when not kept)."""
+        s = self.samples(form)
+        if s is None:
+            return None
+        form = form or self.default_form
+        fa, fb = u_factor(s[:, :3].T, d_over_sqrt_n), u_factor(s[:, 3:].T, r)
+        return fa * fb * l_opt if form == "multiplicative" else l_opt + fa + fb
+
+    def optimum(self, form: str | None = None) -> dict[str, Any]:
+        """Optima of both knobs: the fit's guarded optima, or ``c2/c1`` checked against the fitted range."""
+        f = self._form(form)
+        if "optimum" in f:
+            return {k: v for k, v in f["optimum"].items()}
+        out: dict[str, Any] = {}
+        for key, c in (("d_over_sqrt_n", f["a"]), ("r", f["b"])):
+            val, why = factor_optimum(c[1], c[2], key)
+            rng = self.range.get(key)
+            if val is not None and rng is not None and not rng[0] <= val <= rng[1]:
+                val, why = None, f"no interior optimum: {key} = {c[2] / c[1]:.4g} lies outside the fitted range {rng}"
+            elif val is not None and rng is None:
+                why = f"the {key} range of the runs behind this law is not published: the optimum is not range-checked"
+            out[key], out[f"{key}_ci"], out[f"{key}_reason"] = val, None, why
+        out["interval_method"] = "none: published point coefficients"
+        return out
+
+    def l_opt(self, n: float, d: float) -> float:
+        """Reference loss at (N, D): the Chinchilla part, else the law's own empirical table (N within 10%)."""
+        if self.chinchilla:
+            return float(chinchilla_predict(self.chinchilla["params"], n, d))
+        for (kn, kd), v in self.l_opt_table.items():
+            if abs(math.log(kd / d)) <= 0.01 and abs(math.log(kn / n)) <= math.log1p(0.10):
+                return v
+        raise LawError(
+            f"law '{self.name}' has no reference loss at N = {n:.4g}, D = {d:.4g}: it has no Chinchilla part"
+            + (f" and its runs cover (N, D) {sorted(self.l_opt_table)}" if self.l_opt_table else "")
+            + "; give L_opt as a number (--l-opt) or a law fitted with the chinchilla reference"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "forms": sorted(self.forms), "range": self.range,
+                "status": self.status, "has_chinchilla": bool(self.chinchilla),
+                "has_samples": self.samples() is not None if self.default_form in self.forms else False}
+
+
+def _from_named(name: str) -> Law:
+    spec = NAMED_LAWS[name]
+    return Law(name=name, source=spec["source"], forms={k: dict(v) for k, v in spec["forms"].items()},
+               range=dict(spec["range"]))
+
+
+def law_from_conditional(obj: dict, name: str, chinchilla: dict | None = None) -> Law:
+    """A law from a conditional.json object (and, optionally, the chinchilla.json next to it)."""
+    from .conditional import l_opt_table
+
+    if "forms" not in obj or not obj["forms"]:
+        raise LawError(f"{name}: not a conditional fit (no 'forms'); expected results/fit/conditional.json")
+    bad = [f for f in obj["forms"] if f not in FORMS]
+    if bad:
+        raise LawError(f"{name}: unknown form(s) {bad}")
+    factors = next(iter(obj["forms"].values())).get("factors", {})
+    rng = {"r": list(obj.get("r_range") or []) or None,
+           "d_over_sqrt_n": (factors.get("d_over_sqrt_n") or {}).get("range")}
+    if factors.get("r"):
+        rng["r"] = factors["r"]["range"]
+    table = l_opt_table(obj.get("l_opt") or [])
+    if table:
+        ns = [n for n, _ in table]
+        rng["n"] = [float(min(ns)), float(max(ns))]
+    chin = obj.get("chinchilla") or (chinchilla if chinchilla and chinchilla.get("fitted", True) and
+                                      "params" in chinchilla else None)
+    return Law(name=name, source=f"fit file {name}", forms=dict(obj["forms"]), range=rng, chinchilla=chin,
+               l_opt_table=table, status=obj.get("status", "ok"))
+
+
+def load_law(name_or_path) -> Law:
+    """A law by name (:data:`NAMED_LAWS`) or from a conditional.json path (a chinchilla.json beside it is used)."""
+    key = str(name_or_path)
+    if key in NAMED_LAWS:
+        return _from_named(key)
+    path = Path(key)
+    if not path.is_file():
+        raise LawError(f"law '{key}': not a named law ({', '.join(NAMED_LAWS)}) and no such file")
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LawError(f"law file {path}: cannot read JSON ({exc})") from exc
+    chin = None
+    side = path.with_name("chinchilla.json")
+    if side.is_file() and side != path:
+        try:
+            chin = json.loads(side.read_text())
+        except json.JSONDecodeError as exc:
+            raise LawError(f"law file {side}: cannot read JSON ({exc})") from exc
+    return law_from_conditional(obj, str(path), chin)
