@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -103,19 +104,36 @@ def test_resumed_job_appends_to_its_tensorboard_curve(tmp_path, manifest):
     assert [s for s, _ in scalars(events(tb_dir), "train/loss")] == list(range(1, 11))
 
 
-def _read_wandb_history(run_file: Path) -> list[dict]:
-    from wandb.proto import wandb_internal_pb2
-    from wandb.sdk.internal import datastore
+def _wandb_records(run_file: Path) -> list:
+    """The protobuf records of an offline run file (LevelDB log framing: 32 KiB blocks, 7-byte headers)."""
+    import struct
 
-    ds = datastore.DataStore()
-    ds.open_for_scan(str(run_file))
-    rows = []
-    while (data := ds.scan_data()) is not None:
+    from wandb.proto import wandb_internal_pb2
+
+    data = run_file.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, chunks, part, block = 7, [], b"", 32768
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0:
+            break
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        part = chunk if kind in (1, 2) else part + chunk  # FULL, FIRST | MIDDLE, LAST
+        if kind in (1, 4):
+            chunks.append(part)
+    records = []
+    for chunk in chunks:
         rec = wandb_internal_pb2.Record()
-        rec.ParseFromString(data)
-        if rec.WhichOneof("record_type") == "history":
-            rows.append({item.key or "/".join(item.nested_key): item.value_json for item in rec.history.item})
-    return rows
+        rec.ParseFromString(chunk)
+        records.append(rec)
+    return records
+
+
+def _key(item) -> str:
+    return item.key or "/".join(item.nested_key)
 
 
 def test_wandb_offline_run_files(tmp_path, manifest, monkeypatch):
@@ -133,10 +151,19 @@ def test_wandb_offline_run_files(tmp_path, manifest, monkeypatch):
     assert len(runs) == 1, out[-3000:]
     run_files = list(runs[0].glob("run-*.wandb"))
     assert len(run_files) == 1
-    history = _read_wandb_history(run_files[0])
-    steps = [int(r["_step"]) for r in history if "train/loss" in r]
-    assert steps == list(range(1, 11))
-    assert any("valid/loss" in r for r in history)
+    records = _wandb_records(run_files[0])
+    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert run.run_group == "study-t" and run.display_name == ARCH.arch_id
+    assert {"unit", "scale:t", "gqa:2"} <= set(run.tags)
+    history = [{_key(i): json.loads(i.value_json) for i in r.history.item}
+               for r in records if r.WhichOneof("record_type") == "history"]
+    curve = pq.read_table(job.curve).to_pandas()
+    assert [h["_step"] for h in history if "train/loss" in h] == list(range(1, 11))
+    assert [h["train/loss"] for h in history if "train/loss" in h] == pytest.approx(curve["loss"].tolist(), rel=1e-9)
+    assert history[-1]["valid/loss"] == pytest.approx(curve["valid_loss"].iloc[-1], rel=1e-9)
+    summary = {_key(i): json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "summary"
+               for i in r.summary.update}
+    assert summary["valid_loss"] == pytest.approx(curve["valid_loss"].iloc[-1], rel=1e-9)
 
 
 def test_log_throughput_writes_tensorboard_events(tmp_path):
