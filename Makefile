@@ -1,16 +1,18 @@
 # The two set-up commands of the README: `make run` and `make test`.
 # Both create .venv/ with pip when it is absent and install archscale with its pinned deps.
 SHELL := /bin/bash
-PYTHON ?= python3
+# Interpreter of a new .venv: PYTHON=... overrides; else tools/find-python picks the newest of
+# python3.13, python3.12, python3.11, python3 that pyproject.toml's requires-python accepts.
+PYTHON ?=
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.archscale-installed
 CORES ?= 2
 
-.PHONY: run test test-fast lint format dry-run plan report bench clean
+.PHONY: install run test test-fast lint format dry-run plan report bench clean
 
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || { py=$$(tools/find-python $(PYTHON)) && echo "creating $(VENV) with $$py" && "$$py" -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch is pinned (2.13.0) in pyproject.toml: pip never resolves an unpinned CUDA build.
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'

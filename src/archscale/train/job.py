@@ -32,6 +32,9 @@ HARDWARE_DEFAULTS: dict[str, Any] = {
     "checkpoint_interval": 200,
     "keep_checkpoints": 2,
     "peak_flops": None,
+    # Live logging (archscale.train.tracking): TensorBoard on by default, W&B settings or None.
+    "tensorboard": True,
+    "wandb": None,
 }
 
 

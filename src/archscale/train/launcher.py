@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 from ..io import write_json
 from .job import HARDWARE_DEFAULTS, TrainJob
+from .tracking import settings_from_config
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 TORCHRUN_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
@@ -30,6 +31,7 @@ def hardware_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Hardware knobs of a job from the workflow config (never part of the job's identity)."""
     training = config.get("training", {})
     hw = {k: training[k] for k in HARDWARE_DEFAULTS if k in training}
+    hw.update(settings_from_config(config))  # TensorBoard / W&B; W&B's group defaults to run_name
     compute = config.get("compute", {})
     try:
         from ..plan import peak_flops

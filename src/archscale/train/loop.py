@@ -28,6 +28,7 @@ from typing import Any
 
 from . import checkpointing as ckpt
 from . import metrics as M
+from . import tracking
 from .job import TrainJob
 from .signals import Preempted, Preemption
 
@@ -280,6 +281,7 @@ def train(job: TrainJob, runtime, preemption: Preemption | None = None, log=_log
         train_time, wall_before = float(state["train_time_s"]), float(state["wall_time_s"])
         torch.set_rng_state(state["rng_cpu"])
         log(f"[archscale] resumed from {root / ckpt.iter_name(resumed_from)} (step {start_step}/{steps})")
+    tracker = tracking.Tracker.open(job, runtime, start_step, train_time, log=log)  # TensorBoard / W&B
 
     def wall() -> float:
         return wall_before + (time.perf_counter() - t_session)
@@ -322,6 +324,7 @@ def train(job: TrainJob, runtime, preemption: Preemption | None = None, log=_log
             if eval_every > 0 and done % eval_every == 0 and done < steps:
                 row["valid_loss"] = tr.evaluate()
             curve.append(row)
+            tracker.step(row)
             n_log += 1
             if done % log_every == 0 or done == steps or done == start_step + 1:
                 dt = time.perf_counter() - t_log
@@ -362,6 +365,7 @@ def train(job: TrainJob, runtime, preemption: Preemption | None = None, log=_log
 
         write_parquet(job.curve, M.curve_table(curve))
         write_json(job.metrics, record)  # last: its presence means the run finished
+    tracker.finish(record, steps)
     log(f"[archscale] done: train loss {record['final_train_loss']:.4f}, valid loss {valid_loss:.4f} "
         f"(unigram entropy {record['unigram_entropy']:.4f}), {record['tokens_per_s']:,.0f} tokens/s, "
         f"wall {M.format_seconds(record['wall_time_s'])}")
