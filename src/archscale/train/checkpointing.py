@@ -111,6 +111,47 @@ def _ignore_stop_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make the calling (child) process exit when ``parent_pid``, its parent, dies.
+
+    On Linux the kernel delivers SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``;
+    SIGKILL because the writer's server ignores the stop signals); elsewhere a daemon thread
+    polls the parent PID. If the parent died before this ran, exit now.
+    """
+    import sys
+
+    armed = False
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if not armed:
+        import threading
+        import time
+
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="archscale-parent-watchdog", daemon=True).start()
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _writer_server_init(parent_pid: int) -> None:
+    """Initializer of the writer's Manager server: survive stop signals, not the trainer."""
+    _ignore_stop_signals()
+    die_with_parent(parent_pid)
+
+
 def _signal_proof_writer_queue() -> None:
     """Give dist_checkpointing's writer a results queue whose server ignores stop signals.
 
@@ -126,7 +167,7 @@ def _signal_proof_writer_queue() -> None:
     global _WRITER_MANAGER
     if getattr(filesystem_async, "_results_queue", None) is None:
         _WRITER_MANAGER = SyncManager(ctx=multiprocessing.get_context("spawn"))
-        _WRITER_MANAGER.start(initializer=_ignore_stop_signals)
+        _WRITER_MANAGER.start(initializer=_writer_server_init, initargs=(os.getpid(),))
         filesystem_async._results_queue = _WRITER_MANAGER.Queue()
 
 
