@@ -11,7 +11,7 @@ import time
 
 import psutil
 import pytest
-from test_train import make_job, manifest, start  # noqa: F401 - manifest is a fixture
+from test_train import make_job, manifest, run_job, start  # noqa: F401 - manifest is a fixture
 
 WRITER_ALONE = """
 import sys, time
@@ -71,7 +71,7 @@ def test_writer_helpers_exit_when_their_owner_is_killed():
 
 @pytest.mark.slow
 def test_killed_trainer_leaves_no_process_behind(tmp_path, manifest):
-    job = make_job(tmp_path, manifest, tokens=400 * 512, hardware={"checkpoint_interval": 5})
+    job = make_job(tmp_path, manifest, tokens=60 * 512, hardware={"checkpoint_interval": 5})
     proc = start(job)
     seen = []
     for line in proc.stdout:  # the writer's helpers exist once the first checkpoint was written
@@ -79,6 +79,14 @@ def test_killed_trainer_leaves_no_process_behind(tmp_path, manifest):
         if line.startswith("[archscale] checkpoint "):
             break
     assert seen and seen[-1].startswith("[archscale] checkpoint "), "".join(seen)[-3000:]
+    proc.send_signal(signal.SIGSTOP)  # frozen, holding its lock, until the SIGKILL below
     children = descendants(proc.pid)
     assert children, "the trainer should have started the checkpoint writer's helper processes"
+    # a second trainer of the same checkpoint directory is refused, naming the first
+    code, out = run_job(job)
+    assert code == 1 and f"{job.checkpoint_dir}: checkpoint directory in use by another trainer, PID {proc.pid}" in out
     kill_and_check(proc, children)
+    # the killed trainer's lock is taken over, and its checkpoints resumed, by the next one
+    code, out = run_job(job)
+    assert code == 0, out[-3000:]
+    assert f"PID {proc.pid} is dead" in out and "resumed from" in out
