@@ -89,7 +89,12 @@ def test_nothing_to_keep_is_not_set_aside_and_names_do_not_collide(tmp_path):
     parent = tmp_path / "results" / "superseded" / "a1"
     assert sorted(p.name for p in parent.iterdir()) == ["aaaa", "aaaa.2"]
     assert ckpt.latest_step(parent / "aaaa.2") == 30
-    # restore picks the most advanced copy
+    # restore picks the most advanced copy, and never over files it does not know
+    (root / "result").mkdir()
+    messages = []
+    assert ckpt.check_fingerprint(root, A, log=messages.append) is None and "not restoring" in messages[0]
+    (root / "result").rmdir()
+    (root / "fingerprint.json").unlink()
     assert ckpt.check_fingerprint(root, A) == str(parent / "aaaa.2")
 
 

@@ -101,6 +101,10 @@ def restore(root: str | Path, fingerprint: dict[str, Any], log: Callable[[str], 
 
     src = max(candidates, key=lambda p: ((p / RESULT / "metrics.json").exists(), latest_step(p) or -1))
     if root.exists():
+        others = [p.name for p in root.iterdir() if p.name not in (JOB, "latest") and not p.name.endswith(".tmp")]
+        if others:  # not ours to replace (say, a result/ left without its fingerprint)
+            log(f"[archscale] {root}: not restoring {src} over {sorted(others)}; move them away to restore it")
+            return None
         if (root / JOB).exists():
             os.replace(root / JOB, src / JOB)
         shutil.rmtree(root)  # no checkpoint in it (checked by the caller): only debris
