@@ -68,7 +68,20 @@ BAD_LINES = {
     "no id": (json.dumps({"text": "abc"}).encode(), "no 'id'"),
     "array": (b"[1, 2]", "not a JSON object"),
     "bad utf8": (b'{"id": "x", "text": "\xff\xfe"}', "line is not JSON"),
+    # valid JSON, but no UTF-8 encoding exists: tokenizers and writers would crash on it later
+    "lone surrogate": (b'{"id": "x", "text": "abc \\ud800 def"}', "'text' holds a lone surrogate"),
+    "lone low surrogate": (b'{"id": "x", "text": "\xc3\xa9t\xc3\xa9 \\udfff"}', "'text' holds a lone surrogate"),
+    "surrogate in id": (b'{"id": "\\udc80", "text": "abc"}', "'id' holds a lone surrogate"),
+    # a surrogate encoded as raw bytes (CESU-8 style): json.loads reads bytes with surrogatepass
+    "raw surrogate bytes": (b'{"id": "x", "text": "ab\xed\xa0\x80"}', "'text' holds a lone surrogate"),
 }
+
+
+def test_surrogate_pairs_and_non_ascii_text_are_fine(tmp_path):
+    text = r"emoji \ud83d\ude00 caf\u00e9 \u4e2d"  # JSON escapes; a proper pair decodes to one character
+    p = write_lines(tmp_path / "web" / "s.json.gz", [b'{"id": "a", "text": "' + text.encode() + b'"}'])
+    (doc,) = read_documents(p)
+    assert doc.text == "emoji \U0001F600 caf\u00e9 \u4e2d"
 
 
 @pytest.mark.parametrize("case", sorted(BAD_LINES))

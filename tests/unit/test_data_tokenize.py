@@ -141,3 +141,31 @@ def test_batches_cover_all_docs_in_order():
     assert [d for b in got for d in b] == docs
     assert all(len(b) <= 5 for b in got)
     assert all(sum(len(d.text) for d in b[:-1]) < 50 for b in got)
+
+
+# A lone surrogate is valid JSON but has no UTF-8 encoding: the tokenizers library cannot take it.
+SURROGATE = b'{"id": "lone", "text": "broken \\ud800 text", "source": "web"}'
+
+
+def test_lone_surrogate_is_a_bad_record_named_by_line(tmp_path, corpus_docs, tok):
+    shard = gz(tmp_path / "web" / "w.json.gz", lines_with_bad(corpus_docs[:30], 20, SURROGATE))
+    with pytest.raises(CorpusError) as exc:
+        run(tmp_path, shard, tok, batch_docs=4)
+    assert f"{shard}:21:" in str(exc.value) and "lone surrogate" in str(exc.value)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    rec = run(tmp_path, shard, tok, on_bad_record="skip")
+    assert rec["bad_records"] == 1 and rec["documents"]["train"] + rec["documents"]["valid"] == 30
+    (reason,) = rec["bad_by_reason"]
+    assert "lone surrogate" in reason and rec["bad_examples"][0].startswith("line 21:")
+
+
+def test_tokenizer_failure_names_shard_line_and_document(tok):
+    from archscale.data.corpus import Document
+    from archscale.data.tokenize import TokenizeError, encode_documents
+
+    # documents that got past the record check by another route: the real tokenizer fails on one
+    batch = [Document("a", "fine text", "web", 7), Document("b", "bad \ud800", "web", 9), Document("c", "ok", "web", 12)]
+    with pytest.raises(TokenizeError) as exc:
+        encode_documents(tok, batch, "corpus/web/w.json.gz")
+    assert "corpus/web/w.json.gz:9:" in str(exc.value) and "'b'" in str(exc.value)
+    assert encode_documents(tok, batch[:1], "x") == [tok.encode("fine text", add_special_tokens=False).ids]

@@ -124,3 +124,37 @@ def test_load_checked_detects_stale_meta(tmp_path, bpe):
     (tmp_path / "m.json").write_text(json.dumps({"vocab_size": 300, "eod_id": 7, "eod_token": "<|endoftext|>"}))
     with pytest.raises(TokenizerError, match="re-run the tokenizer rule"):
         load_checked(tmp_path / "t.json", tmp_path / "m.json")
+
+
+def test_lone_surrogate_in_a_shard_names_shard_and_line(tmp_path):
+    from archscale.data.corpus import CorpusError
+
+    shard = tmp_path / "c" / "web" / "w.json.gz"
+    write_shard(shard, [{"id": f"d{i}", "text": t} for i, t in enumerate(sample_texts(10))])
+    import gzip
+
+    lines = gzip.decompress(shard.read_bytes()).splitlines()
+    lines.insert(3, b'{"id": "lone", "text": "x \\udc00 y"}')  # valid JSON, not encodable as UTF-8
+    shard.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    cfg = {"file": None, "vocab_size": 300, "eod_token": "<|endoftext|>", "train_max_chars": 10**6}
+    with pytest.raises(CorpusError, match=rf"{shard}:4: 'text' holds a lone surrogate"):
+        build(tmp_path / "t.json", tmp_path / "t.meta.json", tokenizer_cfg=cfg, shards=[shard])
+    meta = build(tmp_path / "t.json", tmp_path / "t.meta.json", tokenizer_cfg=cfg, shards=[shard],
+                 on_bad_record="skip")
+    assert meta["vocab_size"] == 300
+
+
+def test_training_failure_names_shard_and_line():
+    from collections import deque
+
+    from archscale.data.tokenizer import train_on
+
+    recent = deque(maxlen=1024)
+
+    def texts():  # a text the record check would reject, reaching the real trainer another way
+        for line, text in enumerate(["some text " * 50, "more words " * 50, "bad \ud800", "fine"] * 3, 1):
+            recent.append(("web/w.json.gz", line, f"d{line}", text))
+            yield text
+
+    with pytest.raises(TokenizerError, match=r"web/w.json.gz:3: tokenizer training failed on document 'd3'"):
+        train_on(texts(), 300, "<eod>", recent)

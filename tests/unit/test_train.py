@@ -140,16 +140,19 @@ def test_latest_step_ignores_incomplete_checkpoints(tmp_path):
     assert ckpt.latest_step(tmp_path / "missing") is None
 
 
-def test_fingerprint_mismatch_discards_checkpoints(tmp_path):
-    (tmp_path / "iter_0000010").mkdir()
-    (tmp_path / "iter_0000010" / "metadata.json").write_text("{}")
-    ckpt.check_fingerprint(tmp_path, {"digest": "a"})
-    assert ckpt.latest_step(tmp_path) == 10  # first fingerprint: adopted, nothing removed
-    ckpt.check_fingerprint(tmp_path, {"digest": "a"})
-    assert ckpt.latest_step(tmp_path) == 10
+def test_fingerprint_mismatch_sets_checkpoints_aside(tmp_path):
+    root = tmp_path / "checkpoints" / "a1"  # the workflow's layout: results/checkpoints/{arch}
+    (root / "iter_0000010").mkdir(parents=True)
+    (root / "iter_0000010" / "metadata.json").write_text("{}")
+    ckpt.check_fingerprint(root, {"digest": "a"})
+    assert ckpt.latest_step(root) == 10  # first fingerprint: adopted, nothing removed
+    ckpt.check_fingerprint(root, {"digest": "a"})
+    assert ckpt.latest_step(root) == 10
     messages = []
-    ckpt.check_fingerprint(tmp_path, {"digest": "b"}, log=messages.append)
-    assert ckpt.latest_step(tmp_path) is None and "different recipe" in messages[0]
+    ckpt.check_fingerprint(root, {"digest": "b"}, log=messages.append)
+    assert ckpt.latest_step(root) is None and "different recipe" in messages[0]
+    # not removed: moved aside whole (tests/unit/test_train_supersede.py has the details)
+    assert ckpt.latest_step(tmp_path / "superseded" / "a1" / "a") == 10
 
 
 def test_metrics_helpers():

@@ -4,7 +4,8 @@ A Dolma shard is a gzip-compressed JSON-lines file (``*.json.gz``): one document
 ``{"id": str, "text": str, "source": str, "added": str?, "created": str?, "metadata": {}?}``.
 Shards are grouped by source, one folder per source: ``<corpus_dir>/<source>/<shard>.json.gz``.
 
-Bad input (an unreadable gzip, a line that is not JSON, a record without text, an empty shard)
+Bad input (an unreadable gzip, a line that is not JSON, a record without text, text that cannot
+be encoded as UTF-8 such as a lone surrogate ``"\ud800"`` -- valid JSON --, an empty shard)
 raises :class:`CorpusError` naming the file and line, or with ``on_bad_record="skip"`` is
 skipped and counted in :class:`ShardStats`.
 """
@@ -78,6 +79,18 @@ def find_shards(corpus_dir: str | Path, shard_glob: str = "*/*.json.gz") -> list
     return shards
 
 
+def is_utf8_encodable(value: str) -> bool:
+    """Whether ``value`` can be written as UTF-8: not if it holds a lone surrogate such as
+    ``"\\ud800"``, which JSON allows. Cheap for ASCII text (``isascii`` is O(1) in CPython)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_record(obj: Any) -> str | None:
     """The reason a parsed line is not a usable document, or None."""
     if not isinstance(obj, dict):
@@ -94,6 +107,10 @@ def _check_record(obj: Any) -> str | None:
         return "record has no 'id' (string)"
     if "source" in obj and not isinstance(obj["source"], str):
         return "'source' is not a string"
+    for key in ("text", "id", "source"):
+        value = obj.get(key)
+        if isinstance(value, str) and not is_utf8_encodable(value):
+            return f"'{key}' holds a lone surrogate (not valid Unicode: it cannot be encoded as UTF-8)"
     return None
 
 

@@ -56,6 +56,30 @@ def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
     return [e.ids for e in encs]
 
 
+class TokenizeError(ValueError):
+    """The tokenizer failed on a document; the message names the shard, line and document id."""
+
+
+def encode_documents(tokenizer, batch: list[Document], shard: str | Path) -> list[list[int]]:
+    """:func:`encode_batch` of the documents' texts; if the tokenizer fails, find the first
+    document it fails on and raise :class:`TokenizeError` naming ``shard``, its line and id."""
+    try:
+        return encode_batch(tokenizer, [d.text for d in batch])
+    except Exception as batch_exc:  # noqa: BLE001 - the tokenizers library raises plain exceptions
+        for doc in batch:
+            try:
+                encode_batch(tokenizer, [doc.text])
+            except Exception as exc:  # noqa: BLE001
+                raise TokenizeError(
+                    f"{shard}:{doc.line}: the tokenizer fails on document {doc.id!r} "
+                    f"({exc.__class__.__name__}: {exc}); fix or remove this record"
+                ) from exc
+        raise TokenizeError(
+            f"{shard}: the tokenizer fails on the batch of lines {batch[0].line}-{batch[-1].line} "
+            f"({batch_exc.__class__.__name__}: {batch_exc})"
+        ) from batch_exc
+
+
 def tokenize_shard(
     shard: str | Path,
     tokenizer,
@@ -106,7 +130,7 @@ def tokenize_shard(
             reader = read_documents(shard, on_bad_record, stats, default_source=source)
             for batch in batches(reader, batch_docs, batch_chars):
                 t = time.perf_counter()
-                ids_list = encode_batch(tokenizer, [d.text for d in batch])
+                ids_list = encode_documents(tokenizer, batch, shard)
                 t_encode += time.perf_counter() - t
                 for doc, ids in zip(batch, ids_list):
                     ids.append(eod_id)

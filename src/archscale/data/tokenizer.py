@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections import deque
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from archscale.data.corpus import CorpusError, OnBad, ShardStats, read_documents
+from archscale.data.corpus import CorpusError, OnBad, ShardStats, is_utf8_encodable, read_documents
 from archscale.data.split import is_valid
 from archscale.io import atomic_path, read_json, write_json
 
@@ -66,10 +67,14 @@ def training_texts(
     max_chars: int,
     valid_fraction: float,
     on_bad_record: OnBad = "error",
+    recent: deque | None = None,
 ) -> Iterator[str]:
     """Texts to train the BPE on: up to ``max_chars`` characters, the same budget per shard
     (so every source is seen even when the corpus is far larger than the budget), training
-    documents only (the validation set stays unseen)."""
+    documents only (the validation set stays unseen).
+
+    ``recent`` (if given, a bounded deque) receives ``(shard, line, id, text)`` of each text
+    yielded, so that a failure inside the tokenizer's training can name the document."""
     if not shards:
         raise CorpusError("no shards to train the tokenizer on")
     per_shard = max(1, max_chars // len(shards))
@@ -80,6 +85,8 @@ def training_texts(
                 continue
             text = doc.text[: per_shard - used]
             if text:
+                if recent is not None:
+                    recent.append((str(shard), doc.line, doc.id, text))
                 yield text
             used += len(text)
             if used >= per_shard:
@@ -117,6 +124,31 @@ def train_bpe(texts: Iterable[str], vocab_size: int, eod_token: str):
     return tok
 
 
+#: Texts remembered for error messages: more than the tokenizers library reads ahead (256).
+RECENT_TEXTS = 1024
+
+
+def train_on(texts: Iterable[str], vocab_size: int, eod_token: str, recent: deque):
+    """:func:`train_bpe`, with a failure of the tokenizers library on a text reported at its
+    shard and line. The library reads texts ahead in buffers, so the culprit is looked for among
+    the ``recent`` ones (filled by :func:`training_texts`): the first that has no UTF-8 encoding,
+    else the last one read."""
+    try:
+        return train_bpe(texts, vocab_size, eod_token)
+    except (TokenizerError, CorpusError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain exceptions
+        if not recent:
+            raise
+        unencodable = [r for r in recent if not is_utf8_encodable(r[3])]
+        shard, line, doc_id, _ = unencodable[0] if unencodable else recent[-1]
+        where = "on" if unencodable else "at or shortly after"
+        raise TokenizerError(
+            f"{shard}:{line}: tokenizer training failed {where} document {doc_id!r} "
+            f"({exc.__class__.__name__}: {exc}); fix or remove this record"
+        ) from exc
+
+
 def build(
     out_tokenizer: str | Path,
     out_meta: str | Path,
@@ -138,10 +170,12 @@ def build(
             shutil.copyfile(file, tmp)
         source, path = "file", str(file)
     else:
+        recent: deque = deque(maxlen=RECENT_TEXTS)
         texts = training_texts(
-            shards, int(tokenizer_cfg.get("train_max_chars", 20_000_000)), valid_fraction, on_bad_record
+            shards, int(tokenizer_cfg.get("train_max_chars", 20_000_000)), valid_fraction, on_bad_record,
+            recent=recent,
         )
-        tok = train_bpe(texts, vocab_size, eod_token)
+        tok = train_on(texts, vocab_size, eod_token, recent)
         eod_id = check(tok, vocab_size, eod_token, "trained BPE")
         with atomic_path(out_tokenizer) as tmp:
             tok.save(str(tmp))

@@ -6,9 +6,14 @@ deletes it)::
     results/checkpoints/{arch}/
         job.json            the job the checkpoints belong to (written by the launcher)
         fingerprint.json    identity (architecture, budget, recipe) of the checkpoints
+        result/             copy of the finished run's metrics.json, curve.parquet, final/
         iter_0000100/       dist_checkpointing dir: model, optimizer, scheduler, trainer state
         iter_0000200/
         latest              text: name of the newest complete iter_* directory
+
+Next to it, ``results/checkpoints/{arch}.lock`` is held by the running trainer
+(:mod:`archscale.train.lock`); checkpoints of a superseded identity are moved to
+``results/superseded/{arch}/`` (:mod:`archscale.train.supersede`).
 
 A checkpoint is written to ``iter_XXXXXXX.tmp`` and renamed when complete; ``latest`` is then
 replaced atomically; older checkpoints beyond ``keep`` are removed. A kill at any moment leaves
@@ -81,26 +86,73 @@ def latest_step(root: str | Path) -> int | None:
     return steps[-1] if steps else None
 
 
-def check_fingerprint(root: str | Path, fingerprint: dict[str, Any], log=print) -> None:
+def _broadcast(obj):
+    """``obj`` of rank 0 on every rank."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return obj
+
+
+def check_fingerprint(root: str | Path, fingerprint: dict[str, Any], log=print,
+                      superseded: str | Path | None = None) -> str | None:
     """Make ``root`` hold checkpoints of this job only.
 
     Checkpoints written for another identity (the recipe or budget changed, so Snakemake re-runs
-    the job) cannot be resumed: they are removed, and the job starts from step 0.
+    the job) cannot be resumed: the directory is moved aside whole to
+    ``results/superseded/{arch}/{old digest}/`` (:mod:`archscale.train.supersede`) and the job
+    starts from step 0 -- or from the checkpoints of this identity, if they were moved aside
+    earlier: they are moved back. Returns (on every rank) the directory restored from, or None.
     """
+    from . import supersede
+
     root = Path(root)
     path = root / FINGERPRINT
+    restored = None
     if _rank() == 0:
-        if path.exists() and read_json(path) != json.loads(json.dumps(fingerprint, sort_keys=True)):
-            stale = complete_steps(root)
-            if stale:
-                log(f"[archscale] {root}: checkpoints {stale} belong to a different recipe/budget; removing them")
-            for p in root.iterdir():
-                if p.is_dir() and (ITER_RE.match(p.name) or p.name.endswith(".tmp")):
-                    shutil.rmtree(p, ignore_errors=True)
-            (root / LATEST).unlink(missing_ok=True)
+        want = json.loads(json.dumps(fingerprint, sort_keys=True))
+        if path.exists() and read_json(path) != want:
+            supersede.move_aside(root, read_json(path), bool(complete_steps(root)), log, superseded)
+        if not path.exists() and not complete_steps(root):
+            src = supersede.restore(root, want, log, superseded)
+            restored = None if src is None else str(src)
+        for p in root.iterdir() if root.is_dir() else ():
+            if p.is_dir() and p.name.endswith(".tmp") and ITER_RE.match(p.name[:-4]):
+                shutil.rmtree(p, ignore_errors=True)  # half-written checkpoints of a killed run
         root.mkdir(parents=True, exist_ok=True)
         write_json(path, fingerprint)
+    restored = _broadcast(restored)
     _barrier()
+    return restored
+
+
+def prepare(root: str | Path, job, log=print) -> dict[str, Any] | None:
+    """:func:`check_fingerprint` for ``job``; if that restored a finished run of this identity,
+    put its kept outputs back (byte for byte) and return its metrics record, else None."""
+    from . import supersede
+
+    if check_fingerprint(root, job.fingerprint(), log=log) is None:
+        return None
+    record = None
+    if _rank() == 0:
+        record = supersede.restore_result(root, job.metrics, job.curve, job.final)
+        if record is not None:
+            log(f"[archscale] {job.arch_id}: finished result restored to {job.metrics}, {job.curve}, {job.final}")
+    record = _broadcast(record)
+    _barrier()
+    return record
+
+
+def keep_result(root: str | Path, job) -> None:
+    """Rank 0: keep a copy of the finished job's outputs in ``root/result/`` (see
+    :mod:`archscale.train.supersede`: moving ``root`` aside then keeps the full result)."""
+    from . import supersede
+
+    if _rank() == 0:
+        supersede.keep_result(root, job.metrics, job.curve, job.final)
 
 
 _WRITER_MANAGER: SyncManager | None = None
@@ -109,6 +161,47 @@ _WRITER_MANAGER: SyncManager | None = None
 def _ignore_stop_signals() -> None:
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make the calling (child) process exit when ``parent_pid``, its parent, dies.
+
+    On Linux the kernel delivers SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``;
+    SIGKILL because the writer's server ignores the stop signals); elsewhere a daemon thread
+    polls the parent PID. If the parent died before this ran, exit now.
+    """
+    import sys
+
+    armed = False
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if not armed:
+        import threading
+        import time
+
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="archscale-parent-watchdog", daemon=True).start()
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _writer_server_init(parent_pid: int) -> None:
+    """Initializer of the writer's Manager server: survive stop signals, not the trainer."""
+    _ignore_stop_signals()
+    die_with_parent(parent_pid)
 
 
 def _signal_proof_writer_queue() -> None:
@@ -126,7 +219,7 @@ def _signal_proof_writer_queue() -> None:
     global _WRITER_MANAGER
     if getattr(filesystem_async, "_results_queue", None) is None:
         _WRITER_MANAGER = SyncManager(ctx=multiprocessing.get_context("spawn"))
-        _WRITER_MANAGER.start(initializer=_ignore_stop_signals)
+        _WRITER_MANAGER.start(initializer=_writer_server_init, initargs=(os.getpid(),))
         filesystem_async._results_queue = _WRITER_MANAGER.Queue()
 
 

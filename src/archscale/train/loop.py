@@ -30,6 +30,7 @@ from . import checkpointing as ckpt
 from . import metrics as M
 from . import tracking
 from .job import TrainJob
+from .lock import TrainerLock
 from .signals import Preempted, Preemption
 
 
@@ -247,7 +248,15 @@ def _preempt_requested(pre: Preemption, world: int) -> int | None:
 
 
 def train(job: TrainJob, runtime, preemption: Preemption | None = None, log=_log) -> dict[str, Any]:
-    """Run (or resume) ``job`` to completion; return the metrics record (also written to disk)."""
+    """Run (or resume) ``job`` to completion; return the metrics record (also written to disk).
+
+    Rank 0 holds the lock of the checkpoint directory throughout (:mod:`archscale.train.lock`):
+    a second trainer of the same directory fails at once, naming the first one."""
+    with TrainerLock(job.checkpoint_dir, log=log, enabled=runtime.rank == 0):
+        return _train(job, runtime, preemption, log)
+
+
+def _train(job: TrainJob, runtime, preemption: Preemption | None, log) -> dict[str, Any]:
     import torch
 
     t_session = time.perf_counter()
@@ -255,7 +264,9 @@ def train(job: TrainJob, runtime, preemption: Preemption | None = None, log=_log
     arch = job.architecture
     hw = job.hardware
     root = Path(job.checkpoint_dir)
-    ckpt.check_fingerprint(root, job.fingerprint(), log=log)
+    kept = ckpt.prepare(root, job, log=log)  # superseded checkpoints moved aside / back
+    if kept is not None:
+        return kept  # a finished run of this identity was restored from results/superseded/
 
     tr = _Trainer(job, runtime, log=log)
     try:
@@ -365,6 +376,7 @@ def train(job: TrainJob, runtime, preemption: Preemption | None = None, log=_log
 
         write_parquet(job.curve, M.curve_table(curve))
         write_json(job.metrics, record)  # last: its presence means the run finished
+    ckpt.keep_result(root, job)  # a copy that survives Snakemake deleting the outputs
     tracker.finish(record, steps)
     log(f"[archscale] done: train loss {record['final_train_loss']:.4f}, valid loss {valid_loss:.4f} "
         f"(unigram entropy {record['unigram_entropy']:.4f}), {record['tokens_per_s']:,.0f} tokens/s, "
