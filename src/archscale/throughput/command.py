@@ -92,8 +92,9 @@ def format_result(result: dict) -> str:
                      f" -> {r['machine_after']['load_average_1m']:.2f}):")
         for name, res in r["architectures"].items():
             out = Estimate(**res["median"]["output_tokens_per_s"])
-            pre = Estimate(**res["median"]["prefill_latency_s"])
-            lines.append(f"  {name}: {out.text('.1f')} output tok/s; prefill {pre.value * 1e3:.2f} ms")
+            pre = res["median"]["prefill_latency_s"]
+            pre = f"prefill {pre['value'] * 1e3:.2f} ms" if pre else "prefill not measured"
+            lines.append(f"  {name}: {out.text('.1f')} output tok/s; {pre}")
             vs = res.get("vs_baseline")
             if vs:
                 ratio = Estimate(**vs["ratio"])

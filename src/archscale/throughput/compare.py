@@ -96,8 +96,8 @@ def measure(
 
     if not batch_sizes or any(b < 1 for b in batch_sizes):
         raise ValueError(f"--batch-size must be positive integers, got {batch_sizes}")
-    if input_len < 1 or output_len < 1:
-        raise ValueError(f"--input-len and --output-len must be positive, got {input_len}, {output_len}")
+    if input_len < 0 or output_len < 1:
+        raise ValueError(f"--input-len must be >= 0 and --output-len positive, got {input_len}, {output_len}")
     if threads is not None:
         torch.set_num_threads(threads)
     mode = "decode_at_context" if context is not None else "prefill+decode"

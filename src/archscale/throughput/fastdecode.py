@@ -108,7 +108,7 @@ class FastDecoder:
 
     # ---- cache ------------------------------------------------------------------------------
     def cache(self, batch: int) -> torch.Tensor:
-        """The static KV cache of ``batch`` sequences, allocated once (random values)."""
+        """The static KV cache of ``batch`` sequences, allocated once (random values, never NaN)."""
         kv = self._caches.get(batch)
         if kv is None:
             shape = (len(self.layers), 2, batch, self.kv_heads, self.max_seq, self.head_dim)
@@ -116,6 +116,13 @@ class FastDecoder:
             kv = torch.randn(shape, generator=gen, device=self.device, dtype=self.dtype)
             self._caches[batch] = kv
         return kv
+
+    def cache_bytes(self, batch: int) -> int:
+        return 2 * len(self.layers) * batch * self.kv_heads * self.max_seq * self.head_dim * self.emb.element_size()
+
+    def drop_caches(self) -> None:
+        """Free every KV cache (the next run allocates again)."""
+        self._caches.clear()
 
     # ---- model pieces -----------------------------------------------------------------------
     def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

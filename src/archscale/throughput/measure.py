@@ -6,7 +6,7 @@ Modes (every record names its own):
   offline workload). Rates: ``decode = B*(O-1)/decode_s``, ``output = B*O/(prefill_s + decode_s)``.
 * ``decode_at_context``: ``output_len`` decode steps from KV length ``context`` with the cache
   filled with arbitrary values (no prefill paid); the prefill of ``input_len`` tokens is timed
-  separately in the same repeat. Rates: ``decode = output = B*O/decode_s``.
+  separately in the same repeat (``input_len`` 0: not measured, ``prefill_latency_s`` None). Rates: ``decode = output = B*O/decode_s``.
 
 The machine state (1/5/15-minute load average; on GPU the SM and memory clocks from NVML) is
 read before and after the timed repeats, so a reader sees whether anything else ran.
@@ -28,6 +28,8 @@ def check_mode(mode: str, context: int | None, input_len: int) -> tuple[str, int
     """Validate ``throughput.mode``/``throughput.context`` (errors name the key)."""
     if mode not in MODES:
         raise ValueError(f"throughput.mode: '{mode}' is not one of {', '.join(MODES)}")
+    if input_len < (0 if mode == "decode_at_context" else 1):
+        raise ValueError(f"throughput.input_len must be positive (0 allowed at decode_at_context), got {input_len}")
     if mode == "decode_at_context":
         if context is None:
             context = input_len
@@ -68,7 +70,8 @@ def repeat_record(mode: str, batch: int, input_len: int, output_len: int, prefil
 def run_once(decoder, mode: str, prompts, output_len: int, context: int | None, seed: int = 0):
     """One repeat: ``(prefill_s, decode_s, tokens)``."""
     if mode == "decode_at_context":
-        prefill = decoder.generate(prompts, 1).prefill_s  # the prefill of input_len, timed on its own
+        # the prefill of input_len, timed on its own (input_len 0: not measured)
+        prefill = decoder.generate(prompts, 1).prefill_s if prompts.shape[1] else None
         gen = decoder.decode_at_context(prompts.shape[0], context, output_len, seed=seed)
         return prefill, gen.decode_s, gen.tokens
     gen = decoder.generate(prompts, output_len)
