@@ -42,10 +42,14 @@ def test_cache_allocated_once_per_batch_and_runs_repeat():
     dec = FastDecoder(_model(arch), CPU, max_seq=32)
     prompts = engine.random_prompts(arch.vocab, 2, 8, seed=3)
     first = dec.generate(prompts, 6).tokens
-    ptr = dec.cache(2).data_ptr()
+    ptr = dec._caches[2].data_ptr()
     assert torch.equal(dec.generate(prompts, 6).tokens, first)
-    assert dec.cache(2).data_ptr() == ptr and list(dec._caches) == [2]
-    assert dec.cache(2).shape == (2, 2, 2, 2, 32, 8)
+    assert dec._caches[2].data_ptr() == ptr and list(dec._caches) == [2]
+    assert dec._caches[2].shape == (2, 2, 2, 2, 14, 8)  # layers, k/v, batch, kv heads, positions, head dim
+    assert dec.generate(prompts, 3).tokens.shape == (2, 3) and dec._caches[2].data_ptr() == ptr  # shorter: reused
+    assert dec.cache(2, 32).shape[4] == 32 and dec._caches[2].data_ptr() != ptr  # longer: reallocated
+    dec.drop_caches()
+    assert not dec._caches
     with pytest.raises(ValueError, match="exceeds max_seq"):
         dec.generate(prompts, 25)
     with pytest.raises(ValueError, match="output_len"):
@@ -55,7 +59,7 @@ def test_cache_allocated_once_per_batch_and_runs_repeat():
 def test_decode_at_context_grows_the_cache_from_T_and_yields_the_requested_tokens():
     arch = Architecture(d_model=96, ffn=144, layers=2, heads=4, kv_heads=2, head_dim=8, vocab=512)
     dec = FastDecoder(_model(arch), CPU, max_seq=64)
-    kv = dec.cache(3)
+    kv = dec.cache(3)  # max_seq positions: long enough for the run, so the run writes into it
     before = kv.clone()
     gen = dec.decode_at_context(batch=3, context=40, steps=7)
     assert gen.tokens.shape == (3, 7) and gen.prefill_s == 0.0 and gen.decode_s > 0

@@ -5,7 +5,7 @@ hooks, inference-context bookkeeping, rotary tables rebuilt per call), which at 
 100k-parameter models is the whole step: every architecture then measures the same. This
 decoder takes the trained or random weights from the megatron model (so checkpoints still
 work; no copy of the values), preallocates one static KV cache ``[layers, 2, batch, kv_heads,
-max_seq, head_dim]`` per batch size, and runs a decode step as a handful of tensor ops per
+positions, head_dim]`` per batch size, and runs a decode step as a handful of tensor ops per
 layer. The same code runs on CPU and GPU (tensors on the model's device).
 
 Attention in decode groups the query heads by their key/value head (``[b, kv_heads, gqa,
@@ -107,18 +107,23 @@ class FastDecoder:
         self._caches: dict[int, torch.Tensor] = {}
 
     # ---- cache ------------------------------------------------------------------------------
-    def cache(self, batch: int) -> torch.Tensor:
-        """The static KV cache of ``batch`` sequences, allocated once (random values, never NaN)."""
+    def cache(self, batch: int, length: int | None = None) -> torch.Tensor:
+        """The static KV cache of ``batch`` sequences with at least ``length`` positions (default
+        ``max_seq``), allocated once and reused while long enough (random values, never NaN)."""
+        length = self.max_seq if length is None else length
+        if length > self.max_seq:
+            raise ValueError(f"{length} positions exceed max_seq {self.max_seq}")
         kv = self._caches.get(batch)
-        if kv is None:
-            shape = (len(self.layers), 2, batch, self.kv_heads, self.max_seq, self.head_dim)
+        if kv is None or kv.shape[4] < length:
+            self._caches.pop(batch, None)
+            shape = (len(self.layers), 2, batch, self.kv_heads, length, self.head_dim)
             gen = torch.Generator(device=self.device).manual_seed(0)
             kv = torch.randn(shape, generator=gen, device=self.device, dtype=self.dtype)
             self._caches[batch] = kv
         return kv
 
-    def cache_bytes(self, batch: int) -> int:
-        return 2 * len(self.layers) * batch * self.kv_heads * self.max_seq * self.head_dim * self.emb.element_size()
+    def cache_bytes(self, batch: int, length: int) -> int:
+        return 2 * len(self.layers) * batch * self.kv_heads * length * self.head_dim * self.emb.element_size()
 
     def drop_caches(self) -> None:
         """Free every KV cache (the next run allocates again)."""
@@ -185,7 +190,7 @@ class FastDecoder:
         if input_len + output_len > self.max_seq:
             raise ValueError(f"input_len + output_len = {input_len + output_len} exceeds max_seq {self.max_seq}")
         with _without_cpu_redirect(), torch.inference_mode():
-            kv = self.cache(batch)
+            kv = self.cache(batch, input_len + output_len)
             prompts = prompts.to(self.device)
             out = torch.empty(batch, output_len, dtype=torch.long, device=self.device)
             _sync(self.runtime)
@@ -210,7 +215,7 @@ class FastDecoder:
         if context + steps > self.max_seq:
             raise ValueError(f"context + steps = {context + steps} exceeds max_seq {self.max_seq}")
         with _without_cpu_redirect(), torch.inference_mode():
-            kv = self.cache(batch)
+            kv = self.cache(batch, context + steps)
             gen = torch.Generator().manual_seed(seed)
             tok = torch.randint(0, self.emb.shape[0], (batch,), generator=gen).to(self.device)
             out = torch.empty(batch, steps, dtype=torch.long, device=self.device)
