@@ -5,7 +5,7 @@ import json
 import pytest
 
 from archscale.arch import Architecture
-from archscale.throughput import job, run_job
+from archscale.throughput import job, measure, run_job
 from archscale.throughput.nvml import NvmlUnavailable, open_reader
 
 ARCH = Architecture(d_model=32, ffn=80, layers=2, heads=4, kv_heads=2, head_dim=8, vocab=256, scale="t")
@@ -80,7 +80,8 @@ def test_missing_workload_key_is_named():
 
 
 def test_summarise_repeats_by_hand():
-    reps = [job.repeat_record(2, 10, 5, 0.1, 0.4), job.repeat_record(2, 10, 5, 0.1, 0.9)]
+    reps = [measure.repeat_record("prefill+decode", 2, 10, 5, 0.1, 0.4),
+            measure.repeat_record("prefill+decode", 2, 10, 5, 0.1, 0.9)]
     assert reps[0]["output_tokens_per_s"] == pytest.approx(20.0)
     assert reps[1]["output_tokens_per_s"] == pytest.approx(10.0)
     out = job.summarise_repeats(reps)

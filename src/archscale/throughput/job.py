@@ -75,17 +75,6 @@ def summarise_repeats(repeats: list[dict]) -> dict:
     return out
 
 
-def repeat_record(batch: int, input_len: int, output_len: int, prefill_s: float, decode_s: float) -> dict:
-    total = prefill_s + decode_s
-    return {
-        "prefill_latency_s": prefill_s,
-        "decode_s": decode_s,
-        "decode_tokens_per_s": batch * (output_len - 1) / decode_s if output_len > 1 and decode_s > 0 else None,
-        "output_tokens_per_s": batch * output_len / total,
-        "total_tokens_per_s": batch * (input_len + output_len) / total,
-    }
-
-
 def _versions(engine: str) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
