@@ -5,7 +5,7 @@ import json
 import pytest
 
 from archscale.arch import Architecture
-from archscale.throughput import job, run_job
+from archscale.throughput import job, measure, run_job
 from archscale.throughput.nvml import NvmlUnavailable, open_reader
 
 ARCH = Architecture(d_model=32, ffn=80, layers=2, heads=4, kv_heads=2, head_dim=8, vocab=256, scale="t")
@@ -26,7 +26,7 @@ def test_run_job_record_on_cpu():
     rec = run_job(ARCH.to_dict(), WORKLOAD, HW)
     json.dumps(rec)  # serialisable as it stands
     assert rec["arch_id"] == ARCH.arch_id and rec["arch"]["gqa"] == 2
-    assert rec["engine"] == "megatron-static" and rec["device"] == "cpu" and rec["precision"] == "fp32"
+    assert rec["engine"] == "archscale-static" and rec["device"] == "cpu" and rec["precision"] == "fp32"
     assert rec["nvml_available"] is False and "NVML" in rec["nvml_unavailable_reason"]
     assert rec["nvml_device"] is None and rec["cpu_model"]
     assert rec["roofline_device"]["mem_bw_bytes_per_s"] > 0
@@ -80,7 +80,8 @@ def test_missing_workload_key_is_named():
 
 
 def test_summarise_repeats_by_hand():
-    reps = [job.repeat_record(2, 10, 5, 0.1, 0.4), job.repeat_record(2, 10, 5, 0.1, 0.9)]
+    reps = [measure.repeat_record("prefill+decode", 2, 10, 5, 0.1, 0.4),
+            measure.repeat_record("prefill+decode", 2, 10, 5, 0.1, 0.9)]
     assert reps[0]["output_tokens_per_s"] == pytest.approx(20.0)
     assert reps[1]["output_tokens_per_s"] == pytest.approx(10.0)
     out = job.summarise_repeats(reps)
@@ -124,3 +125,33 @@ def test_trained_checkpoint_is_loaded(tmp_path):
         job.build_megatron_model(other, runtime, 13, 500000, str(final))
     with pytest.raises(FileNotFoundError, match="not a final checkpoint"):
         job.build_megatron_model(ARCH, runtime, 13, 500000, str(tmp_path))
+
+
+def test_run_job_records_medians_intervals_mode_and_machine_state():
+    _no_nvml()
+    rec = run_job(ARCH.to_dict(), {**WORKLOAD, "batch_sizes": [2], "repeats": 5}, HW)
+    assert rec["engine"] == "archscale-static" and rec["mode"] == "prefill+decode" and rec["threads"] == 1
+    (r,) = rec["records"]
+    assert r["mode"] == "prefill+decode" and r["context"] is None
+    med = r["median"]["output_tokens_per_s"]
+    values = sorted(x["output_tokens_per_s"] for x in r["repeats"])
+    assert med["value"] == values[2] and med["n"] == 5
+    assert (med["low"], med["high"]) == (values[0], values[-1])  # n = 5: the range (93.75%)
+    for key in ("machine_before", "machine_after"):
+        assert set(r[key]) == {"load_average_1m", "load_average_5m", "load_average_15m"}
+
+
+def test_run_job_decode_at_context():
+    _no_nvml()
+    w = {**WORKLOAD, "batch_sizes": [2], "mode": "decode_at_context", "context": 40, "output_len": 4}
+    rec = run_job(ARCH.to_dict(), w, HW)
+    assert rec["mode"] == "decode_at_context" and rec["context"] == 40
+    (r,) = rec["records"]
+    assert r["mode"] == "decode_at_context" and r["context"] == 40
+    for rep in r["repeats"]:
+        assert rep["decode_tokens_per_s"] == pytest.approx(2 * 4 / rep["decode_s"])
+        assert rep["output_tokens_per_s"] == rep["decode_tokens_per_s"] and rep["prefill_latency_s"] > 0
+    with pytest.raises(ValueError, match="throughput.mode"):
+        run_job(ARCH.to_dict(), {**w, "mode": "context"}, HW)
+    with pytest.raises(ValueError, match="decode_at_context runs on"):
+        run_job(ARCH.to_dict(), w, {**HW, "megatron_engine": "static"})

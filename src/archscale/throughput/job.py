@@ -24,7 +24,9 @@ from statistics import fmean, stdev
 from ..arch import Architecture
 from ..provenance import throughput_versions as _versions
 from . import nvml as nvml_mod
+from .measure import check_mode, measure_batch
 from .roofline import measure_device, roofline_times
+from .stats import Estimate
 
 WORKLOAD_KEYS = ("engine", "weights", "input_len", "output_len", "batch_sizes", "warmup", "repeats")
 DEFAULT_SEED = 1234
@@ -74,15 +76,6 @@ def summarise_repeats(repeats: list[dict]) -> dict:
     return out
 
 
-def repeat_record(batch: int, input_len: int, output_len: int, prefill_s: float, decode_s: float) -> dict:
-    total = prefill_s + decode_s
-    return {
-        "prefill_latency_s": prefill_s,
-        "decode_s": decode_s,
-        "decode_tokens_per_s": batch * (output_len - 1) / decode_s if output_len > 1 and decode_s > 0 else None,
-        "output_tokens_per_s": batch * output_len / total,
-        "total_tokens_per_s": batch * (input_len + output_len) / total,
-    }
 
 
 def _peak_memory(runtime_on_gpu: bool) -> tuple[int, str]:
@@ -148,8 +141,17 @@ def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None =
         from ..model import resolve_runtime
 
         runtime = resolve_runtime(hardware.get("precision", "auto"), hardware.get("transformer_impl", "auto"))
-        max_seq = w["input_len"] + w["output_len"]
+        mode, context = check_mode(w.get("mode", "prefill+decode"), w.get("context"), w["input_len"])
+        max_seq = max(w["input_len"], context or 0) + w["output_len"]
         max_batch = max(w["batch_sizes"])
+        kind = hardware.get("megatron_engine", "auto")
+        if mode == "decode_at_context":
+            if kind not in ("auto", "fast") or w["engine"] != "megatron":
+                raise ValueError(
+                    "throughput.mode decode_at_context runs on archscale's static-cache decoder: set "
+                    "throughput.engine megatron and megatron_engine auto or fast"
+                )
+            kind = "fast"
         t_setup = time.perf_counter()
         if w["engine"] == "megatron":
             from ..model import setup_runtime
@@ -159,7 +161,7 @@ def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None =
             model = build_megatron_model(
                 a, runtime, max_seq, w.get("rope_base", 500000), checkpoint if w["weights"] == "trained" else None
             )
-            decoder = make_decoder(hardware.get("megatron_engine", "auto"), model, a, runtime, max_batch, max_seq, seed)
+            decoder = make_decoder(kind, model, a, runtime, max_batch, max_seq, seed)
         else:
             from .vllm_engine import VllmDecoder
 
@@ -175,45 +177,25 @@ def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None =
         records = []
         for batch in w["batch_sizes"]:
             prompts = random_prompts(a.vocab, batch, w["input_len"], seed + batch, runtime.device)
-            for _ in range(w["warmup"]):
-                decoder.generate(prompts, w["output_len"])
             if runtime.on_gpu:
                 torch.cuda.reset_peak_memory_stats()
             sampler = nvml_mod.Sampler(reader, interval) if reader is not None else None
             if sampler:
                 sampler.start()
-            repeats = []
-            t0 = time.perf_counter()
-            for _ in range(w["repeats"]):
-                e0 = sampler.energy_mj() if sampler else None
-                cpu0 = time.process_time()
-                gen = decoder.generate(prompts, w["output_len"])
-                cpu_s = time.process_time() - cpu0
-                e1 = sampler.energy_mj() if sampler else None
-                rep = repeat_record(batch, w["input_len"], w["output_len"], gen.prefill_s, gen.decode_s)
-                # CPU seconds of this process (all threads): shows contention on a shared machine
-                # (wall time well above cpu_time_s / threads means the job waited for a core).
-                rep["cpu_time_s"] = cpu_s
-                rep["energy_j"] = (
-                    nvml_mod.energy_delta_mj(e0, e1) / 1000.0 if e0 is not None and e1 is not None else None
-                )
-                repeats.append(rep)
-            window_s = time.perf_counter() - t0
+            m = measure_batch(decoder, mode, prompts, w["output_len"], context, w["warmup"], w["repeats"],
+                              reader=reader, energy_mj=sampler.energy_mj if sampler else None)
+            repeats = m["repeats"]
             window = sampler.stop() if sampler else None
             peak, peak_kind = _peak_memory(runtime.on_gpu)
             out_tokens = batch * w["output_len"] * w["repeats"]
-            roof_prefill, roof_decode = roofline_times(
-                a, w["input_len"], w["output_len"], batch,
-                roof_dev["mem_bw_bytes_per_s"], roof_dev["matmul_flops_per_s"], roof_dev["dtype_bytes"],
-            )
+            roof = (roof_dev["mem_bw_bytes_per_s"], roof_dev["matmul_flops_per_s"], roof_dev["dtype_bytes"])
+            roof_prefill, roof_decode = roofline_times(a, w["input_len"], w["output_len"], batch, *roof)
+            if mode == "decode_at_context":  # output_len steps from KV length `context`
+                roof_decode = roofline_times(a, context, w["output_len"] + 1, batch, *roof)[1]
             rec = {
-                "batch_size": batch,
-                "input_len": w["input_len"],
-                "output_len": w["output_len"],
+                **m,
                 **summarise_repeats(repeats),
-                "repeats": repeats,
-                "timed_window_s": window_s,
-                "load_average": os.getloadavg()[0],
+                "load_average": m["machine_after"]["load_average_1m"],
                 "peak_memory_bytes": peak,
                 "peak_memory_kind": peak_kind,
                 "kv_cache_bytes": 2 * a.layers * a.kv_heads * a.head_dim * roof_dev["dtype_bytes"] * batch * max_seq,
@@ -229,10 +211,11 @@ def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None =
                 "nvml": window,
             }
             records.append(rec)
+            out_med = Estimate(**m["median"]["output_tokens_per_s"])
             print(
-                f"{a.arch_id} batch {batch}: prefill {rec['prefill_latency_s'] * 1e3:.2f} ms, decode "
-                f"{rec['decode_tokens_per_s'] or 0:.1f} tok/s, output {rec['output_tokens_per_s']:.1f} tok/s "
-                f"(cv {rec['cv_output_tokens_per_s'] if rec['cv_output_tokens_per_s'] is not None else float('nan'):.3f})",
+                f"{a.arch_id} batch {batch} ({mode}): prefill {rec['prefill_latency_s'] * 1e3:.2f} ms, output "
+                f"{out_med.text('.1f')} tok/s (median, 95% interval), load {m['machine_before']['load_average_1m']:.2f}"
+                f" -> {m['machine_after']['load_average_1m']:.2f}",
                 file=sys.stderr,
             )
         nvml_info = reader.info() if reader is not None else None
@@ -243,6 +226,8 @@ def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None =
         "arch_id": a.arch_id,
         "arch": a.to_dict(),
         "engine": decoder.name,
+        "mode": mode,
+        "context": context,
         "weights": w["weights"],
         "checkpoint": checkpoint if w["weights"] == "trained" else None,
         "workload": w,

@@ -1,0 +1,60 @@
+"""`archscale throughput` core: argument parsing, interleaved measurement, ratio and verdict output."""
+
+import argparse
+import json
+
+import pytest
+
+from archscale.throughput import command, compare
+
+ARGS = ["throughput", "--d-model", "32", "--ffn", "64", "--layers", "1", "--heads", "4", "--kv-heads", "2",
+        "--head-dim", "8", "--vocab", "128", "--input-len", "6", "--output-len", "3", "--repeats", "5",
+        "--threads", "1"]
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="archscale")
+    command.register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_parse_changes_and_errors():
+    assert command.parse_changes("kv_heads=1, ffn=512,tied=false") == {"kv_heads": 1, "ffn": 512, "tied": False}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        command.parse_changes("colour=1")
+    with pytest.raises(ValueError, match="must be an integer"):
+        command.parse_changes("ffn=big")
+    with pytest.raises(SystemExit):
+        _parser().parse_args(ARGS + ["--batch-size", "0,2"])
+
+
+def test_compare_measures_both_interleaved_with_a_ratio(capsys):
+    args = _parser().parse_args(ARGS + ["--batch-size", "2,1", "--compare", "kv_heads=1", "--context", "20", "--json"])
+    assert args.batch_size == [2, 1]
+    archs, base = command.architectures(args)
+    assert base == "A" and archs["B"].kv_heads == 1 and archs["B"].d_model == 32
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["batch_size"] for r in out["results"]] == [1, 2]
+    for r in out["results"]:
+        assert r["mode"] == "decode_at_context" and r["context"] == 20
+        a, b = r["architectures"]["A"], r["architectures"]["B"]
+        assert len(a["repeats"]) == len(b["repeats"]) == 5 and "vs_baseline" not in a
+        assert b["vs_baseline"]["verdict"] in ("faster", "slower", "not resolved")
+        ratio = b["vs_baseline"]["ratio"]
+        assert ratio["low"] <= ratio["value"] <= ratio["high"]
+        assert a["median"]["output_tokens_per_s"]["low"] is not None
+    text = command.format_result(out)
+    assert "B/A:" in text and "decode_at_context T=20" in text
+
+
+def test_single_architecture_text_output(capsys):
+    args = _parser().parse_args(ARGS)
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    assert "batch 1 (prefill+decode" in text and "A:" in text and "output tok/s" in text
+
+
+def test_too_few_repeats_refused():
+    with pytest.raises(ValueError, match="at least 5"):
+        compare.measure_interleaved({}, {}, 1, 4, 2, "prefill+decode", None, repeats=3)
