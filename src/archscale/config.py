@@ -31,14 +31,15 @@ def load_schema() -> dict:
 
 
 @functools.lru_cache(maxsize=1)
-def _schema_cached() -> dict:
+def cached_schema() -> dict:
+    """The schema, read once per process (treat as read-only)."""
     return load_schema()
 
 
 def schema_default(key: str) -> Any:
     """The schema's default of a dotted key (``search.grid_points``; ``search.targets[].base_gqa``
     for a key of an array's items): the one place defaults live."""
-    node: dict = _schema_cached()
+    node: dict = cached_schema()
     for part in key.split("."):
         if part.endswith("[]"):
             node = node["properties"][part[:-2]]["items"]

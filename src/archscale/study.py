@@ -23,7 +23,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
 
 from .arch import Architecture, Scale
-from .config import load_schema, validate_config
+from .config import cached_schema, validate_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from .plan import Plan
@@ -35,13 +35,13 @@ STAGES = ("training", "throughput", "export", "evaluate")
 
 def identity_keys(section: str, schema: Mapping | None = None) -> tuple[str, ...]:
     """Keys of ``section`` that decide a job's result, in the schema's order."""
-    props = (schema or load_schema())["properties"][section]["properties"]
+    props = (schema or cached_schema())["properties"][section]["properties"]
     return tuple(k for k, spec in props.items() if spec.get("x-identity"))
 
 
 def hardware_keys(section: str, schema: Mapping | None = None) -> tuple[str, ...]:
     """Keys of ``section`` that do not change a result (threads, precision, intervals, ...)."""
-    props = (schema or load_schema())["properties"][section]["properties"]
+    props = (schema or cached_schema())["properties"][section]["properties"]
     return tuple(k for k, spec in props.items() if not spec.get("x-identity"))
 
 
@@ -69,7 +69,7 @@ class Study:
     def from_config(cls, config: dict, source: str = "config") -> "Study":
         """Validate (fills defaults in place, as Snakemake's ``validate`` does) and wrap."""
         validate_config(config, source=source)
-        return cls(config=config, schema=load_schema())
+        return cls(config=config, schema=cached_schema())
 
     def section(self, name: str) -> Mapping[str, Any]:
         return _frozen(self.config[name])
@@ -157,7 +157,7 @@ class Study:
     def plan(self) -> "Plan":
         from .plan import build_plan
 
-        return build_plan(self.config)
+        return build_plan(self)
 
     # ---- search --------------------------------------------------------------------------
     @cached_property

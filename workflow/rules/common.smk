@@ -4,20 +4,21 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from archscale.config import ConfigError, validate_config
-from archscale.plan import build_plan
+from archscale.config import ConfigError
+from archscale.study import Study
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 try:
-    # Semantic checks the schema cannot express (GQA divides heads, N on target, ...).
-    validate_config(config)
-    PLAN = build_plan(config)
+    # One reading of the config (schema defaults filled); the plan resolves every grid point
+    # (semantic checks the schema cannot express: GQA divides heads, N on target, ...).
+    STUDY = Study.from_config(config)
+    PLAN = STUDY.plan
 except ConfigError as exc:
     raise WorkflowError(f"config error: {exc}") from None
 
 
 ARCH_IDS = PLAN.ids
-SEARCH_TARGETS = [t["name"] for t in config["search"]["targets"]]
+SEARCH_TARGETS = STUDY.search_target_names()
 
 
 wildcard_constraints:
@@ -67,26 +68,10 @@ def train_budget(wildcards):
     }
 
 
-IDENTITY_TRAINING_KEYS = [
-    "seq_length",
-    "global_batch",
-    "lr",
-    "min_lr_ratio",
-    "warmup_fraction",
-    "weight_decay",
-    "adam_beta1",
-    "adam_beta2",
-    "clip_grad",
-    "init_std",
-    "seed",
-    "eval_tokens",
-    "eval_interval",
-]
-
-
 def training_recipe():
-    """Training keys that change a run's result (hardware knobs are left out on purpose)."""
-    return {k: config["training"][k] for k in IDENTITY_TRAINING_KEYS}
+    """Training keys that change a run's result (x-identity in the schema; hardware knobs are
+    read by the job at run time)."""
+    return STUDY.training_recipe()
 
 
 def train_runtime(wildcards, attempt):
@@ -102,16 +87,8 @@ def train_gpus(wildcards):
 
 
 def throughput_workload():
-    keys = [
-        "engine",
-        "weights",
-        "input_len",
-        "output_len",
-        "batch_sizes",
-        "warmup",
-        "repeats",
-    ]
-    return {k: config["throughput"][k] for k in keys}
+    """Throughput keys that change a measurement (x-identity in the schema)."""
+    return STUDY.throughput_workload()
 
 
 def throughput_weights(wildcards):
@@ -201,13 +178,12 @@ def all_exports():
 
 def export_params():
     """Export settings that change the exported files (verify is a check, not part of them)."""
-    return {k: config["export"][k] for k in ("dtype", "model_type")}
+    return STUDY.export_params()
 
 
 def evaluate_spec():
     """What changes an evaluation's result (batch size, device, threads do not)."""
-    keys = ["tasks", "include_path", "metrics", "num_fewshot", "limit", "seed"]
-    return {k: config["evaluate"][k] for k in keys}
+    return STUDY.evaluate_spec()
 
 
 def evaluate_task_files(wildcards):
