@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 from archscale.config import ConfigError
 from archscale.study import Study
+from archscale.workflow_support import runtime_string
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 try:
@@ -75,10 +76,12 @@ def training_recipe():
 
 
 def train_runtime(wildcards, attempt):
-    """SLURM time limit of a training job (minutes): the compute plan's estimate, times the
+    """SLURM time limit of a training job ("90m"): the compute plan's estimate, times the
     attempt number, so a job that hit its limit resumes from its checkpoint with more time.
     """
-    return PLAN[wildcards.arch].row(PLAN.compute)["runtime_min"] * attempt
+    return runtime_string(
+        PLAN[wildcards.arch].row(PLAN.compute)["runtime_min"] * attempt
+    )
 
 
 def train_gpus(wildcards):
@@ -107,17 +110,13 @@ def gpu_model(gpus):
     return (config["compute"]["gpu_model"] or "") if gpus else ""
 
 
-def train_gpu_model(wildcards):
-    return gpu_model(train_gpus(wildcards))
-
-
 def throughput_gpus():
     """Throughput is measured on one GPU of the configured model (0 on a CPU plan)."""
     return min(1, gpu_resource())
 
 
 def throughput_runtime(wildcards, attempt):
-    return int(config["compute"]["throughput_runtime_min"]) * attempt
+    return runtime_string(int(config["compute"]["throughput_runtime_min"]) * attempt)
 
 
 def throughput_mem_mb():
@@ -138,6 +137,34 @@ def slurm_partition():
 def slurm_account():
     """Account of GPU jobs: compute.account, else $SBATCH_ACCOUNT, else the user's default."""
     return config["compute"]["account"] or os.environ.get("SBATCH_ACCOUNT", "")
+
+
+def job_gpu_model(gpus):
+    """gpu_model of a job whose GPUs are a number or a function of the wildcards."""
+    if not callable(gpus):
+        return gpu_model(gpus)
+
+    def model(wildcards):
+        return gpu_model(gpus(wildcards))
+
+    return model
+
+
+def gpu_job_resources(runtime, gpus, **extra):
+    """Resources shared by the GPU jobs (train, throughput, search measurements, evaluate),
+    runtime as a function of wildcards and attempt returning a unit string ("90m"), GPUs (an
+    int or a function of wildcards) and their model, CPUs per GPU, SLURM partition and
+    account; ``extra`` adds resources (mem_mb, exclusive) or drops one (None)."""
+    res = dict(
+        runtime=runtime,
+        gpu=gpus,
+        gpu_model=job_gpu_model(gpus),
+        cpus_per_gpu=cpus_per_gpu(),
+        slurm_partition=slurm_partition(),
+        slurm_account=slurm_account(),
+    )
+    res.update(extra)
+    return {k: v for k, v in res.items() if v is not None}
 
 
 # ---- collections -----------------------------------------------------------------
@@ -198,7 +225,7 @@ def evaluate_task_files(wildcards):
 
 
 def evaluate_runtime(wildcards, attempt):
-    return int(config["evaluate"]["runtime_min"]) * attempt
+    return runtime_string(int(config["evaluate"]["runtime_min"]) * attempt)
 
 
 def get_final_output():
