@@ -114,7 +114,7 @@ def test_launcher_commands_and_environment():
 
 def test_hardware_knobs_come_from_config_not_identity():
     config = {"training": {**RECIPE, "micro_batch": 2, "threads": 2, "precision": "auto", "checkpoint_interval": 9},
-              "compute": {"gpu_model": "h100"}}
+              "compute": {"gpu_model": "h100"}, "scales": [{"name": "t", "n_target": 30000, "layers": 2, "head_dim": 8}]}
     hw = Study.from_config(config).training_hardware()
     assert hw["micro_batch"] == 2 and hw["threads"] == 2 and hw["checkpoint_interval"] == 9
     assert hw["peak_flops"] == 989e12
