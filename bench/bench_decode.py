@@ -28,6 +28,7 @@ import torch
 
 from archscale.arch import Architecture
 from archscale.io import write_json
+from archscale.config import schema_default
 from archscale.model import build_model, resolve_runtime, setup_runtime
 from archscale.throughput.engine import random_prompts
 from archscale.throughput.fastdecode import FastDecoder
@@ -35,6 +36,8 @@ from archscale.export import megatron_to_hf_state_dict
 from archscale.throughput.hf_config import hf_llama_model
 from archscale.throughput.nvml import cpu_model
 from archscale.throughput.roofline import measure_device, roofline_times
+
+ROPE = float(schema_default("model.rope_base"))
 
 ARCHS = {
     # the embedded default's LLaMA-like point (overhead-bound: 2 layers, d=96)
@@ -68,8 +71,8 @@ def timed_interleaved(engines: dict, repeats: int) -> dict:
 def bench_arch(arch: Architecture, input_len: int, output_len: int, batches, repeats: int, device: dict) -> dict:
     runtime = resolve_runtime(cuda_available=False, te_installed=False)
     torch.manual_seed(0)
-    mcore = build_model(arch, runtime, max_sequence_length=input_len + output_len).eval()
-    hf = hf_llama_model(arch, dtype="float32", max_position_embeddings=input_len + output_len)
+    mcore = build_model(arch, runtime, max_sequence_length=input_len + output_len, rope_base=ROPE).eval()
+    hf = hf_llama_model(arch, dtype="float32", max_position_embeddings=input_len + output_len, rope_base=ROPE)
     hf.load_state_dict(megatron_to_hf_state_dict(mcore.state_dict(), arch), strict=False)
     dec = FastDecoder(mcore, runtime, input_len + output_len)
     rows = []

@@ -36,7 +36,7 @@ def _save(tmp: Path) -> dict:
     rt = resolve_runtime("fp32", "local", cuda_available=False)
     setup_runtime(rt, 0)
     arch = Architecture(**ARCH)
-    model = build_model(arch, rt, 128)
+    model = build_model(arch, rt, 128, rope_base=500000.0)
     save_final(tmp / "final", SimpleNamespace(module=model), {"arch": arch.to_dict(), "arch_id": arch.arch_id,
                                                               "seq_length": 128, "rope_base": 500000.0,
                                                               "precision": "fp32"})

@@ -47,6 +47,7 @@ SEQ, BATCH = 128, 8
 def _job(arch: dict, manifest: str, root: str):
     from archscale.arch import Architecture
     from archscale.train.job import TrainJob
+    from archscale.config import schema_default
 
     a = Architecture(**arch, scale="bench")
     recipe = {"seq_length": SEQ, "global_batch": BATCH, "lr": 1e-3, "min_lr_ratio": 0.1, "warmup_fraction": 0.0,
@@ -54,6 +55,7 @@ def _job(arch: dict, manifest: str, root: str):
               "seed": 1, "eval_tokens": SEQ * BATCH, "eval_interval": 0}
     return TrainJob(arch=a.to_dict(), budget={"tokens": 10_000 * SEQ * BATCH}, recipe=recipe, manifest=manifest,
                     checkpoint_dir=root, metrics=f"{root}/m.json", curve=f"{root}/c.parquet", final=f"{root}/final",
+                    rope_base=float(schema_default("model.rope_base")),
                     hardware={"micro_batch": BATCH, "threads": int(os.environ.get("OMP_NUM_THREADS", "1"))})
 
 

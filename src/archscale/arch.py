@@ -29,6 +29,7 @@ width). Rounding rules are explicit:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -135,8 +136,23 @@ class Architecture:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Architecture":
-        keys = ("d_model", "ffn", "layers", "heads", "kv_heads", "head_dim", "vocab", "tied", "scale", "name")
-        return cls(**{k: data[k] for k in keys if k in data})
+        """The one reader of an architecture dict (a rule's params, a record, a search entry):
+        extra keys (arch_id, derived counts) are ignored; numpy integers (parquet) become ints."""
+        ints = ("d_model", "ffn", "layers", "heads", "kv_heads", "head_dim", "vocab")
+        kw: dict[str, Any] = {k: _plain(data[k]) for k in ints if k in data}
+        if "tied" in data:
+            kw["tied"] = bool(data["tied"])
+        for k in ("scale", "name"):
+            if k in data:
+                kw[k] = str(data[k] or "")
+        return cls(**kw)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy integer as a Python int; anything else unchanged (validated by Architecture)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return value
 
 
 def round_to_multiple(x: float, multiple: int, minimum: int | None = None) -> int:

@@ -7,6 +7,7 @@ from the command line (:func:`load_config`); both fill in the schema's defaults.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from importlib import resources
@@ -27,6 +28,26 @@ def schema_path() -> Path:
 
 def load_schema() -> dict:
     return yaml.safe_load(schema_path().read_text())
+
+
+@functools.lru_cache(maxsize=1)
+def cached_schema() -> dict:
+    """The schema, read once per process (treat as read-only)."""
+    return load_schema()
+
+
+def schema_default(key: str) -> Any:
+    """The schema's default of a dotted key (``search.grid_points``; ``search.targets[].base_gqa``
+    for a key of an array's items): the one place defaults live."""
+    node: dict = cached_schema()
+    for part in key.split("."):
+        if part.endswith("[]"):
+            node = node["properties"][part[:-2]]["items"]
+        else:
+            node = node["properties"][part]
+    if "default" not in node:
+        raise KeyError(f"schema: '{key}' has no default")
+    return copy.deepcopy(node["default"])
 
 
 def _with_defaults(validator_cls):

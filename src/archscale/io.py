@@ -85,4 +85,6 @@ def _default(obj: Any) -> Any:
         pass
     if isinstance(obj, Path):
         return str(obj)
+    if callable(getattr(obj, "to_dict", None)):  # Architecture, Scale, ...: dicts only at the JSON boundary
+        return obj.to_dict()
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")

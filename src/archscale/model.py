@@ -1,6 +1,6 @@
 """A resolved architecture as a megatron-core ``GPTModel`` (LLaMA-3.2 style).
 
-RMSNorm, SwiGLU, RoPE (base from config, 500000 as in LLaMA-3), no biases, GQA, tied or
+RMSNorm, SwiGLU, RoPE (base from config: model.rope_base, LLaMA-3's by default), no biases, GQA, tied or
 untied output layer. GPU: bf16 and the Transformer Engine layer spec when it is installed
 (local spec otherwise). CPU: fp32, local spec, with :mod:`archscale.compat` active.
 
@@ -199,7 +199,8 @@ def build_model(
     arch: Architecture,
     runtime: Runtime,
     max_sequence_length: int,
-    rope_base: float = 500000,
+    *,
+    rope_base: float,
     init_std: float = 0.02,
 ):
     """The megatron-core GPTModel of ``arch`` (call :func:`setup_runtime` first)."""

@@ -12,11 +12,14 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .arch import Architecture, GridPoint, InfeasiblePoint, Scale, resolve
 from .config import ConfigError
 from .cost import PEAK_FLOPS, gpu_hours, inference_flops_per_token, training_cost
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .study import Study
 
 
 @dataclass
@@ -103,32 +106,14 @@ def runtime_minutes(hours: float, compute: dict) -> int:
     return int(math.ceil(minutes))
 
 
-def scale_from_config(entry: dict, config: dict) -> Scale:
-    model = config.get("model", {})
-    return Scale(
-        name=entry["name"],
-        n_target=int(entry["n_target"]),
-        layers=int(entry["layers"]),
-        head_dim=int(entry["head_dim"]),
-        vocab=int(config.get("tokenizer", {}).get("vocab_size", 512)),
-        tied=bool(model.get("tied_embeddings", True)),
-        d_multiple=int(entry.get("d_multiple", model.get("d_multiple", 64))),
-        ffn_multiple=int(entry.get("ffn_multiple", model.get("ffn_multiple", 64))),
-        n_tolerance=float(entry.get("n_tolerance", model.get("n_tolerance", 0.05))),
-        r_tolerance=float(entry.get("r_tolerance", model.get("r_tolerance", 0.15))),
-        tokens=entry.get("tokens"),
-        tokens_per_param=entry.get("tokens_per_param", 20),
-    )
-
-
 def grid_points(entry: dict, index: int) -> list[GridPoint]:
     points = []
-    for k, sweep in enumerate(entry.get("grid", [])):
+    for k, sweep in enumerate(entry["grid"]):
         where = f"scales[{index}].grid[{k}]"
         if ("d_model" in sweep) == ("d_over_sqrt_n" in sweep):
             raise ConfigError(f"{where} (scale '{entry['name']}'): give exactly one of d_model and d_over_sqrt_n")
         key = "d_model" if "d_model" in sweep else "d_over_sqrt_n"
-        for dv, r, gqa in itertools.product(sweep[key], sweep["r"], sweep.get("gqa", [4])):
+        for dv, r, gqa in itertools.product(sweep[key], sweep["r"], sweep["gqa"]):
             points.append(GridPoint(r=float(r), gqa=int(gqa), origin=where, **{key: dv}))
     return points
 
@@ -157,30 +142,34 @@ class Plan:
         raise KeyError(name)
 
 
-def build_plan(config: dict) -> Plan:
+def build_plan(config: "dict | Study") -> Plan:
     """Resolve every grid point; raise :class:`ConfigError` naming the first bad ones."""
-    training = config.get("training", {})
-    seq, batch = int(training.get("seq_length", 128)), int(training.get("global_batch", 32))
+    from .study import architecture_from_entry, study_of
+
+    study = study_of(config)
+    config = study.config
+    training = config["training"]
+    seq, batch = int(training["seq_length"]), int(training["global_batch"])
     runs: dict[str, PlannedRun] = {}
     scales: dict[str, Scale] = {}
     problems: list[str] = []
-    skip = config.get("model", {}).get("on_infeasible", "error") == "skip"
+    skip = config["model"]["on_infeasible"] == "skip"
     skipped: list[str] = []
-    for i, entry in enumerate(config.get("scales", [])):
-        scale = scale_from_config(entry, config)
+    for i, entry in enumerate(config["scales"]):
+        scale = study.scale(entry)
         if scale.name in scales:
             problems.append(f"scales[{i}]: duplicate scale name '{scale.name}'")
             continue
         scales[scale.name] = scale
         tokens = scale.train_tokens
-        gpus = int(entry.get("gpus", config.get("compute", {}).get("gpus_per_job", 0)))
+        gpus = int(entry.get("gpus", config["compute"]["gpus_per_job"]))
         archs: list[tuple[Architecture, str]] = []
         for point in grid_points(entry, i):
             try:
                 archs.append((resolve(scale, point), point.describe()))
             except InfeasiblePoint as exc:
                 (skipped if skip else problems).append(str(exc))
-        for j, ex in enumerate(entry.get("architectures", [])):
+        for j, ex in enumerate(entry["architectures"]):
             where = f"scales[{i}].architectures[{j}] '{ex['name']}'"
             if ex["heads"] % ex["kv_heads"]:
                 problems.append(
@@ -188,11 +177,7 @@ def build_plan(config: dict) -> Plan:
                     "GQA must divide the head count"
                 )
                 continue
-            arch = Architecture(
-                d_model=ex["d_model"], ffn=ex["ffn"], layers=scale.layers, heads=ex["heads"],
-                kv_heads=ex["kv_heads"], head_dim=scale.head_dim, vocab=scale.vocab,
-                tied=scale.tied, scale=scale.name, name=ex["name"],
-            )
+            arch = architecture_from_entry(ex, scale)
             rel = arch.params_non_embedding / scale.n_target - 1
             if abs(rel) > scale.n_tolerance:
                 problems.append(
@@ -215,7 +200,7 @@ def build_plan(config: dict) -> Plan:
         raise ConfigError(f"{len(problems)} infeasible grid point(s):\n  {shown}{more}")
     if not runs:
         raise ConfigError("scales: the grid is empty; add grid sweeps or architectures to a scale")
-    return Plan(runs=runs, compute=config.get("compute", {}), scales=scales, skipped=skipped)
+    return Plan(runs=runs, compute=config["compute"], scales=scales, skipped=skipped)
 
 
 def plan_totals(rows: list[dict[str, Any]]) -> dict[str, float]:

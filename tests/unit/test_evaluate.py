@@ -184,7 +184,7 @@ def exported(tmp_path_factory):
     # d % heads != 0: the exported config is the mistral type (see archscale.export.hf_model_type)
     arch = Architecture(d_model=40, ffn=64, layers=2, heads=6, kv_heads=2, head_dim=8, vocab=320, scale="t")
     torch.manual_seed(0)
-    model = build_model(arch, rt, max_sequence_length=128)
+    model = build_model(arch, rt, max_sequence_length=128, rope_base=500000)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.3)  # a model with opinions: accuracies away from ties

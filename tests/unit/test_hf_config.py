@@ -9,6 +9,7 @@ from archscale.throughput.hf_config import hf_llama_model, llama_config, write_l
 
 pytest.importorskip("transformers")
 
+ROPE = 500000.0
 ARCHS = [
     # embedded-default shapes, including h*dh != d and d % h != 0
     Architecture(d_model=96, ffn=144, layers=2, heads=4, kv_heads=2, head_dim=8, vocab=512),
@@ -21,7 +22,7 @@ ARCHS = [
 
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda a: a.arch_id)
 def test_llama_param_count_matches_resolver(arch):
-    model = hf_llama_model(arch, dtype="float32")
+    model = hf_llama_model(arch, dtype="float32", rope_base=ROPE)
     assert sum(p.numel() for p in model.parameters()) == arch.params_total
     attn = model.model.layers[0].self_attn
     assert attn.q_proj.weight.shape == (arch.heads * arch.head_dim, arch.d_model)
@@ -49,8 +50,8 @@ def test_megatron_weights_in_transformers_give_the_same_logits_and_tokens(arch):
 
     runtime = resolve_runtime(cuda_available=False, te_installed=False)
     setup_runtime(runtime, 3)
-    mcore = build_model(arch, runtime, max_sequence_length=64, init_std=0.3).eval()
-    hf = hf_llama_model(arch, dtype="float32", max_position_embeddings=64)
+    mcore = build_model(arch, runtime, max_sequence_length=64, rope_base=ROPE, init_std=0.3).eval()
+    hf = hf_llama_model(arch, dtype="float32", max_position_embeddings=64, rope_base=ROPE)
     missing, unexpected = hf.load_state_dict(megatron_to_hf_state_dict(mcore.state_dict(), arch), strict=False)
     assert not unexpected and all("rotary" in k for k in missing)
     prompts = random_prompts(arch.vocab, 2, 10, seed=0)

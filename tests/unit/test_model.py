@@ -21,6 +21,8 @@ from archscale.model import (
 )
 from archscale.plan import build_plan
 
+ROPE = 500000.0
+
 
 @pytest.fixture(scope="module")
 def cpu_runtime():
@@ -52,7 +54,7 @@ def _resolved_archs() -> list[Architecture]:
 
 @pytest.mark.parametrize("arch", _resolved_archs(), ids=lambda a: a.arch_id)
 def test_built_parameter_count_equals_resolver(cpu_runtime, arch):
-    model = build_model(arch, cpu_runtime, max_sequence_length=32)
+    model = build_model(arch, cpu_runtime, max_sequence_length=32, rope_base=ROPE)
     assert count_parameters(model) == arch.params_total
     # non-embedding part: everything but the embedding (and the untied output layer)
     emb = model.embedding.word_embeddings.weight.numel()
@@ -66,7 +68,7 @@ def test_built_parameter_count_equals_resolver(cpu_runtime, arch):
 
 def test_forward_returns_per_token_loss(cpu_runtime):
     arch = Architecture(d_model=32, ffn=64, layers=2, heads=4, kv_heads=2, head_dim=8, vocab=128)
-    model = build_model(arch, cpu_runtime, max_sequence_length=16)
+    model = build_model(arch, cpu_runtime, max_sequence_length=16, rope_base=ROPE)
     tokens = torch.randint(0, 128, (3, 16))
     labels = torch.randint(0, 128, (3, 16))
     loss = model(tokens, None, causal_mask(16), labels=labels)
@@ -86,7 +88,7 @@ def test_sdpa_core_attention_matches_megatron(cpu_runtime, heads, kv):
     for impl in ("local", "local_megatron"):
         rt = resolve_runtime(transformer_impl=impl)
         torch.manual_seed(3)
-        model = build_model(arch, rt, 24)
+        model = build_model(arch, rt, 24, rope_base=ROPE)
         loss = model(tokens, None, causal_mask(24), labels=tokens).mean()
         loss.backward()
         results[impl] = (loss.item(), model.decoder.layers[0].self_attention.linear_qkv.weight.grad.clone())

@@ -7,6 +7,7 @@ from archscale.arch import Architecture
 from archscale.model import build_model, resolve_runtime, setup_runtime
 from archscale.throughput import engine
 
+ROPE = 500000.0
 ARCH = Architecture(d_model=96, ffn=144, layers=2, heads=4, kv_heads=2, head_dim=8, vocab=512)
 CPU = resolve_runtime(cuda_available=False, te_installed=False)
 GPU = resolve_runtime(cuda_available=True, te_installed=False)
@@ -16,7 +17,7 @@ GPU = resolve_runtime(cuda_available=True, te_installed=False)
 def model():
     setup_runtime(CPU, 7)
     # A large init spreads the logits, so greedy tokens vary and the comparison is not trivial.
-    return build_model(ARCH, CPU, max_sequence_length=64, init_std=0.5)
+    return build_model(ARCH, CPU, max_sequence_length=64, rope_base=ROPE, init_std=0.5)
 
 
 def test_kv_cache_decoding_matches_decoding_without_cache(model):
@@ -129,4 +130,4 @@ def test_vllm_engine_fails_clearly_where_it_cannot_run():
     if torch.cuda.is_available():
         pytest.skip("GPU machine: vLLM may run here")
     with pytest.raises(RuntimeError, match=expected):
-        VllmDecoder(ARCH, 8, 96, seed=0)
+        VllmDecoder(ARCH, 8, 96, seed=0, rope_base=ROPE)

@@ -8,6 +8,7 @@ from archscale.arch import Architecture
 from archscale.throughput import job, measure, run_job
 from archscale.throughput.nvml import NvmlUnavailable, open_reader
 
+ROPE = 500000.0
 ARCH = Architecture(d_model=32, ffn=80, layers=2, heads=4, kv_heads=2, head_dim=8, vocab=256, scale="t")
 WORKLOAD = {"engine": "megatron", "weights": "random", "input_len": 8, "output_len": 5, "batch_sizes": [2, 1],
             "warmup": 1, "repeats": 3}
@@ -23,7 +24,7 @@ def _no_nvml():
 
 def test_run_job_record_on_cpu():
     _no_nvml()
-    rec = run_job(ARCH.to_dict(), WORKLOAD, HW)
+    rec = run_job(ARCH.to_dict(), WORKLOAD, HW, rope_base=ROPE)
     json.dumps(rec)  # serialisable as it stands
     assert rec["arch_id"] == ARCH.arch_id and rec["arch"]["gqa"] == 2
     assert rec["engine"] == "archscale-static" and rec["device"] == "cpu" and rec["precision"] == "fp32"
@@ -54,7 +55,7 @@ def test_run_job_record_on_cpu():
 def test_require_nvml_fails_clearly_without_nvml():
     _no_nvml()
     with pytest.raises(NvmlUnavailable, match="require_nvml"):
-        run_job(ARCH.to_dict(), WORKLOAD, {**HW, "require_nvml": True})
+        run_job(ARCH.to_dict(), WORKLOAD, {**HW, "require_nvml": True}, rope_base=ROPE)
 
 
 @pytest.mark.parametrize(
@@ -104,9 +105,9 @@ def test_trained_checkpoint_is_loaded(tmp_path):
 
     runtime = resolve_runtime(cuda_available=False, te_installed=False)
     setup_runtime(runtime, 99)
-    trained = build_model(ARCH, runtime, max_sequence_length=32, init_std=0.3)
+    trained = build_model(ARCH, runtime, max_sequence_length=32, rope_base=ROPE, init_std=0.3)
     final = tmp_path / "final"
-    save_final(final, types.SimpleNamespace(module=trained), {"arch": ARCH.to_dict(), "seq_length": 32})
+    save_final(final, types.SimpleNamespace(module=trained), {"arch": ARCH.to_dict(), "seq_length": 32, "rope_base": ROPE})
 
     loaded = job.build_megatron_model(ARCH, runtime, 13, 500000, str(final))
     ref = trained.state_dict()
@@ -117,7 +118,7 @@ def test_trained_checkpoint_is_loaded(tmp_path):
     assert not all(torch.equal(ref[k], fresh.state_dict()[k]) for k in weights)
 
     rec = run_job(ARCH.to_dict(), {**WORKLOAD, "weights": "trained", "batch_sizes": [1], "repeats": 2}, HW,
-                  checkpoint=str(final))
+                  checkpoint=str(final), rope_base=ROPE)
     assert rec["weights"] == "trained" and rec["checkpoint"] == str(final)
 
     other = Architecture(d_model=32, ffn=80, layers=2, heads=4, kv_heads=4, head_dim=8, vocab=256, scale="t")

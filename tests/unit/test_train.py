@@ -23,7 +23,8 @@ from archscale.arch import Architecture
 from archscale.data.dataset import Manifest, SampleSchedule, unigram_entropy, write_synthetic_manifest
 from archscale.train import checkpointing as ckpt
 from archscale.train import launcher
-from archscale.train.job import RECIPE_KEYS, TrainJob
+from archscale.study import Study, identity_keys
+from archscale.train.job import TrainJob
 from archscale.train.metrics import CURVE_COLUMNS, curve_table, progress_line, throughput
 from archscale.train.signals import Preempted, Preemption
 
@@ -45,6 +46,7 @@ def make_job(root: Path, manifest: Path, tokens: int, arch: Architecture = ARCH,
     recipe = {**RECIPE, **changes.pop("recipe", {})}
     hardware = {"micro_batch": 4, "threads": 1, "log_interval": 10, "checkpoint_interval": 25,
                 "peak_flops": 5e10, **changes.pop("hardware", {})}
+    changes.setdefault("rope_base", 500000.0)
     return TrainJob(
         arch=arch.to_dict(), budget={"tokens": tokens, "scale": "t", "n_target": arch.params_non_embedding},
         recipe=recipe, manifest=str(manifest), checkpoint_dir=str(root / "ckpt"), metrics=str(root / "out/metrics.json"),
@@ -77,8 +79,9 @@ def test_job_steps_warmup_and_identity(tmp_path, manifest):
     assert TrainJob.from_dict(json.loads(json.dumps(job.to_dict()))) == job
     with pytest.raises(ValueError, match="recipe lacks"):
         TrainJob(arch=ARCH.to_dict(), budget={"tokens": 1}, recipe={}, manifest="m", checkpoint_dir="c",
-                 metrics="m", curve="c", final="f")
-    assert set(RECIPE) == set(RECIPE_KEYS)
+                 metrics="m", curve="c", final="f", rope_base=500000.0)
+    assert set(RECIPE) == set(identity_keys("training"))
+    assert isinstance(job.arch, Architecture) and job.to_dict()["arch"] == ARCH.to_dict()
 
 
 def test_sample_schedule_partitions_each_step():
@@ -111,11 +114,11 @@ def test_launcher_commands_and_environment():
 
 def test_hardware_knobs_come_from_config_not_identity():
     config = {"training": {**RECIPE, "micro_batch": 2, "threads": 2, "precision": "auto", "checkpoint_interval": 9},
-              "compute": {"gpu_model": "h100"}}
-    hw = launcher.hardware_from_config(config)
+              "compute": {"gpu_model": "h100"}, "scales": [{"name": "t", "n_target": 30000, "layers": 2, "head_dim": 8}]}
+    hw = Study.from_config(config).training_hardware()
     assert hw["micro_batch"] == 2 and hw["threads"] == 2 and hw["checkpoint_interval"] == 9
     assert hw["peak_flops"] == 989e12
-    assert not set(hw) & set(RECIPE_KEYS)
+    assert not set(hw) & set(identity_keys("training"))
 
 
 def test_launcher_module_does_not_import_torch():

@@ -35,6 +35,6 @@ rule fit:
     conda:
         "../../environment.yml"
     params:
-        fit=config["fit"],
+        fit=STUDY.fit,
     script:
         "../scripts/fit.py"

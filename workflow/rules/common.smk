@@ -4,20 +4,22 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from archscale.config import ConfigError, validate_config
-from archscale.plan import build_plan
+from archscale.config import ConfigError
+from archscale.study import Study
+from archscale.workflow_support import runtime_string
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 try:
-    # Semantic checks the schema cannot express (GQA divides heads, N on target, ...).
-    validate_config(config)
-    PLAN = build_plan(config)
+    # One reading of the config (schema defaults filled); the plan resolves every grid point
+    # (semantic checks the schema cannot express: GQA divides heads, N on target, ...).
+    STUDY = Study.from_config(config)
+    PLAN = STUDY.plan
 except ConfigError as exc:
     raise WorkflowError(f"config error: {exc}") from None
 
 
 ARCH_IDS = PLAN.ids
-SEARCH_TARGETS = [t["name"] for t in config["search"]["targets"]]
+SEARCH_TARGETS = STUDY.search_target_names()
 
 
 wildcard_constraints:
@@ -67,33 +69,19 @@ def train_budget(wildcards):
     }
 
 
-IDENTITY_TRAINING_KEYS = [
-    "seq_length",
-    "global_batch",
-    "lr",
-    "min_lr_ratio",
-    "warmup_fraction",
-    "weight_decay",
-    "adam_beta1",
-    "adam_beta2",
-    "clip_grad",
-    "init_std",
-    "seed",
-    "eval_tokens",
-    "eval_interval",
-]
-
-
 def training_recipe():
-    """Training keys that change a run's result (hardware knobs are left out on purpose)."""
-    return {k: config["training"][k] for k in IDENTITY_TRAINING_KEYS}
+    """Training keys that change a run's result (x-identity in the schema; hardware knobs are
+    read by the job at run time)."""
+    return STUDY.training_recipe()
 
 
 def train_runtime(wildcards, attempt):
-    """SLURM time limit of a training job (minutes): the compute plan's estimate, times the
+    """SLURM time limit of a training job ("90m"): the compute plan's estimate, times the
     attempt number, so a job that hit its limit resumes from its checkpoint with more time.
     """
-    return PLAN[wildcards.arch].row(PLAN.compute)["runtime_min"] * attempt
+    return runtime_string(
+        PLAN[wildcards.arch].row(PLAN.compute)["runtime_min"] * attempt
+    )
 
 
 def train_gpus(wildcards):
@@ -102,16 +90,8 @@ def train_gpus(wildcards):
 
 
 def throughput_workload():
-    keys = [
-        "engine",
-        "weights",
-        "input_len",
-        "output_len",
-        "batch_sizes",
-        "warmup",
-        "repeats",
-    ]
-    return {k: config["throughput"][k] for k in keys}
+    """Throughput keys that change a measurement (x-identity in the schema)."""
+    return STUDY.throughput_workload()
 
 
 def throughput_weights(wildcards):
@@ -130,17 +110,13 @@ def gpu_model(gpus):
     return (config["compute"]["gpu_model"] or "") if gpus else ""
 
 
-def train_gpu_model(wildcards):
-    return gpu_model(train_gpus(wildcards))
-
-
 def throughput_gpus():
     """Throughput is measured on one GPU of the configured model (0 on a CPU plan)."""
     return min(1, gpu_resource())
 
 
 def throughput_runtime(wildcards, attempt):
-    return int(config["compute"]["throughput_runtime_min"]) * attempt
+    return runtime_string(int(config["compute"]["throughput_runtime_min"]) * attempt)
 
 
 def throughput_mem_mb():
@@ -161,6 +137,34 @@ def slurm_partition():
 def slurm_account():
     """Account of GPU jobs: compute.account, else $SBATCH_ACCOUNT, else the user's default."""
     return config["compute"]["account"] or os.environ.get("SBATCH_ACCOUNT", "")
+
+
+def job_gpu_model(gpus):
+    """gpu_model of a job whose GPUs are a number or a function of the wildcards."""
+    if not callable(gpus):
+        return gpu_model(gpus)
+
+    def model(wildcards):
+        return gpu_model(gpus(wildcards))
+
+    return model
+
+
+def gpu_job_resources(runtime, gpus, **extra):
+    """Resources shared by the GPU jobs (train, throughput, search measurements, evaluate),
+    runtime as a function of wildcards and attempt returning a unit string ("90m"), GPUs (an
+    int or a function of wildcards) and their model, CPUs per GPU, SLURM partition and
+    account; ``extra`` adds resources (mem_mb, exclusive) or drops one (None)."""
+    res = dict(
+        runtime=runtime,
+        gpu=gpus,
+        gpu_model=job_gpu_model(gpus),
+        cpus_per_gpu=cpus_per_gpu(),
+        slurm_partition=slurm_partition(),
+        slurm_account=slurm_account(),
+    )
+    res.update(extra)
+    return {k: v for k, v in res.items() if v is not None}
 
 
 # ---- collections -----------------------------------------------------------------
@@ -201,13 +205,12 @@ def all_exports():
 
 def export_params():
     """Export settings that change the exported files (verify is a check, not part of them)."""
-    return {k: config["export"][k] for k in ("dtype", "model_type")}
+    return STUDY.export_params()
 
 
 def evaluate_spec():
     """What changes an evaluation's result (batch size, device, threads do not)."""
-    keys = ["tasks", "include_path", "metrics", "num_fewshot", "limit", "seed"]
-    return {k: config["evaluate"][k] for k in keys}
+    return STUDY.evaluate_spec()
 
 
 def evaluate_task_files(wildcards):
@@ -222,7 +225,7 @@ def evaluate_task_files(wildcards):
 
 
 def evaluate_runtime(wildcards, attempt):
-    return int(config["evaluate"]["runtime_min"]) * attempt
+    return runtime_string(int(config["evaluate"]["runtime_min"]) * attempt)
 
 
 def get_final_output():

@@ -17,11 +17,7 @@ rule evaluate:
         "../../environment.yml"
     threads: config["evaluate"]["threads"]
     resources:
-        runtime=evaluate_runtime,
-        gpu=throughput_gpus(),
-        gpu_model=gpu_model(throughput_gpus()),
-        slurm_partition=slurm_partition(),
-        slurm_account=slurm_account(),
+        **gpu_job_resources(evaluate_runtime, throughput_gpus(), cpus_per_gpu=None),
     params:
         spec=evaluate_spec(),
     script:

@@ -19,7 +19,7 @@ rule export:
     threads: 1
     resources:
         mem_mb=config["export"]["mem_mb"],
-        runtime=lambda wc, attempt: 60 * attempt,
+        runtime=lambda wc, attempt: runtime_string(60 * attempt),
     params:
         export=export_params(),
     script:

@@ -39,14 +39,12 @@ rule throughput_candidate:
         "../../environment.yml"
     threads: config["throughput"]["threads"]
     resources:
-        runtime=throughput_runtime,
-        gpu=throughput_gpus(),
-        gpu_model=gpu_model(throughput_gpus()),
-        cpus_per_gpu=cpus_per_gpu(),
-        mem_mb=throughput_mem_mb(),
-        slurm_partition=slurm_partition(),
-        slurm_account=slurm_account(),
-        exclusive=int(config["throughput"]["exclusive"]),
+        **gpu_job_resources(
+            throughput_runtime,
+            throughput_gpus(),
+            mem_mb=throughput_mem_mb(),
+            exclusive=int(config["throughput"]["exclusive"]),
+        ),
     params:
         workload=candidate_workload(),
     script:

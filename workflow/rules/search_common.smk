@@ -1,16 +1,10 @@
 # Search targets (validated when the workflow is parsed) and the search rules' input functions.
 from archscale.io import read_json
-from archscale.search import (
-    SearchError,
-    check_target_feasible,
-    measure_ids,
-    settings_from_config,
-    targets_from_config,
-)
+from archscale.search import SearchError, check_target_feasible, measure_ids
 
 try:
-    SEARCH = targets_from_config(config, PLAN.scales)
-    SEARCH_SETTINGS = settings_from_config(config)
+    SEARCH = STUDY.search_targets
+    SEARCH_SETTINGS = STUDY.search_settings
     for _target in SEARCH.values():
         # A scale that admits no architecture at all fails here, before any job runs.
         check_target_feasible(_target, SEARCH_SETTINGS)

@@ -19,13 +19,9 @@ rule train:
         "../../environment.yml"
     threads: config["training"]["threads"]
     resources:
-        runtime=train_runtime,
-        gpu=train_gpus,
-        gpu_model=train_gpu_model,
-        cpus_per_gpu=cpus_per_gpu(),
-        mem_mb=config["compute"]["mem_mb_per_job"],
-        slurm_partition=slurm_partition(),
-        slurm_account=slurm_account(),
+        **gpu_job_resources(
+            train_runtime, train_gpus, mem_mb=config["compute"]["mem_mb_per_job"]
+        ),
     params:
         arch=arch_params,
         budget=train_budget,

@@ -1,20 +1,13 @@
 """Rule evaluate: lm-evaluation-harness zero-shot on results/export/{arch} -> results/eval/{arch}.json."""
 
-import sys
-import traceback
+from archscale.workflow_support import rule_logging
 
-with open(snakemake.log[0], "w") as log:
-    sys.stderr = sys.stdout = log
-    try:
-        from archscale.evaluate import evaluate_model
-        from archscale.io import write_json
+with rule_logging(snakemake):
+    from archscale.evaluate import evaluate_model
+    from archscale.io import write_json
 
-        ev = snakemake.config["evaluate"]
-        # Hardware knobs are read here, not from params: they do not change a job's identity.
-        hardware = {"batch_size": ev["batch_size"], "device": ev["device"], "threads": snakemake.threads}
-        record = evaluate_model(snakemake.wildcards.arch, snakemake.input.model, snakemake.params.spec, hardware)
-        write_json(snakemake.output[0], record)
-    except Exception:
-        traceback.print_exc()
-        sys.stderr = sys.__stderr__
-        raise
+    ev = snakemake.config["evaluate"]
+    # Hardware knobs are read here, not from params: they do not change a job's identity.
+    hardware = {"batch_size": ev["batch_size"], "device": ev["device"], "threads": snakemake.threads}
+    record = evaluate_model(snakemake.wildcards.arch, snakemake.input.model, snakemake.params.spec, hardware)
+    write_json(snakemake.output[0], record)

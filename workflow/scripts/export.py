@@ -1,27 +1,20 @@
 """Rule export: results/train/{arch}/final (megatron-core) -> results/export/{arch} (HF directory)."""
 
-import sys
-import traceback
+from archscale.workflow_support import rule_logging
 
-with open(snakemake.log[0], "w") as log:
-    sys.stderr = sys.stdout = log
-    try:
-        from archscale.export import export_checkpoint
+with rule_logging(snakemake):
+    from archscale.export import export_checkpoint
 
-        record = export_checkpoint(
-            snakemake.input.checkpoint,
-            snakemake.output[0],
-            tokenizer_file=snakemake.input.tokenizer,
-            tokenizer_meta_file=snakemake.input.tokenizer_meta,
-            dtype=snakemake.params.export["dtype"],
-            model_type=snakemake.params.export["model_type"],
-            # A check, not part of the result: read from the config, not params.
-            verify=snakemake.config["export"]["verify"],
-            threads=snakemake.threads,
-        )
-        print(f"[archscale] exported {record['arch_id']} ({record['model_type']}, {record['dtype']}, "
-              f"{record['parameters']:,} parameters) -> {snakemake.output[0]}")
-    except Exception:
-        traceback.print_exc()
-        sys.stderr = sys.__stderr__
-        raise
+    record = export_checkpoint(
+        snakemake.input.checkpoint,
+        snakemake.output[0],
+        tokenizer_file=snakemake.input.tokenizer,
+        tokenizer_meta_file=snakemake.input.tokenizer_meta,
+        dtype=snakemake.params.export["dtype"],
+        model_type=snakemake.params.export["model_type"],
+        # A check, not part of the result: read from the config, not params.
+        verify=snakemake.config["export"]["verify"],
+        threads=snakemake.threads,
+    )
+    print(f"[archscale] exported {record['arch_id']} ({record['model_type']}, {record['dtype']}, "
+          f"{record['parameters']:,} parameters) -> {snakemake.output[0]}")

@@ -1,25 +1,20 @@
 """Fit the Chinchilla and conditional laws and run the progressive validation (archscale.law)."""
 
 import json
-import sys
 
 from archscale.analysis.aggregate import read_runs
 from archscale.io import write_json, write_parquet
 from archscale.law import fit_outputs
 from archscale.law.validation import validation_table
+from archscale.workflow_support import rule_logging
 
-with open(snakemake.log[0], "w") as log:
-    sys.stderr = sys.stdout = log
-    try:
-        runs, provenance = read_runs(snakemake.input[0])
-        chinchilla, conditional, validation = fit_outputs(runs, dict(snakemake.params.fit))
-        conditional["provenance"] = provenance
-        write_json(snakemake.output.chinchilla, chinchilla)
-        write_json(snakemake.output.conditional, conditional)
-        write_parquet(snakemake.output.validation, validation_table(validation))
-        for form, fit in conditional["forms"].items():
-            print(form, json.dumps(fit["optimum"]), f"mse={fit['mse']}", f"spearman={fit['spearman']}")
-        print(validation.to_string())
-    except Exception as exc:  # the log names the record or key at fault
-        print(f"error: {exc}", file=log)
-        raise
+with rule_logging(snakemake):
+    runs, provenance = read_runs(snakemake.input[0])
+    chinchilla, conditional, validation = fit_outputs(runs, dict(snakemake.params.fit))
+    conditional["provenance"] = provenance
+    write_json(snakemake.output.chinchilla, chinchilla)
+    write_json(snakemake.output.conditional, conditional)
+    write_parquet(snakemake.output.validation, validation_table(validation))
+    for form, fit in conditional["forms"].items():
+        print(form, json.dumps(fit["optimum"]), f"mse={fit['mse']}", f"spearman={fit['spearman']}")
+    print(validation.to_string())

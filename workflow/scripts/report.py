@@ -1,30 +1,23 @@
 """Rule report: figures, tables and the summary -> results/report/ (index.json lists them)."""
 
-import sys
-import traceback
+from archscale.workflow_support import rule_logging
 
-with open(snakemake.log[0], "w") as log:
-    sys.stderr = sys.stdout = log
-    try:
-        import json
+with rule_logging(snakemake):
+    import json
 
-        from archscale.report import OUTPUTS, build_report
+    from archscale.report import OUTPUTS, build_report
 
-        inp = snakemake.input
-        index = build_report(
-            outputs={name: getattr(snakemake.output, name) for name in [*OUTPUTS, "index"]},
-            plan=inp.plan,
-            runs=inp.runs,
-            conditional=inp.conditional,
-            validation=inp.validation,
-            curves=list(inp.curves),
-            search_results=list(inp.search_results),
-            search_pareto=list(inp.search_pareto),
-            title=snakemake.params.title,
-            batch_size=snakemake.params.batch_size,
-        )
-        print(json.dumps(index, indent=2))
-    except Exception:
-        traceback.print_exc()
-        sys.stderr = sys.__stderr__
-        raise
+    inp = snakemake.input
+    index = build_report(
+        outputs={name: getattr(snakemake.output, name) for name in [*OUTPUTS, "index"]},
+        plan=inp.plan,
+        runs=inp.runs,
+        conditional=inp.conditional,
+        validation=inp.validation,
+        curves=list(inp.curves),
+        search_results=list(inp.search_results),
+        search_pareto=list(inp.search_pareto),
+        title=snakemake.params.title,
+        batch_size=snakemake.params.batch_size,
+    )
+    print(json.dumps(index, indent=2))

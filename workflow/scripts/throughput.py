@@ -1,20 +1,21 @@
 """Rule throughput: measure one architecture (prefill, decode, energy) -> results/throughput/{arch}.json."""
 
-import sys
-import traceback
+from archscale.workflow_support import rule_logging
 
-with open(snakemake.log[0], "w") as log:
-    sys.stderr = sys.stdout = log
-    try:
-        from archscale.io import write_json
-        from archscale.throughput import hardware_from_config, run_job
+with rule_logging(snakemake):
+    from archscale.io import write_json
+    from archscale.study import Study
+    from archscale.throughput import run_job
 
-        # Hardware knobs are read here, not from params: they do not change a job's identity.
-        hardware = hardware_from_config(snakemake.config["throughput"], snakemake.threads)
-        checkpoint = snakemake.input[0] if len(snakemake.input) else None
-        record = run_job(snakemake.params.arch, snakemake.params.workload, hardware, checkpoint=checkpoint)
-        write_json(snakemake.output[0], record)
-    except Exception:
-        traceback.print_exc()
-        sys.stderr = sys.__stderr__
-        raise
+    # Hardware knobs and the RoPE base are read from the study, not params: they do not change
+    # a measurement (a trained checkpoint brings its own RoPE base, checked against it).
+    study = Study.from_config(snakemake.config)
+    checkpoint = snakemake.input[0] if len(snakemake.input) else None
+    record = run_job(
+        snakemake.params.arch,
+        snakemake.params.workload,
+        study.throughput_hardware(snakemake.threads),
+        checkpoint=checkpoint,
+        rope_base=study.rope_base,
+    )
+    write_json(snakemake.output[0], record)

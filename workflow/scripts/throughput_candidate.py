@@ -1,21 +1,20 @@
 """Rule throughput_candidate: measure one architecture listed by the search checkpoint."""
 
-import sys
-import traceback
+from archscale.workflow_support import rule_logging
 
-with open(snakemake.log[0], "w") as log:
-    sys.stderr = sys.stdout = log
-    try:
-        from archscale.io import read_json, write_json
-        from archscale.search import measure_candidate
-        from archscale.throughput import hardware_from_config
+with rule_logging(snakemake):
+    from archscale.io import read_json, write_json
+    from archscale.search import measure_candidate
+    from archscale.study import Study
 
-        # Hardware knobs are read here, not from params: they do not change a job's identity.
-        hardware = hardware_from_config(snakemake.config["throughput"], snakemake.threads)
-        candidates = read_json(snakemake.input[0])
-        record = measure_candidate(candidates, snakemake.wildcards.arch, snakemake.params.workload, hardware)
-        write_json(snakemake.output[0], record)
-    except Exception:
-        traceback.print_exc()
-        sys.stderr = sys.__stderr__
-        raise
+    # Hardware knobs and the RoPE base are read from the study, not params: they do not change
+    # a measurement with random weights.
+    study = Study.from_config(snakemake.config)
+    record = measure_candidate(
+        read_json(snakemake.input[0]),
+        snakemake.wildcards.arch,
+        snakemake.params.workload,
+        study.throughput_hardware(snakemake.threads),
+        rope_base=study.rope_base,
+    )
+    write_json(snakemake.output[0], record)

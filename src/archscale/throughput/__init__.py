@@ -5,6 +5,6 @@ throughput of architectures that were never measured. Importing this package is 
 and megatron-core are imported when a job runs.
 """
 
-from .job import hardware_from_config, run_job
+from .job import run_job
 
-__all__ = ["hardware_from_config", "run_job"]
+__all__ = ["run_job"]

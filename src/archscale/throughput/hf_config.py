@@ -17,7 +17,8 @@ from ..io import write_json
 def llama_config(
     arch: Architecture,
     max_position_embeddings: int = 4096,
-    rope_base: float = 500000,
+    *,
+    rope_base: float,
     dtype: str = "bfloat16",
     rms_norm_eps: float = 1e-5,
 ) -> dict:

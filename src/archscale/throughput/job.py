@@ -108,25 +108,25 @@ def build_megatron_model(a: Architecture, runtime, max_seq: int, rope_base: floa
             f"throughput.weights is 'trained' but {checkpoint} is not a final checkpoint of the training "
             "stage (no archscale.json); run the train rule first or set throughput.weights: random"
         )
-    trained = Architecture.from_dict(read_json(desc_path)["arch"])
+    desc = read_json(desc_path)
+    trained = Architecture.from_dict(desc["arch"])
     if trained.arch_id != a.arch_id:
         raise ValueError(f"{desc_path}: checkpoint of {trained.arch_id}, but the job measures {a.arch_id}")
+    if "rope_base" in desc and float(desc["rope_base"]) != float(rope_base):
+        raise ValueError(
+            f"{desc_path}: trained with rope_base {desc['rope_base']}, but model.rope_base is {rope_base}; "
+            "re-run the train rule for this architecture"
+        )
     model, _ = load_final(checkpoint, runtime)
     return model
 
 
-def hardware_from_config(throughput_config: dict, threads: int) -> dict:
-    """The hardware knobs of a throughput job (read from config, never part of its identity)."""
-    return {
-        "threads": threads,
-        "require_nvml": throughput_config["require_nvml"],
-        "nvml_interval_s": throughput_config["nvml_interval_s"],
-        "megatron_engine": throughput_config.get("megatron_engine", "auto"),
-    }
+def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None = None, *, rope_base: float) -> dict:
+    """Measure one architecture at every batch size of the workload (the record of docs/pipeline.md).
 
-
-def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None = None) -> dict:
-    """Measure one architecture at every batch size of the workload (the record of docs/pipeline.md)."""
+    ``rope_base`` is ``model.rope_base`` (:attr:`archscale.study.Study.rope_base`); a trained
+    checkpoint brings its own (its ``archscale.json``), which must agree with it.
+    """
     t_job = time.perf_counter()
     a = Architecture.from_dict(arch)
     w = check_workload(workload, checkpoint)
@@ -159,7 +159,7 @@ def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None =
 
             setup_runtime(runtime, seed)
             model = build_megatron_model(
-                a, runtime, max_seq, w.get("rope_base", 500000), checkpoint if w["weights"] == "trained" else None
+                a, runtime, max_seq, rope_base, checkpoint if w["weights"] == "trained" else None
             )
             decoder = make_decoder(kind, model, a, runtime, max_batch, max_seq, seed)
         else:
@@ -167,7 +167,7 @@ def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None =
 
             if w["weights"] == "trained":
                 raise ValueError("throughput.engine vllm runs on dummy weights; set throughput.weights: random")
-            decoder = VllmDecoder(a, max_batch, max_seq, seed, rope_base=w.get("rope_base", 500000))
+            decoder = VllmDecoder(a, max_batch, max_seq, seed, rope_base=rope_base)
         setup_s = time.perf_counter() - t_setup
         device_name = torch.cuda.get_device_name() if runtime.on_gpu else nvml_mod.cpu_model()
         roof_dev = measure_device(runtime.device, runtime.params_dtype)

@@ -39,7 +39,7 @@ def _import_vllm():
 class VllmDecoder:
     name = "vllm"
 
-    def __init__(self, arch: Architecture, max_batch: int, max_seq: int, seed: int, rope_base: float = 500000,
+    def __init__(self, arch: Architecture, max_batch: int, max_seq: int, seed: int, *, rope_base: float,
                  dtype: str = "bfloat16", gpu_memory_utilization: float = 0.9):
         vllm = _import_vllm()
         if not torch.cuda.is_available():

@@ -308,7 +308,9 @@ def load_final(path: str | Path, runtime=None):
     desc = read_json(path / "archscale.json")
     runtime = runtime or resolve_runtime()
     arch = Architecture.from_dict(desc["arch"])
-    model = build_model(arch, runtime, int(desc["seq_length"]), rope_base=desc.get("rope_base", 500000))
+    if "rope_base" not in desc:
+        raise ValueError(f"{path / 'archscale.json'}: no rope_base; re-run the train rule to rewrite the checkpoint")
+    model = build_model(arch, runtime, int(desc["seq_length"]), rope_base=float(desc["rope_base"]))
     loaded = dist_checkpointing.load({"model": model.sharded_state_dict()}, str(path))
     model.load_state_dict(loaded["model"])
     return model, desc

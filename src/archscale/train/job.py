@@ -2,7 +2,9 @@
 
 ``identity`` fields (architecture, budget, recipe, rope base) decide the result and come from
 the rule's ``params``; ``hardware`` fields (micro-batch, threads, precision, layer spec,
-parallelism, intervals) do not, and come from the config at run time.
+parallelism, intervals) do not, and come from the config at run time. Which training keys are
+which is marked in the schema (``x-identity``; :mod:`archscale.study`), and so are the defaults.
+The job holds an :class:`~archscale.arch.Architecture`; it becomes a dict in ``job.json`` only.
 """
 
 from __future__ import annotations
@@ -15,32 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from ..arch import Architecture
+from ..config import schema_default
+from ..study import hardware_keys, identity_keys
 
-RECIPE_KEYS = (
-    "seq_length", "global_batch", "lr", "min_lr_ratio", "warmup_fraction", "weight_decay",
-    "adam_beta1", "adam_beta2", "clip_grad", "init_std", "seed", "eval_tokens", "eval_interval",
-)
 
-HARDWARE_DEFAULTS: dict[str, Any] = {
-    "micro_batch": 32,
-    "threads": 1,
-    "precision": "auto",
-    "transformer_impl": "auto",
-    "tensor_parallel": 1,
-    "distributed_optimizer": False,
-    "log_interval": 10,
-    "checkpoint_interval": 200,
-    "keep_checkpoints": 2,
-    "peak_flops": None,
-    # Live logging (archscale.train.tracking): TensorBoard on by default, W&B settings or None.
-    "tensorboard": True,
-    "wandb": None,
-}
+def hardware_defaults() -> dict[str, Any]:
+    """The training hardware knobs' schema defaults, plus the device peak (None: no MFU)."""
+    return {**{k: schema_default(f"training.{k}") for k in hardware_keys("training")}, "peak_flops": None}
 
 
 @dataclass
 class TrainJob:
-    arch: dict[str, Any]
+    arch: Architecture
     budget: dict[str, Any]
     recipe: dict[str, Any]
     manifest: str
@@ -48,23 +36,26 @@ class TrainJob:
     metrics: str
     curve: str
     final: str
-    rope_base: float = 500000.0
+    rope_base: float
     hardware: dict[str, Any] = field(default_factory=dict)
     tokenizer_meta: str | None = None
 
     def __post_init__(self) -> None:
-        missing = [k for k in RECIPE_KEYS if k not in self.recipe]
+        if not isinstance(self.arch, Architecture):
+            self.arch = Architecture.from_dict(self.arch)
+        missing = [k for k in identity_keys("training") if k not in self.recipe]
         if missing:
             raise ValueError(f"training recipe lacks {missing}")
-        self.hardware = {**HARDWARE_DEFAULTS, **(self.hardware or {})}
-        unknown = set(self.hardware) - set(HARDWARE_DEFAULTS)
+        defaults = hardware_defaults()
+        self.hardware = {**defaults, **(self.hardware or {})}
+        unknown = set(self.hardware) - set(defaults)
         if unknown:
             raise ValueError(f"unknown hardware knobs {sorted(unknown)}")
 
     # ---- derived ------------------------------------------------------------------
     @property
     def architecture(self) -> Architecture:
-        return Architecture.from_dict(self.arch)
+        return self.arch
 
     @property
     def arch_id(self) -> str:
@@ -93,13 +84,13 @@ class TrainJob:
 
     def fingerprint(self) -> dict[str, Any]:
         """What a resumable checkpoint must match to be resumed."""
-        ident = {"arch": self.arch, "budget": self.budget, "recipe": self.recipe, "rope_base": self.rope_base}
+        ident = {"arch": self.arch.to_dict(), "budget": self.budget, "recipe": self.recipe, "rope_base": self.rope_base}
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
         return {"arch_id": self.arch_id, "digest": digest, **ident}
 
     # ---- (de)serialisation ----------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "arch": self.arch.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainJob":

@@ -15,31 +15,16 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
+from ..arch import Architecture
 from ..io import write_json
-from .job import HARDWARE_DEFAULTS, TrainJob
-from .tracking import settings_from_config
+from .job import TrainJob
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 TORCHRUN_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
 #: Seconds torchrun waits for ranks to checkpoint and exit after a signal before SIGKILL.
 TORCHRUN_SHUTDOWN_TIMEOUT_S = 900
-
-
-def hardware_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Hardware knobs of a job from the workflow config (never part of the job's identity)."""
-    training = config.get("training", {})
-    hw = {k: training[k] for k in HARDWARE_DEFAULTS if k in training}
-    hw.update(settings_from_config(config))  # TensorBoard / W&B; W&B's group defaults to run_name
-    compute = config.get("compute", {})
-    try:
-        from ..plan import peak_flops
-
-        hw["peak_flops"] = float(peak_flops(compute))
-    except Exception:  # noqa: BLE001 - unknown GPU model: MFU is reported as null
-        hw["peak_flops"] = None
-    return hw
 
 
 def processes(gpus: int) -> int:
@@ -104,10 +89,12 @@ def launch(job: TrainJob, gpus: int, stdout=None) -> int:
 
 
 def job_from_snakemake(snakemake) -> TrainJob:
-    """The job of a ``train`` rule invocation: identity from params, hardware from config."""
+    """The job of a ``train`` rule invocation: identity from params, hardware from the study."""
+    from ..study import Study
+
     p = snakemake.params
     return TrainJob(
-        arch=dict(p.arch),
+        arch=Architecture.from_dict(p.arch),
         budget=dict(p.budget),
         recipe=dict(p.recipe),
         rope_base=float(p.rope_base),
@@ -117,5 +104,5 @@ def job_from_snakemake(snakemake) -> TrainJob:
         metrics=str(snakemake.output.metrics),
         curve=str(snakemake.output.curve),
         final=str(snakemake.output.final),
-        hardware=hardware_from_config(snakemake.config),
+        hardware=Study.from_config(snakemake.config).training_hardware(),
     )

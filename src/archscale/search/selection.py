@@ -1,0 +1,294 @@
+"""Algorithm 1 end to end, without files: :func:`prepare` (candidates and the measurement
+plan, steps 1-4) and :func:`select` (the GQA walks on measured throughput, Panda, Surefire and
+the Pareto table, step 5); :func:`run_search` runs both in one process.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from ..arch import Architecture, GridPoint, InfeasiblePoint, resolve
+from .algorithm import (
+    ARCH_COLUMNS,
+    Efficiency,
+    LawModel,
+    enumerate_space,
+    gqa_walk,
+    grid_axes,
+    pareto_mask,
+    pick_panda,
+    rank_within_target,
+    require_feasible,
+    score,
+    within_target,
+)
+from .targets import SearchError, SearchSettings, SearchTarget
+
+
+# ---- stage 1: candidates and the measurement plan ------------------------------------------
+def loss_target_value(
+    target: SearchTarget, law: LawModel, l_opt: float, settings: SearchSettings, runs: pd.DataFrame | None
+) -> dict[str, Any]:
+    """The numeric loss target, and where it came from."""
+    lt = target.loss_target
+    if lt is None:
+        return {"value": None, "source": "none", "baseline": None}
+    if not isinstance(lt, str):
+        return {"value": float(lt), "source": "number", "baseline": None}
+    base = target.baseline
+    predicted = law.predict(base.d_over_sqrt_n, base.mlp_attn_ratio, l_opt)
+    observed = None
+    if runs is not None and len(runs) and "valid_loss" in runs:
+        hit = runs[runs["arch_id"] == base.arch_id]
+        if len(hit) and np.isfinite(float(hit["valid_loss"].iloc[0])):
+            observed = float(hit["valid_loss"].iloc[0])
+    if settings.loss_target_source == "observed":
+        if observed is None:
+            raise SearchError(
+                f"search target '{target.name}': loss_target_source is 'observed' but the runs table has no "
+                f"valid_loss for baseline '{base.name}' ({base.arch_id}); train it or use 'predicted'"
+            )
+        value = observed
+    else:
+        value = predicted[settings.form]
+    return {
+        "value": float(value), "source": f"{settings.loss_target_source} loss of baseline", "baseline": base.arch_id,
+        "baseline_name": base.name, "baseline_predicted": predicted, "baseline_observed": observed,
+    }
+
+
+def _entry(row: pd.Series | dict, role: str, **extra) -> dict[str, Any]:
+    row = dict(row)
+    keep = ARCH_COLUMNS + ["name", "kv_cache_bytes_per_token", "loss", "pred_output_tokens_per_s", "within_target"]
+    out = {k: _py(row.get(k)) for k in keep if k in row}
+    out.update({k: _py(v) for k, v in row.items() if k.startswith("loss_")})
+    out["role"] = role
+    out.update(extra)
+    return out
+
+
+def _py(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def prepare(
+    target: SearchTarget,
+    settings: SearchSettings,
+    law: LawModel,
+    efficiency: Efficiency,
+    runs: pd.DataFrame | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Steps 1-4: the scored space (one row per architecture) and the measurement plan."""
+    xs, rs, grid_source = grid_axes(settings, law.conditional, runs)
+    base_gqa = target.walk_base_gqa
+    space = enumerate_space(target.scale, xs, rs, base_gqa)
+    require_feasible(target, space, xs, rs)
+
+    l_opt = law.l_opt(target.scale.n_target, target.tokens)
+    df = score(space.archs.values(), law, l_opt, efficiency, settings.form)
+    df["requested_d_over_sqrt_n"] = [space.requested[a][0] for a in df["arch_id"]]
+    df["requested_r"] = [space.requested[a][1] for a in df["arch_id"]]
+    lt = loss_target_value(target, law, l_opt, settings, runs)
+    df["within_target"] = within_target(df, lt["value"])
+    df["pareto"] = pareto_mask(df["loss"], df["pred_output_tokens_per_s"])
+
+    panda = pick_panda(df)
+    ranked = rank_within_target(df)
+    surefire_pred = ranked.iloc[0] if len(ranked) else None
+
+    measure: dict[str, dict] = {}
+
+    def add(entry: dict) -> None:
+        aid = entry["arch_id"]
+        if aid not in measure:
+            measure[aid] = dict(entry, roles=[entry["role"]])
+        elif entry["role"] not in measure[aid]["roles"]:
+            measure[aid]["roles"].append(entry["role"])
+
+    baseline_entry = None
+    if target.baseline is not None:
+        b = score([target.baseline], law, l_opt, efficiency, settings.form).iloc[0].to_dict()
+        b["within_target"] = bool(lt["value"] is None or b["loss"] <= lt["value"] + 1e-12)
+        baseline_entry = _entry(b, "baseline")
+        add(baseline_entry)
+    panda_entry = _entry(panda, "panda")
+    add(panda_entry)
+
+    walks, skipped = [], []
+    for rank, (_, cand) in enumerate(ranked.head(settings.measure_top_k).iterrows()):
+        steps = []
+        for g in target.walk_gqas:
+            if g == base_gqa:
+                row = cand.to_dict()
+            else:
+                try:
+                    arch = resolve(
+                        target.scale,
+                        GridPoint(r=float(cand["mlp_attn_ratio"]), gqa=g, d_model=int(cand["d_model"]), origin="gqa walk"),
+                    )
+                except InfeasiblePoint as exc:
+                    skipped.append({"base_arch_id": cand["arch_id"], "gqa": g, "reason": str(exc)})
+                    continue
+                row = score([arch], law, l_opt, efficiency, settings.form).iloc[0].to_dict()
+                row["within_target"] = bool(lt["value"] is None or row["loss"] <= lt["value"] + 1e-12)
+            entry = _entry(row, "walk", base_arch_id=cand["arch_id"], walk_rank=rank)
+            add(entry)
+            steps.append({"gqa": g, "arch_id": entry["arch_id"], "within_target": bool(entry["within_target"])})
+        walks.append({"base_arch_id": cand["arch_id"], "rank": rank, "steps": steps})
+
+    candidates = {
+        "target": target.to_dict(),
+        "settings": settings.to_dict(),
+        "l_opt": l_opt,
+        "loss_target": lt,
+        "grid": {
+            "source": grid_source, "d_over_sqrt_n": xs, "r": rs, "gqa": base_gqa, "points": space.points,
+            "infeasible": space.infeasible, "infeasible_examples": space.examples, "architectures": len(df),
+            "within_target": int(df["within_target"].sum()),
+        },
+        "panda": panda_entry,
+        "surefire_predicted": _entry(surefire_pred, "surefire_predicted") if surefire_pred is not None else None,
+        "baseline": baseline_entry,
+        "walks": walks,
+        "skipped_variants": skipped,
+        "measure": list(measure.values()),
+    }
+    return candidates, df
+
+
+def measure_ids(candidates: dict) -> list[str]:
+    """Architecture ids the workflow must measure for this target (deduplicated, ordered)."""
+    return [m["arch_id"] for m in candidates["measure"]]
+
+
+def measure_entry(candidates: dict, arch_id: str) -> dict:
+    for m in candidates["measure"]:
+        if m["arch_id"] == arch_id:
+            return m
+    raise SearchError(f"architecture {arch_id} is not in the search's measurement list ({len(candidates['measure'])} entries)")
+
+
+def measure_arch(candidates: dict, arch_id: str) -> Architecture:
+    return Architecture.from_dict(measure_entry(candidates, arch_id))
+
+
+# ---- stage 2: selection with measured throughput -------------------------------------------
+def throughput_at(record: dict, batch_size: int, where: str = "throughput record") -> float:
+    """Output tokens/s at ``batch_size`` from a throughput record (docs/pipeline.md)."""
+    for rec in record.get("records", []):
+        if int(rec.get("batch_size", -1)) == int(batch_size):
+            value = rec.get("output_tokens_per_s")
+            if value is None or not np.isfinite(float(value)):
+                raise SearchError(f"{where}: output_tokens_per_s at batch size {batch_size} is missing or not finite")
+            return float(value)
+    sizes = [rec.get("batch_size") for rec in record.get("records", [])]
+    raise SearchError(f"{where}: no record at batch size {batch_size} (measured: {sizes}); set search.batch_size to one of them")
+
+
+def select(
+    candidates: dict, space: pd.DataFrame, throughput: Callable[[str], float], measured_label: str = "measured"
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Step 5: GQA walks with measured throughput; Panda, Surefire, baseline and the Pareto table."""
+    cache: dict[str, float] = {}
+
+    def tput(arch_id: str) -> float:
+        if arch_id not in cache:
+            cache[arch_id] = float(throughput(arch_id))
+        return cache[arch_id]
+
+    def with_measured(entry: dict | None) -> dict | None:
+        if entry is None:
+            return None
+        out = dict(entry)
+        out["measured_output_tokens_per_s"] = tput(entry["arch_id"])
+        return out
+
+    walks = []
+    for w in candidates["walks"]:
+        if not w["steps"]:
+            continue
+        walk = gqa_walk(w["steps"], tput)
+        walk["base_arch_id"] = w["base_arch_id"]
+        walk["rank"] = w["rank"]
+        walks.append(walk)
+
+    best = [w["best"] for w in walks if w["best"] is not None]
+    surefire = None
+    if best:
+        top = max(best, key=lambda v: v["throughput"])
+        surefire = dict(measure_entry(candidates, top["arch_id"]))
+        surefire["role"] = "surefire"
+        surefire["measured_output_tokens_per_s"] = top["throughput"]
+
+    panda = with_measured(candidates["panda"])
+    baseline = with_measured(candidates.get("baseline"))
+    lt = candidates["loss_target"]
+    summary = {}
+    if baseline is not None:
+        for key, pick in (("panda", panda), ("surefire", surefire)):
+            if pick is None:
+                continue
+            summary[key] = {
+                "loss_delta_vs_baseline": pick["loss"] - baseline["loss"],
+                "measured_speedup_vs_baseline": pick["measured_output_tokens_per_s"] / baseline["measured_output_tokens_per_s"],
+                "predicted_speedup_vs_baseline": pick["pred_output_tokens_per_s"] / baseline["pred_output_tokens_per_s"],
+            }
+    t = candidates["target"]
+    result = {
+        "target": t["name"],
+        "scale": t["scale"]["name"],
+        "n_target": t["scale"]["n_target"],
+        "tokens": t["tokens"],
+        "form": candidates["settings"]["form"],
+        "batch_size": candidates["settings"]["batch_size"],
+        "input_len": candidates["settings"]["input_len"],
+        "output_len": candidates["settings"]["output_len"],
+        "throughput_source": measured_label,
+        "l_opt": candidates["l_opt"],
+        "loss_target": lt,
+        "grid": candidates["grid"],
+        "panda": panda,
+        "surefire": surefire,
+        "surefire_predicted": with_measured(candidates.get("surefire_predicted")),
+        "baseline": baseline,
+        "versus_baseline": summary,
+        "gqa_walks": walks,
+        "skipped_variants": candidates.get("skipped_variants", []),
+        "measured": {a: v for a, v in cache.items()},
+        "measured_architectures": [
+            dict(m, measured_output_tokens_per_s=cache[m["arch_id"]]) for m in candidates["measure"] if m["arch_id"] in cache
+        ],
+        "note": None if surefire is not None else (
+            f"no architecture meets the loss target {lt['value']:.4g}: Panda's predicted loss is "
+            f"{candidates['panda']['loss']:.4g}; relax loss_target or widen the grid"
+        ),
+    }
+    pareto = space.copy()
+    pareto["measured_output_tokens_per_s"] = [cache.get(a, np.nan) for a in pareto["arch_id"]]
+    pareto["is_panda"] = pareto["arch_id"] == candidates["panda"]["arch_id"]
+    pareto["is_surefire"] = pareto["arch_id"] == (surefire["arch_id"] if surefire else None)
+    pareto = pareto.sort_values(["loss", "pred_output_tokens_per_s"], ascending=[True, False], kind="mergesort")
+    return result, pareto.reset_index(drop=True)
+
+
+def run_search(
+    target: SearchTarget,
+    settings: SearchSettings,
+    law: LawModel,
+    efficiency: Efficiency,
+    runs: pd.DataFrame | None = None,
+    measure: Callable[[Architecture], float] | None = None,
+    measured_label: str = "cost model (predicted)",
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Algorithm 1 in one process; ``measure`` defaults to the efficiency prediction."""
+    candidates, space = prepare(target, settings, law, efficiency, runs)
+    measure = measure or efficiency
+    result, pareto = select(candidates, space, lambda a: measure(measure_arch(candidates, a)), measured_label)
+    return result, pareto
+
+

@@ -1,0 +1,58 @@
+"""What the workflow's rule scripts and rule files share: the log context and the GPU resources.
+
+A rule script is ``with rule_logging(snakemake): <call the library>``; the library never imports
+the workflow (docs/architecture.md). No torch here: the rule process stays light.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import traceback
+from typing import Any, Iterator, Mapping, TextIO
+
+
+@contextlib.contextmanager
+def rule_logging(snakemake: Any, mode: str = "w") -> Iterator[TextIO]:
+    """Send stdout and stderr to the rule's log (``snakemake.log[0]``) for the block; an
+    exception is written there with its traceback and re-raised (Snakemake then reports the
+    job as failed and names the log). Yields the open log file.
+    """
+    out, err = sys.stdout, sys.stderr
+    with open(snakemake.log[0], mode) as log:
+        sys.stdout = sys.stderr = log
+        try:
+            yield log
+        except BaseException:
+            traceback.print_exc(file=log)
+            log.flush()
+            raise
+        finally:
+            sys.stdout, sys.stderr = out, err
+
+
+def runtime_string(minutes: float) -> str:
+    """A SLURM time limit as a unit string (``"90m"``), as the slurm executor's ``runtime`` takes."""
+    whole = int(-(-float(minutes) // 1))  # ceil: never shorten a limit
+    if whole < 1:
+        raise ValueError(f"runtime must be at least one minute, got {minutes!r}")
+    return f"{whole}m"
+
+
+def gpu_resources(
+    compute: Mapping[str, Any], gpus: int, mem_mb: int, partition_env: str = "", account_env: str = ""
+) -> dict[str, Any]:
+    """The resources shared by the GPU rules (train, throughput, search measurements, export,
+    evaluate): GPUs, their model, CPUs per GPU, memory, SLURM partition and account.
+
+    ``compute`` is the config's compute section; partition and account fall back to the
+    environment's ($SBATCH_PARTITION / $SBATCH_ACCOUNT) values passed in.
+    """
+    return {
+        "gpu": int(gpus),
+        "gpu_model": (compute["gpu_model"] or "") if gpus else "",
+        "cpus_per_gpu": int(compute["cpus_per_gpu"]),
+        "mem_mb": int(mem_mb),
+        "slurm_partition": compute["partition"] or partition_env,
+        "slurm_account": compute["account"] or account_env,
+    }
