@@ -433,7 +433,7 @@ def export_checkpoint(
         tokenizer_file=tokenizer_file,
         tokenizer_meta=meta,
         seq_length=int(desc["seq_length"]),
-        rope_base=float(desc.get("rope_base", 500000)),
+        rope_base=float(desc["rope_base"]),
         dtype=dtype,
         model_type=model_type,
         provenance={"source_checkpoint": str(checkpoint), "source": {k: desc[k] for k in desc if k != "arch"}},

@@ -63,7 +63,7 @@ def conditional_json(runs: pd.DataFrame, optimum: bool = True) -> dict:
                 "mse": 2e-4, "spearman": 0.93,
             },
         },
-        "l_opt": {f"{int(n)}|{int(d)}": l_opt_of(int(n)) for n, d in keys},
+        "l_opt": [{"n": int(n), "d": int(d), "l_opt": l_opt_of(int(n))} for n, d in keys],
         "chinchilla": None,
     }
 

@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+
 from helpers.records import metrics_record, throughput_record
 from helpers.rules import SAMPLE, default_config, run_snakemake, write_config
 
 from archscale.config import load_config
 from archscale.io import write_json, write_parquet
-from archscale.law.conditional import u_factor
+from archscale.law.conditional import l_opt_table, u_factor
 from archscale.plan import build_plan
 
 pytestmark = pytest.mark.slow
@@ -80,8 +81,8 @@ def test_aggregate_and_fit_rules(tmp_path):
     assert cond["n_points"] == int(((df["mlp_attn_ratio"] >= r_lo) & (df["mlp_attn_ratio"] <= r_hi)).sum())
     assert cond["provenance"]["config_hash"] == prov["config_hash"]
     for scale, sub in df.groupby("scale"):
-        key = f"{int(sub['n_target'].iloc[0])}|{int(sub['tokens'].iloc[0])}"
-        assert cond["l_opt"][key] == pytest.approx(sub["loss"].min())
+        key = (int(sub["n_target"].iloc[0]), int(sub["tokens"].iloc[0]))
+        assert l_opt_table(cond["l_opt"])[key] == pytest.approx(sub["loss"].min())
     mult = cond["forms"]["multiplicative"]
     # The records follow the paper's law at x = d/sqrt(N) / 5: the fitted optimum is 5 x 0.080.
     opt = mult["optimum"]

@@ -44,7 +44,7 @@ LLAMA_1B = Architecture(
 L_OPT_1B = 2.78
 
 
-def conditional_json(coef: dict, l_opt: dict | None = None, additive: dict | None = None) -> dict:
+def conditional_json(coef: dict, l_opt: list | None = None, additive: dict | None = None) -> dict:
     """A results/fit/conditional.json in the fitting stage's format."""
     a, b = coef["a"], coef["b"]
     forms = {
@@ -58,7 +58,7 @@ def conditional_json(coef: dict, l_opt: dict | None = None, additive: dict | Non
         forms["additive"] = additive
     return {
         "reference": "empirical", "r_range": [0.5, 5.0], "n_points": 40, "forms": forms,
-        "l_opt": l_opt or {f"{SCALE_1B.n_target}|{SCALE_1B.train_tokens}": L_OPT_1B}, "chinchilla": None,
+        "l_opt": l_opt or [{"n": SCALE_1B.n_target, "d": SCALE_1B.train_tokens, "l_opt": L_OPT_1B}], "chinchilla": None,
     }
 
 
@@ -77,7 +77,7 @@ class OracleLaw(LawModel):
     """The law evaluated with the paper's equations (independent of archscale.law)."""
 
     def l_opt(self, n: int, tokens: int) -> float:
-        return float(self.conditional["l_opt"][f"{n}|{tokens}"])
+        return next(float(r["l_opt"]) for r in self.conditional["l_opt"] if (r["n"], r["d"]) == (n, tokens))
 
     def predict(self, d_over_sqrt_n: float, r: float, l_opt: float) -> dict[str, float]:
         fns = {"multiplicative": multiplicative, "additive": additive}
@@ -328,7 +328,7 @@ def test_3b_search_with_the_1b_only_fit_lands_near_the_paper_panda():
                ffn_multiple=64, tokens=100_000_000_000)
     llama3 = Architecture(d_model=3072, ffn=8192, layers=28, heads=24, kv_heads=8, head_dim=128, vocab=128_256,
                           scale="3b", name="llama-3.2-3b")
-    cond = conditional_json(PAPER_1B, l_opt={f"{s3.n_target}|{s3.train_tokens}": 2.6})
+    cond = conditional_json(PAPER_1B, l_opt=[{"n": s3.n_target, "d": s3.train_tokens, "l_opt": 2.6}])
     target = SearchTarget(name="3b", scale=s3, tokens=s3.train_tokens, loss_target="llama-3.2-3b",
                           gqa_candidates=(1, 2, 3, 4, 6, 8, 12), baseline=llama3)
     cands, space = prepare(target, FINE, LawModel(cond), toy_efficiency)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..arch import Architecture, Scale
-from ..config import ConfigError, load_config
+from ..config import ConfigError, load_config, schema_default
 from ..io import read_json, write_json, write_parquet
 from ..search import (
     FORMS,
@@ -181,8 +181,10 @@ def _live_measure(args: argparse.Namespace, config: dict | None, settings: Searc
     workload.setdefault("repeats", 3)
     hardware = {"threads": args.threads, "require_nvml": False}
 
+    rope_base = float((config or {}).get("model", {}).get("rope_base") or schema_default("model.rope_base"))
+
     def measure(arch: Architecture) -> float:
-        record = run_job(arch.to_dict(), workload, hardware, None)
+        record = run_job(arch.to_dict(), workload, hardware, None, rope_base=rope_base)
         return throughput_at(record, settings.batch_size, f"live measurement of {arch.arch_id}")
 
     return measure
