@@ -1,5 +1,9 @@
 """Zero-shot downstream evaluation of exported models with lm-evaluation-harness.
 
+Length (~500 lines): one stage's whole adapter to lm-evaluation-harness -- architecture selection,
+task resolution, the harness call and the record -- kept together because each part is only
+meaningful with the others; the functions are small and separately tested.
+
 One job per trained architecture: the exported HF directory (:mod:`archscale.export`) is
 evaluated with lm-evaluation-harness's ``hf`` model on the configured tasks, zero-shot, and the
 record ``results/eval/{arch}.json`` keeps every metric lm-evaluation-harness reported plus one

@@ -1,5 +1,8 @@
 """Export a trained megatron-core model to a Hugging Face Llama model directory.
 
+Length (~450 lines): the export stage end to end -- checkpoint loading, the megatron -> HF weight
+mapping, the config/model-type choice and the logits check -- one concept, one module.
+
 The directory loads with ``transformers`` (``LlamaForCausalLM``), vLLM and lm-evaluation-harness
 (``--model hf --model_args pretrained=DIR``)::
 
