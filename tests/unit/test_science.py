@@ -173,3 +173,26 @@ def test_cli_plan_science_json(capsys, tmp_path):
     assert out["seed_noise"] == 0.02 and out["simulations"] == 10
     with pytest.raises(SystemExit, match="no seed noise"):
         main(["plan", "--science", str(path), "--law", PRIOR])
+
+
+def test_interpolating_fit_has_no_interval_and_no_optimum():
+    x, r = np.array([0.05, 0.07, 0.08, 0.1, 0.12]), np.array([0.5, 1.0, 2.0, 1.0, 3.0])
+    losses = draw(np.asarray(load_law(PRIOR).predict(x, r, 3.0), float), 0.01, 5, seed=0)
+    fit = fit_batch("additive", x, r, losses, np.full_like(losses, 3.0))
+    assert "interpolates" in fit.interval_note
+    assert not fit.interior["r"].any() and not fit.interior["d_over_sqrt_n"].any()
+
+
+def test_report_shows_the_plan_beside_the_fit(tmp_path):
+    from archscale.report.science import load_science, plan_vs_fit, plan_vs_fit_sentences
+
+    assert load_science(tmp_path / "missing.json") is None and plan_vs_fit_sentences(None, {}) == []
+    res = simulate_study(study_80m(STRADDLE_X, STRADDLE_R), load_law(PRIOR), 0.01, 50)
+    conditional = {"forms": {"multiplicative": {"optimum": {
+        "d_over_sqrt_n": 0.081, "d_over_sqrt_n_ci": [0.075, 0.088], "r": None, "r_ci": None,
+        "r_reason": "no interior optimum: the fitted minimum r = 7 lies outside the sampled range"}}}}
+    rows = {r["knob"]: r for r in plan_vs_fit(res, conditional)}
+    assert rows["d_over_sqrt_n"]["within_planned_range"] is True
+    assert rows["r"]["fitted"] is None and rows["r"]["planned_p_interior"] > 0.5
+    text = plan_vs_fit_sentences(res, conditional)
+    assert "inside the planned range" in text[0] and "the fit reports none" in text[1]

@@ -15,7 +15,7 @@ from .simulate import simulate_study
 from .suggest import suggest, with_suggestions, yaml_entries
 from .text import format_science
 
-__all__ = ["science_plan", "seed_noise_from_runs", "simulate_study", "suggest", "with_suggestions",
+__all__ = ["science_from_config", "science_plan", "settings", "seed_noise_from_runs", "simulate_study", "suggest", "with_suggestions",
            "yaml_entries", "format_science"]
 
 
@@ -30,3 +30,21 @@ def science_plan(study, law_name: str, noise: float, simulations: int, seed: int
     sug["yaml"] = yaml_entries(sug)
     out["suggestions"] = sug
     return json_clean(out)
+
+
+def settings(study) -> dict[str, Any]:
+    """``plan.science`` of the study (schema defaults filled); ``law`` None means off."""
+    return dict(study.config.get("plan", {}).get("science", {}))
+
+
+def science_from_config(study) -> dict[str, Any]:
+    """The workflow's ``plan_science`` result from ``plan.science`` (law and seed_noise required)."""
+    sci = settings(study)
+    if not sci.get("law"):
+        raise ValueError("plan.science.law is null: the science plan is off (set a prior law to turn it on)")
+    if sci.get("seed_noise") is None:
+        raise ValueError("plan.science.seed_noise: set the seed noise (standard deviation of the loss between "
+                         "seeds, e.g. 0.01-0.05) to plan the science with plan.science.law "
+                         f"'{sci['law']}'")
+    return science_plan(study, sci["law"], float(sci["seed_noise"]), int(sci["simulations"]), int(sci["seed"]),
+                        int(sci["suggest"]))

@@ -50,6 +50,7 @@ class BatchFit:
     interior: dict[str, np.ndarray]  # ... and its interval lies inside the range (the fit's guard)
     factors: dict[str, str | None]  # None when fitted, else why not
     ranges: dict[str, tuple[float, float]]
+    interval_note: str | None = None  # why intervals are undefined (then no optimum passes the guard)
 
 
 def free_mask(x: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, dict[str, str | None]]:
@@ -177,6 +178,10 @@ def fit_batch(form: str, x, r, loss, lopt, ci_level: float = 0.95) -> BatchFit:
     cov = np.zeros((K, N_COEF, N_COEF))
     cov[np.ix_(np.arange(K), free, free)] = covf
     z = stats.norm.ppf(0.5 + ci_level / 2)
+    note = None
+    if n <= p:
+        note = "as many points as coefficients: the law interpolates them, intervals are undefined"
+        cov[:] = np.nan
     ranges = {"d_over_sqrt_n": (float(x.min()), float(x.max())), "r": (float(r.min()), float(r.max()))}
     optimum, ci, ip, inn = {}, {}, {}, {}
     for key, (val, cik) in _delta_ci(P, cov, z).items():
@@ -186,7 +191,7 @@ def fit_batch(form: str, x, r, loss, lopt, ci_level: float = 0.95) -> BatchFit:
         point = np.isfinite(val) & (val >= lo) & (val <= hi)
         inside = point & np.all(np.isfinite(cik), axis=1) & (cik[:, 0] >= lo) & (cik[:, 1] <= hi)
         optimum[key], ci[key], ip[key], inn[key] = np.where(point, val, np.nan), cik, point, inside
-    return BatchFit(form, P, sse / dof, optimum, ci, ip, inn, why, ranges)
+    return BatchFit(form, P, sse / dof, optimum, ci, ip, inn, why, ranges, note)
 
 
 def predict(form: str, P: np.ndarray, x, r, lopt) -> np.ndarray:

@@ -105,7 +105,7 @@ def knob_summary(fit: BatchFit, key: str, truth: float | None) -> dict[str, Any]
         "median_interval_width": float(np.median(width[inside])) if inside.any() else None,
         "spread_2.5_50_97.5": _q(opt[inside], (2.5, 50, 97.5)),
         "truth": truth, "truth_in_range": truth is not None and fit.ranges[key][0] <= truth <= fit.ranges[key][1],
-        "coverage": None,
+        "coverage": None, "interval_note": fit.interval_note,
     }
     if truth is not None and inside.any():
         out["coverage"] = float(np.mean((ci[inside, 0] <= truth) & (truth <= ci[inside, 1])))
@@ -119,7 +119,9 @@ def verdict(summary: dict[str, Any], key: str) -> str:
         return f"cannot find an optimum of {key}: {s['reason']}"
     if s["p_interior"] < 0.05:
         why = ""
-        if s["truth"] is not None and not s["truth_in_range"]:
+        if s["interval_note"]:
+            why = f" ({s['interval_note']})"
+        elif s["truth"] is not None and not s["truth_in_range"]:
             why = f" (the prior's optimum {s['truth']:.4g} lies outside the sampled range {s['range'][0]:.4g}-{s['range'][1]:.4g})"
         return f"cannot find an interior optimum of {key}{why}: {s['p_interior']:.0%} of simulated studies do"
     return f"finds an interior optimum of {key} in {s['p_interior']:.0%} of simulated studies"
