@@ -196,3 +196,26 @@ def test_report_shows_the_plan_beside_the_fit(tmp_path):
     assert rows["r"]["fitted"] is None and rows["r"]["planned_p_interior"] > 0.5
     text = plan_vs_fit_sentences(res, conditional)
     assert "inside the planned range" in text[0] and "the fit reports none" in text[1]
+
+
+def test_workflow_settings_need_a_seed_noise_and_cli_estimates_it(tmp_path, capsys):
+    from archscale.cli.main import main
+    from archscale.io import write_parquet
+    from archscale.science import science_from_config
+
+    cfg = copy.deepcopy(PAPER)
+    cfg["search"]["targets"] = []
+    cfg["plan"] = {"science": {"law": PRIOR}}
+    with pytest.raises(ValueError, match="plan.science.seed_noise: set the seed noise"):
+        science_from_config(Study.from_config(copy.deepcopy(cfg)))
+    rng = np.random.default_rng(1)
+    runs = pd.DataFrame({"arch_id": np.repeat(["a", "b", "c", "d"], 4), "valid_loss": 3.5 + rng.normal(0, 0.03, 16)})
+    write_parquet(tmp_path / "runs.parquet", runs)
+    import yaml
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["plan", "--science", str(tmp_path / "c.yaml"), "--seed-noise-from", str(tmp_path / "runs.parquet"),
+                 "--simulations", "5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["seed_noise"] == pytest.approx(out["seed_noise_estimate"]["seed_noise"]) and out["law"] == PRIOR
+    assert out["seed_noise_estimate"]["dof"] == 12

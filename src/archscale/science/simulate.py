@@ -29,6 +29,7 @@ from ..law.chinchilla import FitError
 from ..law.chinchilla import predict_loss as chinchilla_predict
 from ..law.laws import Law, LawError
 from .fits import KNOBS, BatchFit, fit_batch, predict, spearman_rows
+from .picks import panda_agreement
 
 #: Besiroglu et al. 2024 (Epoch AI's Chinchilla replication); the reference when the prior has none.
 EPOCH_CHINCHILLA = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
@@ -177,8 +178,6 @@ def simulate_study(study, law: Law, noise: float, simulations: int, seed: int = 
                                   "2.5_97.5": _q(rho, (2.5, 97.5))}
         task_out.append(row)
     full = df["scale"].nunique() - 1  # sets[full]: every scale
-    from .picks import panda_agreement
-
     pandas_ = panda_agreement(study, law, df, fits, full, (lo, hi))
     return {
         "law": law.name, "law_source": law.source, "seed_noise": float(noise), "simulations": int(simulations),
