@@ -16,7 +16,7 @@ HEAVY = ("torch", "megatron", "transformers", "vllm")
 @pytest.mark.parametrize(
     "module",
     ["archscale.search", "archscale.law", "archscale.study", "archscale.plan", "archscale.workflow_support",
-     "archscale.train.launcher", "archscale.throughput"],
+     "archscale.train.launcher", "archscale.throughput", "archscale.science", "archscale.report.science"],
 )
 def test_light_modules_never_import_torch_or_megatron(module):
     code = (

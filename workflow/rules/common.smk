@@ -236,4 +236,17 @@ def get_final_output():
         "results/fit/validation.parquet",
         *expand("results/search/{target}/result.json", target=SEARCH_TARGETS),
         "results/report/index.json",
+        *(
+            ["results/plan/science.json"]
+            if STUDY.config["plan"]["science"]["law"]
+            else []
+        ),
     ]
+
+
+def science_law_input(wildcards):
+    """The prior law's fit file when plan.science.law is a path (a named law has no file)."""
+    from archscale.law.laws import NAMED_LAWS
+
+    law = STUDY.config["plan"]["science"]["law"]
+    return [] if not law or law in NAMED_LAWS else [law]

@@ -10,3 +10,20 @@ rule plan:
         skipped=PLAN.skipped,
     script:
         "../scripts/plan.py"
+
+
+# Plan the science (issue 15): on when plan.science.law is set (see get_final_output).
+rule plan_science:
+    input:
+        "results/plan/plan.parquet",
+        law=science_law_input,
+    output:
+        "results/plan/science.json",
+    log:
+        "logs/plan_science.log",
+    conda:
+        "../../environment.yml"
+    params:
+        science=STUDY.config["plan"]["science"],
+    script:
+        "../scripts/plan_science.py"

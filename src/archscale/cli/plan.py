@@ -8,6 +8,8 @@ from pathlib import Path
 
 from ..config import load_config
 from ..plan import build_plan, plan_totals
+from .science import add_arguments as add_science_arguments
+from .science import cmd_science
 from .table import print_table
 
 
@@ -18,6 +20,8 @@ PLAN_COLUMNS = [
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    if args.science:
+        return cmd_science(args)
     config = load_config(args.config)
     plan = build_plan(config)
     rows = plan.rows()
@@ -49,4 +53,5 @@ def register(sub) -> None:
     p.add_argument("config", type=Path)
     p.add_argument("--output", type=Path, help="also write the plan as Parquet")
     p.add_argument("--json", action="store_true")
+    add_science_arguments(p)
     p.set_defaults(func=cmd_plan)
