@@ -5,6 +5,7 @@ model are imported lazily through their library APIs).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -127,6 +128,54 @@ def enumerate_space(scale: Scale, xs: Iterable[float], rs: Iterable[float], gqa:
                 space.archs[arch.arch_id] = arch
                 space.requested[arch.arch_id] = (float(x), float(r))
     return space
+
+
+def enumerate_candidates(
+    scale: Scale,
+    *,
+    gqa: Iterable[int] | None = None,
+    gqa_range: tuple[int, int] = (1, 16),
+    x_range: tuple[float, float] = (0.02, 0.3),
+    r_range: tuple[float, float] | None = None,
+) -> list[Architecture]:
+    """Every architecture at ``scale`` within its N tolerance (exhaustive; the search at any scale).
+
+    Hidden sizes ``d`` in multiples of ``scale.d_multiple`` within ``x_range`` of ``d/sqrt(N)``,
+    GQA values from ``gqa`` (else ``gqa_range``, inclusive), kv-head counts ``g`` (``heads =
+    gqa * g``: every GQA candidate divides the head count), MLP widths in multiples of
+    ``scale.ffn_multiple``; kept when the non-embedding N lies within ``scale.n_tolerance`` of
+    the target (and r inside ``r_range`` when given). Counting follows
+    :class:`archscale.arch.Architecture` (method.md section 2).
+    """
+    if scale.n_target <= 0 or scale.layers < 1 or scale.head_dim < 1:
+        raise SearchError(f"scale '{scale.name}': n_target, layers and head_dim must be positive")
+    gqas = sorted(set(int(g) for g in gqa)) if gqa is not None else list(range(gqa_range[0], gqa_range[1] + 1))
+    if not gqas or min(gqas) < 1:
+        raise SearchError(f"scale '{scale.name}': GQA candidates must be positive integers, got {gqas}")
+    L, dh, n_t, tol = scale.layers, scale.head_dim, scale.n_target, scale.n_tolerance
+    sq = math.sqrt(n_t)
+    dm, fm = scale.d_multiple, scale.ffn_multiple
+    d_lo = max(dm, math.ceil(x_range[0] * sq / dm) * dm)
+    d_hi = math.floor(x_range[1] * sq / dm) * dm
+    out: list[Architecture] = []
+    for d in range(d_lo, d_hi + 1, dm):
+        lo_layer = (n_t * (1 - tol) - d) / L - 2 * d  # per-layer attention + MLP budget bounds
+        hi_layer = (n_t * (1 + tol) - d) / L - 2 * d
+        if hi_layer <= 0:
+            continue
+        for G in gqas:
+            pair = 2 * d * dh * (G + 1)  # attention parameters per kv group
+            for g in range(1, int(hi_layer // pair) + 1):
+                attn = pair * g
+                f_lo = max(fm, math.ceil((lo_layer - attn) / (3 * d) / fm) * fm)
+                f_hi = math.floor((hi_layer - attn) / (3 * d) / fm) * fm
+                for f in range(f_lo, f_hi + 1, fm):
+                    r = 3 * d * f / attn
+                    if r_range is not None and not r_range[0] <= r <= r_range[1]:
+                        continue
+                    out.append(Architecture(d_model=d, ffn=f, layers=L, heads=G * g, kv_heads=g, head_dim=dh,
+                                            vocab=scale.vocab, tied=scale.tied, scale=scale.name))
+    return out
 
 
 def require_feasible(target: SearchTarget, space: Space, xs: Sequence[float], rs: Sequence[float]) -> None:

@@ -1,4 +1,4 @@
-"""Picks at any scale from a law (issue 12 items 5-7): the paper's Panda rows, candidates, uncertainty."""
+"""The search at any scale from a law (issue 12 items 5-7): the paper's Panda rows, candidates, uncertainty."""
 
 import json
 
@@ -8,7 +8,8 @@ import pytest
 from archscale.arch import Architecture, Scale
 from archscale.law import load_law
 from archscale.law.conditional import fit_conditional
-from archscale.law.picks import enumerate_candidates, panda
+from archscale.search.algorithm import enumerate_candidates
+from archscale.search.anyscale import LossTarget, panda, search_at_scale
 from test_law_conditional import PAPER_SMALL, synthetic_runs
 
 LLAMA_1B = Architecture(d_model=2048, ffn=8192, layers=16, heads=32, kv_heads=8, head_dim=64, vocab=128256)
@@ -80,7 +81,7 @@ def test_pick_probability_from_bootstrap_samples(tmp_path):
 
 
 def test_baseline_predicted_loss_as_target():
-    from archscale.law.picks import predicted_loss_of
+    from archscale.search.anyscale import predicted_loss_of
 
     law = load_law("paper-80m-297m")
     target = predicted_loss_of(law, LLAMA_1B, 2.8)
