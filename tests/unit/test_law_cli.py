@@ -57,14 +57,14 @@ def test_fit_cli_errors_are_clear(tmp_path, capsys):
 
 def test_fit_conditional_cli(tmp_path, capsys):
     runs = synthetic_runs("multiplicative", [2.697, 0.0974, 0.0078], [0.3870, 0.0063, 0.0065], seed=11)
-    runs = runs.rename(columns={"loss": "valid_loss"})
+    runs = runs.rename(columns={"valid_loss": "val_loss"})  # a column the defaults do not name
     runs.to_csv(tmp_path / "runs.csv", index=False)
-    assert main(["fit", "conditional", str(tmp_path / "runs.csv"), "--loss", "valid_loss", "--bootstrap", "30",
+    assert main(["fit", "conditional", str(tmp_path / "runs.csv"), "--loss", "val_loss", "--bootstrap", "30",
                  "--output", str(tmp_path / "cond.json")]) == 0
     text = capsys.readouterr().out
     assert "multiplicative" in text and "d_over_sqrt_n* = 0.0" in text
     cond = json.loads((tmp_path / "cond.json").read_text())
-    assert cond["columns"]["loss"] == "valid_loss"
+    assert cond["columns"]["loss"] == "val_loss"
     assert cond["forms"]["additive"]["optimum"]["r"] == pytest.approx(1.03, rel=0.2)
 
 

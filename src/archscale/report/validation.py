@@ -14,15 +14,10 @@ import pandas as pd
 
 
 def _columns(runs: pd.DataFrame, conditional: dict) -> dict[str, str]:
+    """The fit's column mapping (conditional.json ``columns``) over the defaults."""
     from ..law.conditional import resolve_columns
 
-    cols = dict(conditional.get("columns") or {})
-    fallback = {"n": "params_non_embedding", "d": "tokens", "loss": "valid_loss", "r": "mlp_attn_ratio"}
-    for key, col in fallback.items():
-        default = {"n": "N", "d": "D", "loss": "loss", "r": "r"}[key]
-        if key not in cols and default not in runs.columns:
-            cols[key] = col
-    return resolve_columns(runs, cols)
+    return resolve_columns(runs, conditional.get("columns"))
 
 
 def validation_points(runs: pd.DataFrame, conditional: dict, validation: pd.DataFrame | None) -> pd.DataFrame:
