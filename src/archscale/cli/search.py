@@ -199,8 +199,12 @@ def _live_measure(args: argparse.Namespace, config: dict | None, settings: Searc
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    if args.law:
+    if args.law and not (args.config or args.scale):
         return search_scale.cmd_search_law(args)
+    if args.law:  # with CONFIG or --scale the law is the fit the Algorithm-1 search reads
+        if args.fit:
+            raise SearchError("give the fit once: --fit FILE or --law FILE")
+        args.fit = search_scale.fit_file_of(args.law)
     missing = [f for f, v in (("--runs", args.runs), ("--fit", args.fit), ("--cost-model", args.cost_model)) if v is None]
     if missing:
         raise SearchError(f"give {', '.join(missing)} (or --law LAW to search from a law without runs)")

@@ -27,13 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import pandas as pd
 
 from ..arch import Architecture, Scale
 from ..config import schema_default
 from ..io import read_json
-from ..law import load_law
+from ..law import NAMED_LAWS, load_law
 from ..law.tables import read_table
 from ..search import SearchError, SearchSettings, cost_model_efficiency
 from ..search.anyscale import PICK_FIELDS, LossTarget, search_at_scale
@@ -58,6 +59,18 @@ def register_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--x-range", type=lambda t: tuple(float(v) for v in t.split(",")), metavar="LO,HI",
                    default=(0.02, 0.3), help="d/sqrt(N) window of the candidates (default 0.02,0.3)")
     g.add_argument("--l-opt", type=float, help="reference loss L_opt at the target (N, D) (default: the law's own)")
+
+
+def fit_file_of(law: str) -> Path:
+    """``--law`` where the Algorithm-1 search (CONFIG or --scale) reads a fit: a fit file; a named law
+    has no reference loss L_opt at the runs' scales, so it is refused with the way out."""
+    if law in NAMED_LAWS:
+        raise SearchError(
+            f"--law {law}: a named law has no L_opt at the runs' scales, so the runs-based search cannot use it; "
+            "search it at any scale instead (--law with --n-target, --layers, --head-dim, --vocab, --tokens, "
+            "and --l-opt for predicted losses)"
+        )
+    return Path(law)
 
 
 def _loss_target(spec: str | None, law, runs: pd.DataFrame | None, path) -> LossTarget:
