@@ -41,6 +41,7 @@ from ..search import (
     throughput_at,
 )
 from . import search_scale
+from ..search.anyscale import attach_probabilities
 from .table import print_table
 
 PARETO_COLUMNS = [
@@ -234,6 +235,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     out = {}
     for name, target in targets.items():
         result, pareto = run_search(target, settings, law, efficiency, runs, measure=measure, measured_label=label)
+        attach_probabilities(result, {settings.form: conditional["forms"][settings.form]}, name=str(args.fit))
         if args.output_dir:
             write_json(args.output_dir / name / "result.json", result)
             write_parquet(args.output_dir / name / "pareto.parquet", pareto)
@@ -274,7 +276,8 @@ def print_result(result: dict, pareto: pd.DataFrame, rows: int = 15, out=None) -
             continue
         picks.append({
             "pick": role, "arch_id": e["arch_id"], "d/sqrtN": e["d_over_sqrt_n"], "r": e["mlp_attn_ratio"], "gqa": e["gqa"],
-            "loss": e["loss"], "pred tok/s": e["pred_output_tokens_per_s"],
+            "loss": e["loss"], "P(within target)": e.get("probability_within_target"),
+            "pred tok/s": e["pred_output_tokens_per_s"],
             "measured tok/s": e.get("measured_output_tokens_per_s", float("nan")),
         })
     print_table(picks, list(picks[0]), out=out)

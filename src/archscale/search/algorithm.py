@@ -34,6 +34,12 @@ class LawModel:
         self.conditional = conditional
         self.runs = runs
 
+    def column(self, key: str) -> str:
+        """The runs-table column of ``key`` (n, d, loss, ...): the fit's mapping, else the default."""
+        from ..law.conditional import DEFAULT_COLUMNS
+
+        return (self.conditional.get("columns") or {}).get(key) or DEFAULT_COLUMNS[key]
+
     def l_opt(self, n: int, tokens: int) -> float:
         """``L_opt(N, D)`` as the fit used it (its stored table, or its Chinchilla fit)."""
         from ..law.conditional import reference_loss
@@ -65,21 +71,29 @@ def cost_model_efficiency(cost_model: dict, input_len: int, output_len: int, bat
 
 # ---- grid and enumeration ------------------------------------------------------------------
 def fitted_ranges(conditional: dict, runs: pd.DataFrame | None) -> tuple[tuple[float, float], tuple[float, float]]:
-    """The (d/sqrt(N), r) box the law was fitted on: runs with r inside the fit's r_range."""
+    """The (d/sqrt(N), r) box the law was fitted on: runs with r inside the fit's r_range (columns: the fit's mapping)."""
+    model = LawModel(conditional) if conditional.get("forms") else None
+    xc, rc, lc = (model.column(k) if model else _default_column(k) for k in ("x", "r", "loss"))
     r_lo, r_hi = (float(v) for v in conditional.get("r_range") or BROAD_R)
-    if runs is None or len(runs) == 0 or "d_over_sqrt_n" not in runs or "mlp_attn_ratio" not in runs:
+    if runs is None or len(runs) == 0 or xc not in runs or rc not in runs:
         raise SearchError(
             "the default search grid spans the fitted range, which needs the runs table "
-            "(d_over_sqrt_n, mlp_attn_ratio); give the runs, or set search.d_over_sqrt_n and search.r"
+            f"({xc}, {rc}); give the runs, or set search.d_over_sqrt_n and search.r"
         )
-    used = runs[(runs["mlp_attn_ratio"] >= r_lo) & (runs["mlp_attn_ratio"] <= r_hi)]
-    if "valid_loss" in used:
-        used = used[np.isfinite(used["valid_loss"].astype(float))]
+    used = runs[(runs[rc] >= r_lo) & (runs[rc] <= r_hi)]
+    if lc in used:
+        used = used[np.isfinite(used[lc].astype(float))]
     if used.empty:
         raise SearchError(f"no run has r inside the fit's r_range [{r_lo}, {r_hi}]; set search.d_over_sqrt_n and search.r")
-    x = (float(used["d_over_sqrt_n"].min()), float(used["d_over_sqrt_n"].max()))
-    r = (max(r_lo, float(used["mlp_attn_ratio"].min())), min(r_hi, float(used["mlp_attn_ratio"].max())))
+    x = (float(used[xc].min()), float(used[xc].max()))
+    r = (max(r_lo, float(used[rc].min())), min(r_hi, float(used[rc].max())))
     return x, r
+
+
+def _default_column(key: str) -> str:
+    from ..law.conditional import DEFAULT_COLUMNS
+
+    return DEFAULT_COLUMNS[key]
 
 
 def grid_axes(

@@ -223,6 +223,31 @@ def probability_within(law: Law, x: float, r: float, l_opt: float | None, target
     return float(np.mean(s[ok] <= bound[ok] + 1e-12)), None
 
 
+def attach_probabilities(result: dict[str, Any], forms: dict[str, dict], name: str = "fit") -> dict[str, Any]:
+    """Algorithm 1's result (:func:`~archscale.search.selection.select`): add to Panda, Surefire and the
+    baseline the bootstrap probability that their predicted loss is within the loss target.
+
+    ``forms``: the fit's forms (conditional.json ``forms``, with their ``samples``). A baseline's
+    predicted loss as the target is compared per bootstrap sample (paired). In place; returns it.
+    """
+    law = Law(name=name, source=name, forms=dict(forms), range={})
+    lt = result.get("loss_target") or {}
+    base = result.get("baseline")
+    if lt.get("value") is None:
+        target = LossTarget()
+    elif base is not None and str(lt.get("source", "")).startswith("predicted"):
+        target = LossTarget(baseline=Architecture(**{k: base[k] for k in (
+            "d_model", "ffn", "layers", "heads", "kv_heads", "head_dim", "vocab", "tied")}), source="predicted")
+    else:
+        target = LossTarget(value=float(lt["value"]), source=str(lt.get("source")))
+    for role in ("panda", "surefire", "baseline"):
+        pick = result.get(role)
+        if pick is not None:
+            pick["probability_within_target"], pick["probability_reason"] = probability_within(
+                law, pick["d_over_sqrt_n"], pick["mlp_attn_ratio"], result.get("l_opt"), target, result.get("form"))
+    return result
+
+
 def predicted_loss_of(law: Law, arch: Architecture, l_opt: float, form: str | None = None) -> float:
     """The law's predicted loss of one architecture (e.g. a named baseline, as a loss target)."""
     return float(law.predict(arch.d_over_sqrt_n, arch.mlp_attn_ratio, l_opt, form))
