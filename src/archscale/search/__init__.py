@@ -57,7 +57,7 @@ from .algorithm import (
     score,
     within_target,
 )
-from .anyscale import LossTarget, predicted_loss_of, search_at_scale
+from .anyscale import LossTarget, attach_probabilities, predicted_loss_of, search_at_scale
 from .files import measure_candidate, prepare_from_files, select_from_files
 from .selection import (
     loss_target_value,
@@ -83,7 +83,7 @@ from .targets import (
 __all__ = [
     "ARCH_COLUMNS", "BROAD_D_OVER_SQRT_N", "BROAD_R", "Efficiency", "FORMS", "LawModel", "SearchError",
     "SearchSettings", "SearchTarget", "Space", "arch_record", "check_target_feasible", "cost_model_efficiency",
-    "enumerate_candidates", "enumerate_space", "LossTarget", "predicted_loss_of", "search_at_scale", "fitted_ranges", "gqa_walk", "grid_axes", "loss_target_value", "measure_arch",
+    "enumerate_candidates", "enumerate_space", "LossTarget", "attach_probabilities", "predicted_loss_of", "search_at_scale", "fitted_ranges", "gqa_walk", "grid_axes", "loss_target_value", "measure_arch",
     "measure_candidate", "measure_entry", "measure_ids", "pareto_mask", "pick_panda", "prepare",
     "prepare_from_files", "rank_within_target", "require_feasible", "run_search", "score", "select",
     "select_from_files", "settings_from_config", "settings_from_study", "targets_from_config",
