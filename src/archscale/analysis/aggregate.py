@@ -368,17 +368,3 @@ def read_runs(path: str | Path):
     meta = table.schema.metadata or {}
     prov = json.loads(meta[PROVENANCE_KEY]) if PROVENANCE_KEY in meta else None
     return table.to_pandas(), prov
-
-
-def read_table(path: str | Path):
-    """A runs table from Parquet or CSV (for the CLI)."""
-    import pandas as pd
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such table")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if path.suffix.lower() in (".csv", ".tsv", ".txt"):
-        return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
-    raise ValueError(f"{path}: unknown table format '{path.suffix}'; use .parquet or .csv")
