@@ -93,7 +93,9 @@ def test_aggregate_and_fit_rules(tmp_path):
     assert mult["spearman"] > 0.8
 
     val = pq.read_table(tmp_path / "results/fit/validation.parquet").to_pandas()
-    assert list(val["task"].unique()) == ["s30k->s50k", "s30k+s50k->s100k"]
+    # Progressive tasks, then the paper's one-scale-to-next task form.
+    assert list(val["task"].unique()) == ["s30k->s50k", "s30k+s50k->s100k", "s50k->s100k"]
+    assert list(val.drop_duplicates("task")["kind"]) == ["progressive", "progressive", "next"]
     assert set(val["form"]) == {"multiplicative", "additive"}
     assert (tmp_path / "logs/fit.log").exists() and (tmp_path / "benchmarks/fit.tsv").exists()
 
