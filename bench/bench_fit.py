@@ -58,9 +58,9 @@ def synthetic_conditional(n_runs: int, seed: int = 0) -> pd.DataFrame:
         n = scales[i % 3]
         x, r = 10 ** rng.uniform(-1.5, -0.6), 10 ** rng.uniform(-0.3, 0.7)
         lo = 1.8 + 400 / n**0.34 + 1500 / (100 * n) ** 0.36
-        rows.append({"arch_id": f"run{i}", "n_target": n, "N": n, "D": 100 * n, "tokens": 100 * n,
+        rows.append({"arch_id": f"run{i}", "n_target": n, "params_non_embedding": n, "D": 100 * n, "tokens": 100 * n,
                      "d_over_sqrt_n": x, "mlp_attn_ratio": r,
-                     "loss": u_factor(a, x) * u_factor(b, r) * lo + rng.normal(0, 0.003)})
+                     "valid_loss": u_factor(a, x) * u_factor(b, r) * lo + rng.normal(0, 0.003)})
     return pd.DataFrame(rows)
 
 

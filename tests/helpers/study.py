@@ -115,7 +115,7 @@ def write_study(root: Path, config_path: Path | str = REPO / "config" / "config.
         row = run.row(plan.compute)
         plan_columns = list(row)
         loss = true_loss(run.arch, run.scale.n_target)
-        row.update(valid_loss=loss, loss=loss, final_train_loss=loss - 0.01, N=row["params_non_embedding"], D=row["tokens"])
+        row.update(valid_loss=loss, final_train_loss=loss - 0.01, D=row["tokens"])
         rec = throughput_record(run.arch, tp["input_len"], tp["output_len"], tp["batch_sizes"])
         write_json(root / "results" / "throughput" / f"{run.arch_id}.json", rec)
         # runs.parquet carries the throughput columns as the aggregate stage writes them.

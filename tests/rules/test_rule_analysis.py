@@ -64,7 +64,7 @@ def test_aggregate_and_fit_rules(tmp_path):
     assert prov["run_name"] == "embedded-default" and prov["batch_sizes"] == [1, 8]
     df = runs.to_pandas()
     assert set(df["arch_id"]) == {r["arch_id"] for r in rows}
-    assert {"output_tokens_per_s_bs1", "output_tokens_per_s_bs8", "N", "D", "loss"} <= set(df.columns)
+    assert {"output_tokens_per_s_bs1", "output_tokens_per_s_bs8", "params_non_embedding", "D", "valid_loss"} <= set(df.columns)
 
     chin = json.loads((tmp_path / "results/fit/chinchilla.json").read_text())
     # The default grid has the same tokens per parameter at every scale: N and D are collinear and the
@@ -82,7 +82,7 @@ def test_aggregate_and_fit_rules(tmp_path):
     assert cond["provenance"]["config_hash"] == prov["config_hash"]
     for scale, sub in df.groupby("scale"):
         key = (int(sub["n_target"].iloc[0]), int(sub["tokens"].iloc[0]))
-        assert l_opt_table(cond["l_opt"])[key] == pytest.approx(sub["loss"].min())
+        assert l_opt_table(cond["l_opt"])[key] == pytest.approx(sub["valid_loss"].min())
     mult = cond["forms"]["multiplicative"]
     # The records follow the paper's law at x = d/sqrt(N) / 5: the fitted optimum is 5 x 0.080.
     opt = mult["optimum"]
@@ -93,7 +93,9 @@ def test_aggregate_and_fit_rules(tmp_path):
     assert mult["spearman"] > 0.8
 
     val = pq.read_table(tmp_path / "results/fit/validation.parquet").to_pandas()
-    assert list(val["task"].unique()) == ["s30k->s50k", "s30k+s50k->s100k"]
+    # Progressive tasks, then the paper's one-scale-to-next task form.
+    assert list(val["task"].unique()) == ["s30k->s50k", "s30k+s50k->s100k", "s50k->s100k"]
+    assert list(val.drop_duplicates("task")["kind"]) == ["progressive", "progressive", "next"]
     assert set(val["form"]) == {"multiplicative", "additive"}
     assert (tmp_path / "logs/fit.log").exists() and (tmp_path / "benchmarks/fit.tsv").exists()
 

@@ -102,7 +102,17 @@ def test_report_rule_and_html_report(searched):
         assert (work / item["path"]).stat().st_size > 500, item
     result = json.loads((work / "results/search/s100k-default/result.json").read_text())
     assert index["searches"][0]["surefire"] == result["surefire"]["arch_id"]
-    assert "tiny models" in (work / "results/report/findings.html").read_text()
+    findings_html = (work / "results/report/findings.html").read_text()
+    assert "tiny models" in findings_html
+    # The validation table under both references (own L_opt flagged optimistic) and the guards' verdicts.
+    assert "Validation table (both references)" in findings_html and "optimistic" in findings_html
+    assert "Conditional fit status:" in findings_html and "Fit verdicts (identifiability guards)" in index["findings"]
+    assert index["validation_table"] and "MSE (L_opt extrapolated)" in index["validation_table"][0]
+    # The picks carry the bootstrap probability of meeting the target, or why it is withheld.
+    for role in ("panda", "surefire"):
+        pick = result[role]
+        assert pick["probability_within_target"] is not None or pick["probability_reason"]
+    assert index["searches"][0]["probability_within_target"]["panda"] == result["panda"]["probability_within_target"]
     snakemake(work, "--report", "results/report.html")
     html = (work / "results/report.html").read_text(errors="replace")
     assert len(html) > 50_000 and "loss_vs_d.png" in html and "Chosen architectures" not in html[:100]

@@ -57,14 +57,14 @@ def test_fit_cli_errors_are_clear(tmp_path, capsys):
 
 def test_fit_conditional_cli(tmp_path, capsys):
     runs = synthetic_runs("multiplicative", [2.697, 0.0974, 0.0078], [0.3870, 0.0063, 0.0065], seed=11)
-    runs = runs.rename(columns={"loss": "valid_loss"})
+    runs = runs.rename(columns={"valid_loss": "val_loss"})  # a column the defaults do not name
     runs.to_csv(tmp_path / "runs.csv", index=False)
-    assert main(["fit", "conditional", str(tmp_path / "runs.csv"), "--loss", "valid_loss", "--bootstrap", "30",
+    assert main(["fit", "conditional", str(tmp_path / "runs.csv"), "--loss", "val_loss", "--bootstrap", "30",
                  "--output", str(tmp_path / "cond.json")]) == 0
     text = capsys.readouterr().out
     assert "multiplicative" in text and "d_over_sqrt_n* = 0.0" in text
     cond = json.loads((tmp_path / "cond.json").read_text())
-    assert cond["columns"]["loss"] == "valid_loss"
+    assert cond["columns"]["loss"] == "val_loss"
     assert cond["forms"]["additive"]["optimum"]["r"] == pytest.approx(1.03, rel=0.2)
 
 
@@ -81,3 +81,42 @@ def test_chinchilla_fit_on_bian2025_losses():
     for k in p:
         lo, hi = fit.ci[k]
         assert lo <= p[k] <= hi
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_fit_conditional_reads_json_tables_and_reports_the_guards(suffix, tmp_path, capsys):
+    # r never varies: the r factor is left out, the fit is flagged, and that reaches stderr and the JSON.
+    runs = synthetic_runs("multiplicative", [2.697, 0.0974, 0.0078], [0.3870, 0.0063, 0.0065], seed=5,
+                          rs=np.array([1.5]), noise=0.002)
+    path = tmp_path / f"runs{suffix}"
+    runs.to_json(path, orient="records", lines=suffix == ".jsonl")
+    assert main(["fit", "conditional", str(path), "--forms", "multiplicative", "--bootstrap", "20", "--json"]) == 0
+    cap = capsys.readouterr()
+    out = json.loads(cap.out)
+    assert out["n_runs"] == len(runs) and out["columns"]["loss"] == "valid_loss"
+    assert out["status"].startswith("flagged") and out["forms"]["multiplicative"]["optimum"]["r"] is None
+    assert "archscale: warning: conditional fit flagged" in cap.err and "r not fitted" in cap.err
+    # The text output says "none" for the withheld optimum, and the warning still goes to stderr.
+    assert main(["fit", "conditional", str(path), "--forms", "multiplicative", "--bootstrap", "0"]) == 0
+    cap = capsys.readouterr()
+    assert "r*: none" in cap.out and "r not fitted" in cap.err
+
+
+def test_validate_prints_both_references_without_snakemake(tmp_path, capsys):
+    runs = synthetic_runs("multiplicative", [2.697, 0.0974, 0.0078], [0.3870, 0.0063, 0.0065], seed=3)
+    runs = runs.rename(columns={"valid_loss": "val_loss"})
+    path = tmp_path / "runs.csv"
+    runs.to_csv(path, index=False)
+    assert main(["validate", str(path), "--loss", "val_loss", "--forms", "multiplicative", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["task"] for r in rows} == {"80m->145m", "80m+145m->297m", "145m->297m"}
+    assert {r["kind"] for r in rows} == {"progressive", "next"}
+    ok = [r for r in rows if r["mse"] is not None]
+    assert ok and all(0 <= r["mse"] < 1e-3 for r in ok)
+    assert main(["validate", str(path), "--loss", "val_loss", "--forms", "multiplicative"]) == 0
+    cap = capsys.readouterr()
+    assert "MSE emp*" in cap.out and "MSE extr" in cap.out and "optimistic" in cap.out
+    # One scale: no cross-scale task, a clear error.
+    runs[runs["n_target"] == 80_000_000].to_csv(tmp_path / "one.csv", index=False)
+    assert main(["validate", str(tmp_path / "one.csv"), "--loss", "val_loss"]) == 2
+    assert "a cross-scale task needs at least two" in capsys.readouterr().err

@@ -95,8 +95,8 @@ def synthetic_runs(form, a, b, noise=0.003, seed=0, xs=None, rs=None):
                 rows.append(
                     {
                         "arch_id": f"{name}-x{x:.3f}-r{r:.2f}", "scale": name, "n_target": n,
-                        "N": int(n * (1 + rng.uniform(-0.03, 0.03))), "D": d, "tokens": d,
-                        "d_over_sqrt_n": x, "mlp_attn_ratio": r, "loss": loss + rng.normal(0, noise),
+                        "params_non_embedding": int(n * (1 + rng.uniform(-0.03, 0.03))), "D": d, "tokens": d,
+                        "d_over_sqrt_n": x, "mlp_attn_ratio": r, "valid_loss": loss + rng.normal(0, noise),
                     }
                 )
     return pd.DataFrame(rows)
@@ -150,7 +150,7 @@ def test_empirical_reference_recovers_optima():
     # L_opt: lowest observed loss per scale, over every r (also outside the fitted range).
     for name, n in SCALES:
         sub = runs[runs["n_target"] == n]
-        assert l_opt_table(out["l_opt"])[(n, 100 * n)] == pytest.approx(sub["loss"].min())
+        assert l_opt_table(out["l_opt"])[(n, 100 * n)] == pytest.approx(sub["valid_loss"].min())
     for form in ("multiplicative", "additive"):
         opt = out["forms"][form]["optimum"]
         assert _inside(a_true[2] / a_true[1], opt["d_over_sqrt_n_ci"]), (form, opt)
@@ -172,7 +172,7 @@ def test_reference_loss_contract():
     runs = synthetic_runs("multiplicative", [2.697, 0.0974, 0.0078], [0.3870, 0.0063, 0.0065], seed=4)
     emp = fit_conditional(runs, bootstrap=0)
     n, d = SCALES[1][1], 100 * SCALES[1][1]
-    lowest = runs[runs["n_target"] == n]["loss"].min()
+    lowest = runs[runs["n_target"] == n]["valid_loss"].min()
     assert reference_loss(emp, n, d) == pytest.approx(lowest)
     assert reference_loss(emp, n, d, runs) == pytest.approx(lowest)
     # N is matched within 10% (a variant's exact N), D within 1%.
@@ -195,7 +195,7 @@ def test_bad_input_fails_clearly():
     with pytest.raises(FitError, match=r"missing column\(s\) \['mlp_attn_ratio'\]"):
         fit_conditional(runs.drop(columns=["mlp_attn_ratio"]))
     bad = runs.copy()
-    bad.loc[5, "loss"] = np.nan
+    bad.loc[5, "valid_loss"] = np.nan
     with pytest.raises(FitError, match=f"run '{bad.loc[5, 'arch_id']}' has nan"):
         fit_conditional(bad)
     with pytest.raises(FitError, match=r"3 runs have r in \[0.5, 5.0\] \(of 4\), fewer than the 5 coefficients"):

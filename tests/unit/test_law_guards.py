@@ -96,7 +96,7 @@ def test_chinchilla_on_one_scale_is_not_identifiable():
     runs = synthetic_runs("multiplicative", A, B)
     one = runs[runs["n_target"] == SCALES[1][1]]
     with pytest.raises(FitError, match="Chinchilla law not identifiable: D takes 1 distinct value"):
-        fit_chinchilla(one["N"], one["D"], one["loss"], bootstrap=0)
+        fit_chinchilla(one["params_non_embedding"], one["D"], one["valid_loss"], bootstrap=0)
     with pytest.raises(FitError, match="not identifiable"):
         fit_conditional(one, reference="chinchilla", bootstrap=0)
 
@@ -105,7 +105,7 @@ def test_bootstrap_resamples_runs_not_checkpoints():
     runs = synthetic_runs("multiplicative", A, B, noise=0.004, seed=12)
     base = fit_conditional(runs, forms=["multiplicative"], bootstrap=60, seed=3)["forms"]["multiplicative"]
     # Each run reports three checkpoints with (almost) the same loss.
-    rep = pd.concat([runs.assign(loss=runs["loss"] + k * 1e-6) for k in range(3)], ignore_index=True)
+    rep = pd.concat([runs.assign(valid_loss=runs["valid_loss"] + k * 1e-6) for k in range(3)], ignore_index=True)
     by_run = fit_conditional(rep, forms=["multiplicative"], bootstrap=60, seed=3)["forms"]["multiplicative"]
     by_row = fit_conditional(rep.drop(columns=["arch_id"]), forms=["multiplicative"], bootstrap=60,
                              seed=3)["forms"]["multiplicative"]

@@ -38,7 +38,7 @@ def test_law_from_a_fit_file(tmp_path):
     assert law.range["r"][0] >= 0.5 and law.range["r"][1] <= 5.0
     assert law.range["n"] == [float(SCALES[0][1]), float(SCALES[-1][1])]
     n, d = SCALES[1][1], 100 * SCALES[1][1]
-    assert law.l_opt(n, d) == pytest.approx(runs[runs["n_target"] == n]["loss"].min())
+    assert law.l_opt(n, d) == pytest.approx(runs[runs["n_target"] == n]["valid_loss"].min())
     s = law.samples()
     assert s.shape == (30, 6)
     boot = law.predict_samples(0.08, 1.0, 3.0)

@@ -109,9 +109,9 @@ def test_extrapolated_reference_when_the_training_scales_identify_chinchilla():
             for r in (0.5, 1.0, 2.0, 4.0):
                 nn = n * (1 + rng.uniform(-0.03, 0.03))
                 loss = u_factor(A, x) * u_factor(B, r) * chinchilla_l(nn, tpp * n)
-                rows.append({"arch_id": f"{name}-{x:.3f}-{r}", "scale": name, "n_target": n, "N": nn,
+                rows.append({"arch_id": f"{name}-{x:.3f}-{r}", "scale": name, "n_target": n, "params_non_embedding": nn,
                              "D": tpp * n, "tokens": tpp * n, "d_over_sqrt_n": x, "mlp_attn_ratio": r,
-                             "loss": loss + rng.normal(0, 0.002)})
+                             "valid_loss": loss + rng.normal(0, 0.002)})
     runs = pd.DataFrame(rows)
     df = progressive_validation(runs, forms=["multiplicative"], kinds=["progressive"])
     last = df.iloc[-1]

@@ -28,6 +28,7 @@ def run_study_search(root, st):
         )
         eff = S.cost_model_efficiency(st["cost_model"], settings.input_len, settings.output_len, settings.batch_size)
         res, par = S.select(cands, space, lambda a: 1.05 * eff(S.measure_arch(cands, a)))
+        S.attach_probabilities(res, cands["law_forms"])  # as search.files.select_from_files does
         results.append(root / f"results/search/{name}/result.json")
         paretos.append(root / f"results/search/{name}/pareto.parquet")
         write_json(results[-1], res)
@@ -80,10 +81,16 @@ def test_report_writes_every_figure_and_table_and_lists_them(study, built):
     by_name = {i["name"]: i for i in index["items"]}
     assert by_name["loss_vs_d"]["panels"] == 3 and by_name["loss_vs_r"]["panels"] == 3
     assert by_name["loss_curves"]["curves"] == len(study["runs"])
-    assert by_name["validation"]["panels"] == 2  # s30k->s50k and s30k+s50k->s100k
+    # Progressive s30k->s50k and s30k+s50k->s100k, and the one-scale-to-next task s50k->s100k.
+    assert by_name["validation"]["panels"] == 3
     # s30k alone has too few runs in the r range (the task is skipped, its reason shown);
-    # s30k+s50k -> s100k has both forms' predictions for the 7 held-out runs.
-    assert by_name["validation"]["points"] == 2 * 7
+    # s30k+s50k -> s100k and s50k -> s100k have both forms' predictions for the 7 held-out runs.
+    assert by_name["validation"]["points"] == 2 * 2 * 7
+    # The validation table under both references, the empirical one flagged optimistic.
+    table = index["validation_table"]
+    assert len(table) == 6 and {"MSE (own L_opt, optimistic)", "MSE (L_opt extrapolated)"} <= set(table[0])
+    page = open(out["findings"]).read()
+    assert "Validation table (both references)" in page and "optimistic" in page
     # Grid records at the search's batch size (8) plus the search's own measurements.
     assert by_name["throughput"]["batch_size"] == 8
     assert by_name["throughput"]["points"] > len(study["runs"])
@@ -95,7 +102,11 @@ def test_report_writes_every_figure_and_table_and_lists_them(study, built):
     for pick in ("panda", "surefire", "baseline"):
         assert res[pick]["arch_id"] in chosen
     assert index["searches"] == [{"target": "s100k-default", "panda": res["panda"]["arch_id"],
-                                  "surefire": res["surefire"]["arch_id"], "baseline": res["baseline"]["arch_id"]}]
+                                  "surefire": res["surefire"]["arch_id"], "baseline": res["baseline"]["arch_id"],
+                                  "probability_within_target": {"panda": None, "surefire": None, "baseline": None}}]
+    # The fixture's fit kept no bootstrap samples: the pick probabilities are withheld, with the reason.
+    assert "no bootstrap samples" in res["surefire"]["probability_reason"]
+    assert "probability of meeting the target withheld" in " ".join(index["findings"]["Search"])
     plan_html = open(out["plan"]).read()
     assert all(a in plan_html for a in study["runs"]["arch_id"])
 
@@ -172,8 +183,37 @@ def test_validation_points_reproduce_the_tables_mse(study):
     cond = read_json(study["root"] / "results/fit/conditional.json")
     val = pd.read_parquet(study["root"] / "results/fit/validation.parquet")
     pts = validation_points(study["runs"], cond, val)
-    assert set(pts["task"]) == {"s30k+s50k->s100k"}  # the other task was skipped by the fit
+    # s30k->s50k was skipped by the fit; the progressive and the one-scale-to-next task remain.
+    assert set(pts["task"]) == {"s30k+s50k->s100k", "s50k->s100k"}
     for (task, form), grp in pts.groupby(["task", "form"]):
         row = val[(val["task"] == task) & (val["form"] == form)].iloc[0]
         assert grp["mse_recomputed"].iloc[0] == pytest.approx(row["mse"], rel=1e-6)
         assert len(grp) == row["n_test"]
+
+
+def test_guard_verdicts_and_withheld_optima_in_the_findings(study):
+    from archscale.report.findings import guard_sentences
+
+    cond = read_json(study["root"] / "results/fit/conditional.json")
+    form = cond["forms"]["multiplicative"]
+    # The fitted curve turns inside the sampled range, but the fit withheld the optimum (its interval
+    # leaves the range): the findings give the fit's reason, never the number.
+    form["optimum"] = dict(form["optimum"], d_over_sqrt_n=None, d_over_sqrt_n_ci=None,
+                           d_over_sqrt_n_reason="no interior optimum: its interval leaves the sampled range")
+    form["factors"] = {"d_over_sqrt_n": {"fitted": True, "reason": None, "range": [0.2, 0.51]},
+                       "r": {"fitted": False, "reason": "r takes 2 distinct value(s)", "range": [1.0, 2.0]}}
+    form["warnings"] = ["multiplicative fit: ConvergenceWarning"]
+    form["status"] = "flagged: r not fitted"
+    cond["status"] = "flagged: multiplicative: flagged: r not fitted"
+    text = findings(cond, study["runs"], None, [], ["cpu"], ["megatron"])
+    shows = " ".join(text["What the runs show"])
+    x_star = form["a"][2] / form["a"][1]
+    assert "multiplicative fit: the hidden size has an interior optimum" not in shows
+    assert "the fit withholds it: no interior optimum: its interval leaves the sampled range" in shows
+    sentence = next(t for t in text["What the runs show"] if t.startswith("multiplicative fit: no interior optimum of the hidden"))
+    assert f"= {x_star:.3g}" not in sentence and f"{x_star:.3g}," not in sentence
+    verdicts = text["Fit verdicts (identifiability guards)"]
+    assert verdicts == guard_sentences(cond)
+    joined = " ".join(verdicts)
+    assert "Conditional fit status: flagged" in joined and "r factor over [1, 2]: left out: r takes 2 distinct" in joined
+    assert "d_over_sqrt_n factor over [0.2, 0.51]: fitted." in joined and "ConvergenceWarning" in joined

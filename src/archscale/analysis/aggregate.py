@@ -46,7 +46,6 @@ BASE_FIELDS: list[tuple[str, pa.DataType, bool]] = [
     ("tied", pa.bool_(), False),
     ("n_target", pa.int64(), False),
     ("params_non_embedding", pa.int64(), False),
-    ("N", pa.int64(), False),
     ("params_total", pa.int64(), False),
     ("tokens", pa.int64(), False),
     ("D", pa.int64(), False),
@@ -55,7 +54,6 @@ BASE_FIELDS: list[tuple[str, pa.DataType, bool]] = [
     ("train_flops", pa.float64(), False),
     ("kv_cache_bytes_per_token", pa.int64(), True),
     ("inference_flops_per_token", pa.float64(), True),
-    ("loss", pa.float64(), False),
     ("valid_loss", pa.float64(), False),
     ("final_train_loss", pa.float64(), False),
     ("curve_final_loss", pa.float64(), True),
@@ -146,7 +144,6 @@ def train_columns(metrics_path: Path, plan_row: dict) -> dict[str, Any]:
     cols = {
         "D": rec.tokens_seen,
         "valid_loss": rec.valid_loss,
-        "loss": rec.valid_loss,  # alias read by law.conditional.DEFAULT_COLUMNS
         "final_train_loss": rec.final_train_loss,
         "steps": rec.steps,
         "wall_time_s": rec.wall_time_s,
@@ -302,7 +299,6 @@ def aggregate_runs(
             "name": p.get("name") or None,
             "n_target": int(p["n_target"]),
             "params_non_embedding": int(p["params_non_embedding"]),
-            "N": int(p["params_non_embedding"]),  # alias read by law.conditional.DEFAULT_COLUMNS
             "params_total": int(p["params_total"]),
             "tokens": int(p["tokens"]),
             "mlp_attn_ratio": float(p["mlp_attn_ratio"]),
@@ -372,17 +368,3 @@ def read_runs(path: str | Path):
     meta = table.schema.metadata or {}
     prov = json.loads(meta[PROVENANCE_KEY]) if PROVENANCE_KEY in meta else None
     return table.to_pandas(), prov
-
-
-def read_table(path: str | Path):
-    """A runs table from Parquet or CSV (for the CLI)."""
-    import pandas as pd
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such table")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if path.suffix.lower() in (".csv", ".tsv", ".txt"):
-        return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
-    raise ValueError(f"{path}: unknown table format '{path.suffix}'; use .parquet or .csv")

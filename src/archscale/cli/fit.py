@@ -1,16 +1,22 @@
-"""``archscale fit ...``: the law fits on any table of runs (CSV or Parquet), without Snakemake."""
+"""``archscale fit ...``: the law fits on any table of runs, without Snakemake.
+
+Tables: CSV, Parquet, JSON lines (``.jsonl``) or JSON records (``.json``), read by
+:func:`archscale.law.tables.read_table`. The guards' warnings (identifiability, conditioning,
+captured numerical warnings) go to stderr and stay in the JSON (``warnings``, ``status``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import numpy as np
 
-from ..analysis.aggregate import read_table
 from ..io import write_json
 from ..law.chinchilla import OBJECTIVES, PARAMS, FitError, fit_chinchilla
 from ..law.conditional import DEFAULT_COLUMNS, FORMS, fit_conditional
+from ..law.tables import read_table
 from .table import fmt
 
 
@@ -44,6 +50,8 @@ def cmd_fit_chinchilla(args: argparse.Namespace) -> int:
     out["columns"] = {"n": args.n, "d": args.d if not args.flops else f"{args.flops} / (6 {args.n})", "loss": args.loss}
     if args.output:
         write_json(args.output, out)
+    for w in fit.warnings:
+        print(f"archscale: warning: {w}", file=sys.stderr)
     if args.json:
         print(json.dumps(out, indent=2, sort_keys=True))
         return 0
@@ -58,17 +66,11 @@ def cmd_fit_chinchilla(args: argparse.Namespace) -> int:
         ci = fit.ci.get(k)
         ci_txt = f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "-"
         print(f"{k:>6}  {_fmt(fit.params[k]):>11}  {_fmt(fit.se.get(k)):>9}  {ci_txt}")
-    for w in fit.warnings:
-        print(f"warning: {w}")
     return 0
 
 
 def cmd_fit_conditional(args: argparse.Namespace) -> int:
     df = read_table(args.table)
-    columns = {
-        "n": args.n, "d": args.d, "loss": args.loss, "x": args.x, "r": args.r,
-        "group_n": args.group_n, "group_d": args.group_d,
-    }
     out = fit_conditional(
         df,
         reference=args.reference,
@@ -76,10 +78,11 @@ def cmd_fit_conditional(args: argparse.Namespace) -> int:
         forms=args.forms,
         bootstrap=args.bootstrap,
         seed=args.seed,
-        columns={k: v for k, v in columns.items() if v},
+        columns=columns_of(args),
     )
     if args.output:
         write_json(args.output, out)
+    report_guards(out)
     if args.json:
         print(json.dumps(out, indent=2, sort_keys=True))
         return 0
@@ -108,13 +111,47 @@ def cmd_fit_conditional(args: argparse.Namespace) -> int:
     return 0
 
 
+COLUMN_FLAGS = (
+    ("--n", "n", "non-embedding parameters N"),
+    ("--d", "d", "training tokens D"),
+    ("--loss", "loss", "loss"),
+    ("--x", "x", "d_model / sqrt(N)"),
+    ("--r", "r", "MLP-to-attention ratio r"),
+    ("--group-n", "group_n", "nominal N of a run's scale (L_opt is per group; falls back to --n)"),
+    ("--group-d", "group_d", "tokens of a run's scale (falls back to --d)"),
+)
+
+
+def add_column_args(parser) -> None:
+    """The runs-table column flags (the fit's mapping; defaults law.conditional.DEFAULT_COLUMNS)."""
+    for flag, key, what in COLUMN_FLAGS:
+        parser.add_argument(flag, default=None, help=f"column of {what} (default {DEFAULT_COLUMNS[key]})")
+
+
+def columns_of(args: argparse.Namespace) -> dict[str, str]:
+    """The column mapping the flags give (only the ones set; the rest fall back to the defaults)."""
+    return {key: getattr(args, key) for _, key, _ in COLUMN_FLAGS if getattr(args, key)}
+
+
+def report_guards(out: dict, stream=None) -> None:
+    """The guards' verdicts of a conditional fit on stderr: the overall status, each form's warnings."""
+    stream = stream or sys.stderr
+    if out.get("status", "ok") != "ok":
+        print(f"archscale: warning: conditional fit {out['status']}", file=stream)
+    for form, f in (out.get("forms") or {}).items():
+        for w in f.get("warnings") or []:
+            print(f"archscale: warning: {form}: {w}", file=stream)
+    for w in (out.get("chinchilla") or {}).get("warnings") or []:
+        print(f"archscale: warning: chinchilla reference: {w}", file=stream)
+
+
 def register(sub) -> None:
     """Add ``archscale fit chinchilla|conditional`` to the top-level sub-parsers."""
-    p = sub.add_parser("fit", help="fit the Chinchilla or the conditional law on a table of runs (CSV/Parquet)")
+    p = sub.add_parser("fit", help="fit the Chinchilla or the conditional law on a table of runs (CSV, Parquet, JSON lines, JSON)")
     fsub = p.add_subparsers(dest="fit_command", required=True)
 
     c = fsub.add_parser("chinchilla", help="E + A/N^alpha + B/D^beta, Hoffmann et al.'s fit with bootstrap intervals")
-    c.add_argument("table", help="CSV or Parquet table with one row per run")
+    c.add_argument("table", help="table with one row per run (.csv, .parquet, .jsonl or .json records)")
     c.add_argument("--n", required=True, help="column of parameter counts N")
     dgroup = c.add_mutually_exclusive_group(required=True)
     dgroup.add_argument("--d", help="column of training tokens D")
@@ -130,17 +167,8 @@ def register(sub) -> None:
     c.set_defaults(func=cmd_fit_chinchilla)
 
     k = fsub.add_parser("conditional", help="the architecture-conditional law (multiplicative and additive forms)")
-    k.add_argument("table", help="runs table (results/runs.parquet or any CSV/Parquet with the columns below)")
-    for flag, key, what in (
-        ("--n", "n", "non-embedding parameters N"),
-        ("--d", "d", "training tokens D"),
-        ("--loss", "loss", "loss"),
-        ("--x", "x", "d_model / sqrt(N)"),
-        ("--r", "r", "MLP-to-attention ratio r"),
-        ("--group-n", "group_n", "nominal N of a run's scale (L_opt is per group; falls back to --n)"),
-        ("--group-d", "group_d", "tokens of a run's scale (falls back to --d)"),
-    ):
-        k.add_argument(flag, default=None, help=f"column of {what} (default {DEFAULT_COLUMNS[key]})")
+    k.add_argument("table", help="runs table (results/runs.parquet, or .csv/.parquet/.jsonl/.json with the columns below)")
+    add_column_args(k)
     k.add_argument("--reference", choices=["empirical", "chinchilla"], default="empirical")
     k.add_argument("--r-min", type=float, default=0.5)
     k.add_argument("--r-max", type=float, default=5.0)

@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from ..config import ConfigError
-from . import arch, fit, plan, search
+from . import arch, fit, plan, search, validate
 
-SUBCOMMANDS = (arch, plan, search, fit)
+SUBCOMMANDS = (arch, plan, search, fit, validate)
 DESCRIPTION = "Command-line interface: the library's arithmetic, plan, fits and search without Snakemake."
 
 

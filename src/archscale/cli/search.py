@@ -6,7 +6,10 @@ Two ways to name the target:
   searches every target of the config's ``search.targets`` (or ``--target NAME``);
 * ``archscale search --runs runs.parquet --fit conditional.json --cost-model cost.json --scale 1b
   --loss-target llama-3.2-1b`` takes the scale (N, layers, head dim, vocabulary, tokens) and the
-  baseline from the rows of the runs table, for a table produced elsewhere.
+  baseline from the rows of the runs table, for a table produced elsewhere;
+* ``archscale search --law paper-80m-297m --n-target N --layers L --head-dim H --vocab V --tokens D
+  ...`` searches any scale from any law without runs there (see the law group below and
+  archscale.cli.search_scale).
 
 Efficiency is the calibrated cost model's predicted output tokens/s; the GQA walk uses the
 same prediction (``--measure predicted``) or live measurements (``--measure run``, through
@@ -37,6 +40,8 @@ from ..search import (
     targets_from_config,
     throughput_at,
 )
+from . import search_scale
+from ..search.anyscale import attach_probabilities
 from .table import print_table
 
 PARETO_COLUMNS = [
@@ -61,20 +66,23 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", nargs="?", type=Path, help="study config whose search.targets to run (optional)")
-    p.add_argument("--runs", type=Path, required=True, help="runs table (results/runs.parquet or your own)")
-    p.add_argument("--fit", type=Path, required=True, help="conditional fit (results/fit/conditional.json)")
-    p.add_argument("--cost-model", type=Path, required=True, help="calibrated cost model (results/throughput/cost_model.json)")
+    p.add_argument("--runs", type=Path, help="runs table (results/runs.parquet or your own; required without --law)")
+    p.add_argument("--fit", type=Path, help="conditional fit (results/fit/conditional.json; required without --law)")
+    p.add_argument("--cost-model", type=Path,
+                   help="calibrated cost model (results/throughput/cost_model.json; required without --law)")
     p.add_argument("--target", action="append", help="with CONFIG: only these targets (repeatable)")
     g = p.add_argument_group("target without a config (taken from the runs table)")
     g.add_argument("--scale", help="scale name in the runs table's 'scale' column")
-    g.add_argument("--tokens", type=int, help="training tokens D (default: the scale's runs)")
-    g.add_argument("--loss-target", help="a loss value, or the name of a run at that scale (its 'name' column)")
-    g.add_argument("--gqa", type=_ints, default=(1, 2, 4, 8, 16), help="GQA candidates, comma-separated")
+    g.add_argument("--tokens", type=lambda v: int(float(v)), help="training tokens D (default: the scale's runs)")
+    g.add_argument("--loss-target", help="a loss value, or the name of a run at that scale (its 'name' column); "
+                   "with --law also observed:NAME or predicted:NAME")
+    g.add_argument("--gqa", type=_ints, help="GQA candidates, comma-separated (default: "
+                   f"{schema_default('search.targets[].gqa_candidates')}; with --law: every divisor in --gqa-range)")
     g.add_argument("--base-gqa", type=int, help="start of the GQA walk (default 4 if listed, else the smallest)")
-    g.add_argument("--d-multiple", type=int, default=64)
-    g.add_argument("--ffn-multiple", type=int, default=64)
-    g.add_argument("--n-tolerance", type=float, default=0.05)
-    g.add_argument("--r-tolerance", type=float, default=0.15)
+    for flag in ("d_multiple", "ffn_multiple", "n_tolerance", "r_tolerance"):
+        kind = int if flag.endswith("multiple") else float
+        g.add_argument("--" + flag.replace("_", "-"), type=kind, default=schema_default(f"model.{flag}"),
+                       help=f"default model.{flag} of the schema ({schema_default(f'model.{flag}')})")
     s = p.add_argument_group("search settings (override the config's)")
     s.add_argument("--form", choices=FORMS)
     s.add_argument("--d-over-sqrt-n", type=_floats, help="comma-separated grid (default: fine grid over the fitted range)")
@@ -91,6 +99,7 @@ def register(sub) -> None:
     p.add_argument("--output-dir", type=Path, help="write <dir>/<target>/result.json and pareto.parquet")
     p.add_argument("--rows", type=int, default=15, help="Pareto rows to print (default 15)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    search_scale.register_arguments(p)
     p.set_defaults(func=cmd_search)
 
 
@@ -155,12 +164,12 @@ def target_from_runs(args: argparse.Namespace, runs: pd.DataFrame) -> SearchTarg
             loss_target = args.loss_target
     return SearchTarget(
         name=args.scale, scale=scale, tokens=tokens, loss_target=loss_target,
-        gqa_candidates=tuple(args.gqa), base_gqa=args.base_gqa, baseline=baseline,
+        gqa_candidates=tuple(args.gqa or schema_default("search.targets[].gqa_candidates")), base_gqa=args.base_gqa, baseline=baseline,
     )
 
 
 def _settings(args: argparse.Namespace, config: dict | None) -> SearchSettings:
-    base = settings_from_config(config).to_dict() if config else SearchSettings(input_len=4096, output_len=1024, batch_size=64).to_dict()
+    base = (settings_from_config(config) if config else SearchSettings()).to_dict()  # defaults: the schema's
     flags = {
         "form": args.form, "d_over_sqrt_n": args.d_over_sqrt_n, "r": args.r, "grid_points": args.grid_points,
         "measure_top_k": args.top_k, "loss_target_source": args.loss_target_source, "input_len": args.input_len,
@@ -191,6 +200,15 @@ def _live_measure(args: argparse.Namespace, config: dict | None, settings: Searc
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    if args.law and not (args.config or args.scale):
+        return search_scale.cmd_search_law(args)
+    if args.law:  # with CONFIG or --scale the law is the fit the Algorithm-1 search reads
+        if args.fit:
+            raise SearchError("give the fit once: --fit FILE or --law FILE")
+        args.fit = search_scale.fit_file_of(args.law)
+    missing = [f for f, v in (("--runs", args.runs), ("--fit", args.fit), ("--cost-model", args.cost_model)) if v is None]
+    if missing:
+        raise SearchError(f"give {', '.join(missing)} (or --law LAW to search from a law without runs)")
     config = load_config(args.config) if args.config else None
     runs = _read_runs(args.runs)
     conditional = read_json(args.fit)
@@ -217,6 +235,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     out = {}
     for name, target in targets.items():
         result, pareto = run_search(target, settings, law, efficiency, runs, measure=measure, measured_label=label)
+        attach_probabilities(result, {settings.form: conditional["forms"][settings.form]}, name=str(args.fit))
         if args.output_dir:
             write_json(args.output_dir / name / "result.json", result)
             write_parquet(args.output_dir / name / "pareto.parquet", pareto)
@@ -257,7 +276,8 @@ def print_result(result: dict, pareto: pd.DataFrame, rows: int = 15, out=None) -
             continue
         picks.append({
             "pick": role, "arch_id": e["arch_id"], "d/sqrtN": e["d_over_sqrt_n"], "r": e["mlp_attn_ratio"], "gqa": e["gqa"],
-            "loss": e["loss"], "pred tok/s": e["pred_output_tokens_per_s"],
+            "loss": e["loss"], "P(within target)": e.get("probability_within_target"),
+            "pred tok/s": e["pred_output_tokens_per_s"],
             "measured tok/s": e.get("measured_output_tokens_per_s", float("nan")),
         })
     print_table(picks, list(picks[0]), out=out)

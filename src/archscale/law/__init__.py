@@ -1,6 +1,7 @@
 """Scaling-law fits: the Chinchilla reference law, the conditional law and its validation.
 
-Also: named laws (:func:`load_law`), picks at any scale (:mod:`archscale.law.picks`), the
+Also: named laws (:func:`load_law`; the search at any scale that uses them is
+:mod:`archscale.search.anyscale`), the
 identifiability guards every fit applies (:mod:`archscale.law.guards`) and table reading
 (:func:`read_table`).
 

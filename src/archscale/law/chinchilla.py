@@ -24,6 +24,8 @@ Objectives (``objective=``):
     absolute deviations in all but name. archscale solves it exactly (sequential linear
     programming with a trust region, scipy's HiGHS) and reproduces their values.
 
+The numerical core (start grid, objectives, LAD polish) is :mod:`archscale.law.chinchilla_objective`.
+
 Speed: the grid stage runs one batched L-BFGS over all starts at once
 (:func:`archscale.law.optim.batched_lbfgs`); only the best few distinct results are polished
 with scipy. The bootstrap is one more batched run (one row per resample).
@@ -31,7 +33,6 @@ with scipy. The bootstrap is one more batched run (one row per resample).
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -39,8 +40,15 @@ from typing import Any
 
 import numpy as np
 from scipy import optimize
-from scipy.special import logsumexp
 
+from .chinchilla_objective import (  # noqa: F401  (predict_log_loss, start_grid: part of this module's API)
+    _LAD_SMOOTH,
+    _lad_polish,
+    _Objective,
+    _residuals_and_jacobian,
+    predict_log_loss,
+    start_grid,
+)
 from .guards import MIN_DISTINCT, capture_warnings, distinct, rank_check
 from .optim import batched_lbfgs
 
@@ -48,29 +56,10 @@ PARAMS = ("E", "A", "B", "alpha", "beta")
 OBJECTIVES = ("huber", "squared", "lad")
 HUBER_DELTA = 1e-3
 # Smoothing of |r| in the batched stages of the "lad" objective (the exact LAD polish follows).
-_LAD_SMOOTH = 1e-6
 
 
 class FitError(ValueError):
     """Input a law cannot be fitted on; the message says what is wrong and what to change."""
-
-
-def start_grid() -> np.ndarray:
-    """The Hoffmann et al. / Epoch grid of starts as rows ``(a, b, e, alpha, beta)``."""
-    alpha = np.arange(0.0, 2.01, 0.5)
-    beta = np.arange(0.0, 2.01, 0.5)
-    e = np.arange(-1.0, 1.01, 0.5)
-    a = np.arange(0.0, 25.01, 5.0)
-    b = np.arange(0.0, 25.01, 5.0)
-    return np.array([(ai, bi, ei, al, be) for al, be, ei, ai, bi in itertools.product(alpha, beta, e, a, b)])
-
-
-def predict_log_loss(theta: np.ndarray, n, d) -> np.ndarray:
-    """``log L`` for internal parameters ``theta = (a, b, e, alpha, beta)`` (numpy-broadcasting)."""
-    a, b, e, alpha, beta = theta
-    ln_n, ln_d = np.log(np.asarray(n, float)), np.log(np.asarray(d, float))
-    t1, t2 = np.broadcast_arrays(a - alpha * ln_n, b - beta * ln_d)
-    return logsumexp(np.stack([t1, t2, np.full_like(t1, e)]), axis=0)
 
 
 def predict_loss(params: dict, n, d) -> np.ndarray:
@@ -94,113 +83,6 @@ def to_theta(params: dict) -> np.ndarray:
     return np.array(
         [math.log(params["A"]), math.log(params["B"]), math.log(params["E"]), params["alpha"], params["beta"]]
     )
-
-
-class _Objective:
-    """Batched objective over starts / bootstrap rows: ``sum_i w_i rho(r_i) / scale``."""
-
-    def __init__(self, ln_n, ln_d, ln_l, kind: str, delta: float, weights: np.ndarray | None = None):
-        self.ln_n, self.ln_d, self.ln_l = ln_n, ln_d, ln_l
-        self.kind, self.delta = kind, delta
-        self.weights = weights  # [K, n] or None
-        self.block = max(16, 50_000 // max(1, ln_n.size))
-        if kind == "squared":
-            self.scale = max(float(np.var(ln_l)), 1e-12)
-        else:
-            self.scale = delta
-
-    def __call__(self, theta: np.ndarray, rows: np.ndarray):
-        # Blocks of rows keep the temporaries in cache (large temporaries cost page faults).
-        k = theta.shape[0]
-        if k <= self.block:
-            return self._eval(theta, rows)
-        f = np.empty(k)
-        g = np.empty((k, 5))
-        for s in range(0, k, self.block):
-            f[s : s + self.block], g[s : s + self.block] = self._eval(theta[s : s + self.block], rows[s : s + self.block])
-        return f, g
-
-    def _eval(self, theta: np.ndarray, rows: np.ndarray):
-        a, b, e, alpha, beta = (theta[:, i, None] for i in range(5))
-        t1 = a - alpha * self.ln_n
-        t2 = b - beta * self.ln_d
-        m = np.maximum(np.maximum(t1, t2), e)
-        t1 -= m
-        t2 -= m
-        w1, w2 = np.exp(t1, out=t1), np.exp(t2, out=t2)
-        w3 = np.exp(e - m)
-        s = w1 + w2
-        s += w3
-        r = np.log(s)
-        r += m
-        r -= self.ln_l
-        if self.kind == "squared":
-            rho, psi = r * r, 2.0 * r
-        else:
-            ar = np.abs(r)
-            rho = np.where(ar <= self.delta, 0.5 * r * r, self.delta * (ar - 0.5 * self.delta))
-            psi = np.clip(r, -self.delta, self.delta, out=r)
-        if self.weights is not None:
-            wts = self.weights[rows]
-            rho *= wts
-            psi *= wts
-        psi /= s
-        f = rho.sum(axis=1) / self.scale
-        pw1 = psi * w1
-        pw2 = psi * w2
-        g = np.empty((theta.shape[0], 5))
-        g[:, 0] = pw1.sum(axis=1)
-        g[:, 1] = pw2.sum(axis=1)
-        g[:, 2] = (psi * w3).sum(axis=1)
-        g[:, 3] = -np.einsum("ij,j->i", pw1, self.ln_n)
-        g[:, 4] = -np.einsum("ij,j->i", pw2, self.ln_d)
-        return f, g / self.scale
-
-
-def _residuals_and_jacobian(theta, ln_n, ln_d, ln_l):
-    a, b, e, alpha, beta = theta
-    t = np.stack([a - alpha * ln_n, b - beta * ln_d, np.full_like(ln_n, e)])
-    pred = logsumexp(t, axis=0)
-    w = np.exp(t - pred)
-    jac = np.stack([w[0], w[1], w[2], -w[0] * ln_n, -w[1] * ln_d], axis=1)
-    return pred - ln_l, jac
-
-
-def _lad_polish(theta0, ln_n, ln_d, ln_l, max_iter: int = 200) -> np.ndarray:
-    """Exact least absolute deviations: sequential LPs (HiGHS) inside a box trust region."""
-    x = np.array(theta0, float)
-    r, jac = _residuals_and_jacobian(x, ln_n, ln_d, ln_l)
-    cur = np.abs(r).sum()
-    n, p = jac.shape
-    radius = 0.1
-    c = np.concatenate([np.zeros(p), np.ones(2 * n)])
-    eye = np.eye(n)
-    for _ in range(max_iter):
-        res = optimize.linprog(
-            c,
-            A_eq=np.hstack([jac, -eye, eye]),
-            b_eq=-r,
-            bounds=[(-radius, radius)] * p + [(0, None)] * (2 * n),
-            method="highs",
-        )
-        if res.status != 0:
-            break
-        step = res.x[:p]
-        predicted = cur - res.fun
-        if predicted <= 1e-15 * max(1.0, cur):
-            break
-        r_new, jac_new = _residuals_and_jacobian(x + step, ln_n, ln_d, ln_l)
-        new = np.abs(r_new).sum()
-        ratio = (cur - new) / predicted
-        if ratio > 0.1:
-            x, r, jac, cur = x + step, r_new, jac_new, new
-        if ratio > 0.75 and np.max(np.abs(step)) > 0.99 * radius:
-            radius *= 2.0
-        elif ratio < 0.25:
-            radius *= 0.25
-        if radius < 1e-12:
-            break
-    return x
 
 
 def _bootstrap_weights(rng, groups, n: int, bootstrap: int) -> np.ndarray:

@@ -49,9 +49,9 @@ from .chinchilla import ChinchillaFit, FitError, fit_chinchilla
 from .chinchilla import predict_loss as chinchilla_predict
 
 DEFAULT_COLUMNS = {
-    "n": "N",  # non-embedding parameters of the run
+    "n": "params_non_embedding",  # non-embedding parameters of the run
     "d": "D",  # training tokens of the run
-    "loss": "loss",  # the loss the law models (validation loss)
+    "loss": "valid_loss",  # the loss the law models (validation loss)
     "x": "d_over_sqrt_n",  # d_model / sqrt(N)
     "r": "mlp_attn_ratio",  # MLP-to-attention parameter ratio r
     "group_n": "n_target",  # nominal N of the run's scale: L_opt is per (group_n, group_d)

@@ -54,6 +54,14 @@ class Law:
     chinchilla: dict | None = None
     l_opt_table: dict[tuple[int, int], float] = field(default_factory=dict)
     status: str = "ok"
+    #: the fit's column mapping (keys of ``conditional.DEFAULT_COLUMNS``); empty for a named law
+    columns: dict[str, str] = field(default_factory=dict)
+
+    def column(self, key: str) -> str:
+        """The runs-table column of ``key`` (n, d, loss, x, r, ...): the fit's mapping, else the default."""
+        from .conditional import DEFAULT_COLUMNS
+
+        return self.columns.get(key) or DEFAULT_COLUMNS[key]
 
     @property
     def default_form(self) -> str:
@@ -146,7 +154,7 @@ def law_from_conditional(obj: dict, name: str, chinchilla: dict | None = None) -
     chin = obj.get("chinchilla") or (chinchilla if chinchilla and chinchilla.get("fitted", True) and
                                       "params" in chinchilla else None)
     return Law(name=name, source=f"fit file {name}", forms=dict(obj["forms"]), range=rng, chinchilla=chin,
-               l_opt_table=table, status=obj.get("status", "ok"))
+               l_opt_table=table, status=obj.get("status", "ok"), columns=dict(obj.get("columns") or {}))
 
 
 def load_law(name_or_path) -> Law:

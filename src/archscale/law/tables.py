@@ -37,7 +37,7 @@ def read_table(path) -> pd.DataFrame:
             f"{', '.join(sorted(READERS))}"
         )
     if not path.is_file():
-        raise TableError(f"{path}: no such file")
+        raise TableError(f"{path}: no such file (no such table)")
     try:
         if kind == "csv":
             df = pd.read_csv(path)

@@ -17,7 +17,7 @@ import pandas as pd
 from ..io import read_json, write_json
 from . import figures, tables
 from .findings import findings
-from .validation import validation_points
+from .validation import validation_html, validation_points, validation_summary
 
 #: Output name -> (kind, title). The rule declares exactly these files.
 OUTPUTS = {
@@ -94,8 +94,9 @@ def build_report(
     devices = sorted({str(d) for d in runs_df["throughput_device"]} | {d for m in measured for d in m.get("devices", [])})
     engines = sorted({str(e) for e in runs_df["throughput_engine"]} | {e for m in measured for e in m.get("engines", [])})
     text = findings(cond, runs_df, val, results, devices, engines)
-    tables.findings_page(title, text, outputs["findings"])
+    tables.findings_page(title, text, outputs["findings"], extra_html=validation_html(val))
     made["findings"] = {"sentences": sum(len(v) for v in text.values())}
+    summary = validation_summary(val)
 
     index = {
         "title": title,
@@ -104,9 +105,13 @@ def build_report(
             for name, (kind, heading) in OUTPUTS.items()
         ],
         "findings": text,
+        "fit_status": cond.get("status"),
+        "validation_table": summary.astype(object).where(summary.notna(), None).to_dict("records"),
         "searches": [
             {"target": r["target"], "panda": (r.get("panda") or {}).get("arch_id"),
-             "surefire": (r.get("surefire") or {}).get("arch_id"), "baseline": (r.get("baseline") or {}).get("arch_id")}
+             "surefire": (r.get("surefire") or {}).get("arch_id"), "baseline": (r.get("baseline") or {}).get("arch_id"),
+             "probability_within_target": {k: (r.get(k) or {}).get("probability_within_target")
+                                           for k in ("panda", "surefire", "baseline")}}
             for r in results
         ],
     }

@@ -75,9 +75,14 @@ def knob_sentences(conditional: dict, runs: pd.DataFrame) -> list[str]:
                 verb = {"falls": "loss falls as it grows", "rises": "loss rises as it grows",
                         "flat": "loss barely changes", "interior minimum": "the fitted curve turns inside the range",
                         "interior maximum": "the fitted curve has a maximum, not a minimum"}[shape["trend"]]
-                extra = ""
-                if shape["x_star"] is not None and not shape["inside"]:
-                    extra = f"; the fitted curve's {shape['kind']} lies at {label} = {shape['x_star']:.3g}, outside the sampled range"
+                # Never a number the fit withheld: the fit's own reason, else where the turn lies.
+                why = opt.get(f"{knob}_reason") if fitted is None else None
+                if why:
+                    extra = f"; the fit withholds it: {why}"
+                elif shape["x_star"] is not None and not shape["inside"]:
+                    extra = f"; the fitted curve's {shape['kind']} lies outside the sampled range"
+                else:
+                    extra = ""
                 out.append(f"{form} fit: no interior optimum of the {name} {where}: {verb}{extra}.")
     return out
 
@@ -94,17 +99,57 @@ def fit_sentences(conditional: dict) -> list[str]:
     return out
 
 
+def _metric(v, fmt: str) -> str | None:
+    return None if v is None or not np.isfinite(float(v)) else format(float(v), fmt)
+
+
 def validation_sentences(validation: pd.DataFrame | None) -> list[str]:
+    """One sentence per task and form, under both references; the empirical one flagged optimistic."""
     if validation is None or validation.empty or "task" not in validation:
         return ["No progressive cross-scale validation: the fit has fewer than two scales to hold one out."]
     out = []
-    cols = [c for c in ("task", "form", "mse", "spearman") if c in validation]
-    summary = validation[cols].drop_duplicates(subset=[c for c in ("task", "form") if c in cols])
+    summary = validation.drop_duplicates(subset=[c for c in ("task", "kind", "form") if c in validation])
     for _, row in summary.iterrows():
-        rho = row.get("spearman")
-        rho_txt = f", Spearman {rho:.2f}" if rho is not None and np.isfinite(rho) else ", Spearman undefined"
-        out.append(f"Held-out check {row['task']} ({row.get('form', '')}): MSE {row['mse']:.2g}{rho_txt}.")
+        kind = f"{row['kind']}, " if "kind" in row and row.get("kind") else ""
+        parts = []
+        for suffix, label in (("", "own L_opt, optimistic"), ("_extrapolated", "L_opt extrapolated from the training scales")):
+            mse, rho = _metric(row.get("mse" + suffix), ".2g"), _metric(row.get("spearman" + suffix), ".2f")
+            if mse is None:
+                parts.append(f"{label}: withheld")
+            else:
+                parts.append(f"{label}: MSE {mse}, Spearman {rho if rho is not None else 'undefined'}")
+        status = row.get("status")
+        tail = f" Status: {status}." if status and status != "ok" else ""
+        out.append(f"Held-out check {row['task']} ({kind}{row.get('form', '')}): {'; '.join(parts)}.{tail}")
     return out
+
+
+def guard_sentences(conditional: dict) -> list[str]:
+    """The identifiability guards' verdicts: the fit's status, each form's factors and warnings."""
+    out = [f"Conditional fit status: {conditional.get('status', 'not recorded (fit written before the guards)')}."]
+    for form, fit in (conditional.get("forms") or {}).items():
+        if not fit:
+            continue
+        for knob, f in (fit.get("factors") or {}).items():
+            rng = f.get("range") or []
+            rng_txt = f" over [{rng[0]:.3g}, {rng[1]:.3g}]" if len(rng) == 2 else ""
+            out.append(f"{form} fit, {knob} factor{rng_txt}: " + ("fitted." if f.get("fitted") else f"left out: {f.get('reason')}."))
+        if fit.get("status") not in (None, "ok"):
+            out.append(f"{form} fit: {fit['status']}.")
+        out += [f"{form} fit warning: {w}" for w in fit.get("warnings") or []]
+    chin = conditional.get("chinchilla") or {}
+    out += [f"Chinchilla reference warning: {w}" for w in chin.get("warnings") or []]
+    if chin and chin.get("fitted") is False:
+        out.append(f"Chinchilla reference not fitted: {chin.get('reason')}")
+    return out
+
+
+def _probability(pick: dict) -> str:
+    p = pick.get("probability_within_target")
+    if p is not None:
+        return f"; bootstrap probability that its predicted loss is within the target {p:.2f}"
+    why = pick.get("probability_reason")
+    return f"; probability of meeting the target withheld ({why})" if why else ""
 
 
 def search_sentences(results: list[dict]) -> list[str]:
@@ -121,7 +166,7 @@ def search_sentences(results: list[dict]) -> list[str]:
             out.append(
                 f"  Panda {panda['arch_id']}: predicted loss {panda['loss']:.4f} against {base['loss']:.4f} for the "
                 f"baseline {base.get('name') or base['arch_id']} ({res['form']} law, difference "
-                f"{panda['loss'] - base['loss']:+.4f})."
+                f"{panda['loss'] - base['loss']:+.4f}){_probability(panda)}."
             )
         if sure is None:
             out.append(f"  No Surefire: {res.get('note')}")
@@ -130,7 +175,8 @@ def search_sentences(results: list[dict]) -> list[str]:
             pp = sure["pred_output_tokens_per_s"] / base["pred_output_tokens_per_s"]
             out.append(
                 f"  Surefire {sure['arch_id']} (GQA {sure['gqa']}) measures {sp:.2f}x the baseline's output tokens/s "
-                f"at batch {res['batch_size']} (cost model predicted {pp:.2f}x), at a predicted loss within the target."
+                f"at batch {res['batch_size']} (cost model predicted {pp:.2f}x), at a predicted loss within the "
+                f"target{_probability(sure)}."
             )
         rho = res.get("cost_model_spearman")
         if rho is not None:
@@ -199,6 +245,7 @@ def findings(
 ) -> dict[str, list[str]]:
     return {
         "What the runs show": fit_sentences(conditional) + knob_sentences(conditional, runs),
+        "Fit verdicts (identifiability guards)": guard_sentences(conditional),
         "Cross-scale validation": validation_sentences(validation),
         "Search": search_sentences(results),
         "What the runs do not show": caveat_sentences(runs, devices, engines, conditional),

@@ -22,7 +22,7 @@ PLAN_COLUMNS = [
 CHOSEN_COLUMNS = [
     "target", "pick", "arch_id", "d_model", "heads", "kv_heads", "ffn", "gqa", "params_non_embedding",
     "d_over_sqrt_n", "mlp_attn_ratio", "predicted_loss", "pred_output_tokens_per_s", "measured_output_tokens_per_s",
-    "measured_vs_baseline",
+    "measured_vs_baseline", "probability_within_target",
 ]
 
 
@@ -82,10 +82,11 @@ def chosen_table(results: list[dict], path: str | Path) -> pd.DataFrame:
     return df
 
 
-def findings_page(title: str, sections: dict[str, list[str]], path: str | Path) -> None:
+def findings_page(title: str, sections: dict[str, list[str]], path: str | Path, extra_html: str = "") -> None:
+    """The findings as lists, one per section, then ``extra_html`` (e.g. the validation table)."""
     body = ""
     for head, lines in sections.items():
         if not lines:
             continue
         body += f"<h3>{html.escape(head)}</h3><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in lines) + "</ul>"
-    _page(path, title, body)
+    _page(path, title, body + extra_html)

@@ -14,15 +14,10 @@ import pandas as pd
 
 
 def _columns(runs: pd.DataFrame, conditional: dict) -> dict[str, str]:
+    """The fit's column mapping (conditional.json ``columns``) over the defaults."""
     from ..law.conditional import resolve_columns
 
-    cols = dict(conditional.get("columns") or {})
-    fallback = {"n": "params_non_embedding", "d": "tokens", "loss": "valid_loss", "r": "mlp_attn_ratio"}
-    for key, col in fallback.items():
-        default = {"n": "N", "d": "D", "loss": "loss", "r": "r"}[key]
-        if key not in cols and default not in runs.columns:
-            cols[key] = col
-    return resolve_columns(runs, cols)
+    return resolve_columns(runs, conditional.get("columns"))
 
 
 def validation_points(runs: pd.DataFrame, conditional: dict, validation: pd.DataFrame | None) -> pd.DataFrame:
@@ -61,3 +56,42 @@ def validation_points(runs: pd.DataFrame, conditional: dict, validation: pd.Data
             rows.append({"task": task["task"], "form": task["form"], "arch_id": aid, "observed": float(o),
                          "predicted": float(p), "mse_recomputed": mse})
     return pd.DataFrame(rows, columns=out_cols)
+
+
+#: Columns of the report's validation table: both references, side by side.
+TABLE_COLUMNS = {
+    "task": "task", "kind": "kind", "form": "form", "n_test": "held-out runs",
+    "mse": "MSE (own L_opt, optimistic)", "spearman": "Spearman (own L_opt)",
+    "mse_extrapolated": "MSE (L_opt extrapolated)", "spearman_extrapolated": "Spearman (extrapolated)",
+    "status": "status",
+}
+
+
+def validation_summary(validation: pd.DataFrame | None) -> pd.DataFrame:
+    """The validation table as the report shows it: every task under both references.
+
+    The empirical reference (the held-out scale's own lowest loss as L_opt, the paper's choice)
+    is labelled optimistic; the extrapolated one takes L_opt from a Chinchilla law fitted on
+    the training scales and is empty, with the reason in ``status``, where that law is not
+    identifiable. No optimum is shown.
+    """
+    if validation is None or validation.empty:
+        return pd.DataFrame(columns=list(TABLE_COLUMNS.values()))
+    cols = [c for c in TABLE_COLUMNS if c in validation.columns]
+    return validation[cols].rename(columns=TABLE_COLUMNS).reset_index(drop=True)
+
+
+def validation_html(validation: pd.DataFrame | None) -> str:
+    """The validation table as an HTML section (for the findings page), with the references explained."""
+    import html
+
+    from ..law.validation import EMPIRICAL_NOTE
+
+    df = validation_summary(validation)
+    if df.empty:
+        return "<h3>Validation table</h3><p>No cross-scale validation: the fit has fewer than two scales.</p>"
+    note = (f"<p>Own L_opt: {html.escape(EMPIRICAL_NOTE)}. Extrapolated: L_opt from a Chinchilla law fitted on "
+            "the training scales only (withheld, with the reason in the status, where that law is not identifiable)."
+            "</p>")
+    return "<h3>Validation table (both references)</h3>" + note + df.to_html(
+        index=False, na_rep="-", float_format=lambda v: f"{v:.3g}", escape=True)

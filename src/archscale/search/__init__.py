@@ -24,8 +24,11 @@ workflow, where a Snakemake checkpoint writes the measurement plan and one throu
 per listed architecture runs before the selection. :func:`run_search` runs both in one
 process with any measurement function (the CLI uses the cost model or live runs).
 
+The search at any scale from any law, without runs at that scale (Panda and Surefire over
+every candidate of :func:`enumerate_candidates`), is :mod:`.anyscale`.
+
 The package: :mod:`.targets` (what the config asks for), :mod:`.algorithm` (law and cost
-adapters, enumeration, scoring, Pareto front, GQA walk), :mod:`.selection` (prepare / select /
+adapters, enumeration, scoring, Pareto front, GQA walk), :mod:`.anyscale` (search at any scale), :mod:`.selection` (prepare / select /
 run_search), all pure; :mod:`.files` (the rules' entry points: read the inputs, call them).
 The law and the cost model are consumed through their library APIs
 (:mod:`archscale.law.conditional`, :mod:`archscale.throughput.roofline`), imported lazily;
@@ -42,6 +45,7 @@ from .algorithm import (
     arch_record,
     check_target_feasible,
     cost_model_efficiency,
+    enumerate_candidates,
     enumerate_space,
     fitted_ranges,
     gqa_walk,
@@ -53,6 +57,7 @@ from .algorithm import (
     score,
     within_target,
 )
+from .anyscale import LossTarget, attach_probabilities, predicted_loss_of, search_at_scale
 from .files import measure_candidate, prepare_from_files, select_from_files
 from .selection import (
     loss_target_value,
@@ -78,7 +83,7 @@ from .targets import (
 __all__ = [
     "ARCH_COLUMNS", "BROAD_D_OVER_SQRT_N", "BROAD_R", "Efficiency", "FORMS", "LawModel", "SearchError",
     "SearchSettings", "SearchTarget", "Space", "arch_record", "check_target_feasible", "cost_model_efficiency",
-    "enumerate_space", "fitted_ranges", "gqa_walk", "grid_axes", "loss_target_value", "measure_arch",
+    "enumerate_candidates", "enumerate_space", "LossTarget", "attach_probabilities", "predicted_loss_of", "search_at_scale", "fitted_ranges", "gqa_walk", "grid_axes", "loss_target_value", "measure_arch",
     "measure_candidate", "measure_entry", "measure_ids", "pareto_mask", "pick_panda", "prepare",
     "prepare_from_files", "rank_within_target", "require_feasible", "run_search", "score", "select",
     "select_from_files", "settings_from_config", "settings_from_study", "targets_from_config",

@@ -5,6 +5,7 @@ model are imported lazily through their library APIs).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -32,6 +33,12 @@ class LawModel:
             raise SearchError("conditional fit: no fitted form under 'forms'; re-run the fit")
         self.conditional = conditional
         self.runs = runs
+
+    def column(self, key: str) -> str:
+        """The runs-table column of ``key`` (n, d, loss, ...): the fit's mapping, else the default."""
+        from ..law.conditional import DEFAULT_COLUMNS
+
+        return (self.conditional.get("columns") or {}).get(key) or DEFAULT_COLUMNS[key]
 
     def l_opt(self, n: int, tokens: int) -> float:
         """``L_opt(N, D)`` as the fit used it (its stored table, or its Chinchilla fit)."""
@@ -64,21 +71,29 @@ def cost_model_efficiency(cost_model: dict, input_len: int, output_len: int, bat
 
 # ---- grid and enumeration ------------------------------------------------------------------
 def fitted_ranges(conditional: dict, runs: pd.DataFrame | None) -> tuple[tuple[float, float], tuple[float, float]]:
-    """The (d/sqrt(N), r) box the law was fitted on: runs with r inside the fit's r_range."""
+    """The (d/sqrt(N), r) box the law was fitted on: runs with r inside the fit's r_range (columns: the fit's mapping)."""
+    model = LawModel(conditional) if conditional.get("forms") else None
+    xc, rc, lc = (model.column(k) if model else _default_column(k) for k in ("x", "r", "loss"))
     r_lo, r_hi = (float(v) for v in conditional.get("r_range") or BROAD_R)
-    if runs is None or len(runs) == 0 or "d_over_sqrt_n" not in runs or "mlp_attn_ratio" not in runs:
+    if runs is None or len(runs) == 0 or xc not in runs or rc not in runs:
         raise SearchError(
             "the default search grid spans the fitted range, which needs the runs table "
-            "(d_over_sqrt_n, mlp_attn_ratio); give the runs, or set search.d_over_sqrt_n and search.r"
+            f"({xc}, {rc}); give the runs, or set search.d_over_sqrt_n and search.r"
         )
-    used = runs[(runs["mlp_attn_ratio"] >= r_lo) & (runs["mlp_attn_ratio"] <= r_hi)]
-    if "valid_loss" in used:
-        used = used[np.isfinite(used["valid_loss"].astype(float))]
+    used = runs[(runs[rc] >= r_lo) & (runs[rc] <= r_hi)]
+    if lc in used:
+        used = used[np.isfinite(used[lc].astype(float))]
     if used.empty:
         raise SearchError(f"no run has r inside the fit's r_range [{r_lo}, {r_hi}]; set search.d_over_sqrt_n and search.r")
-    x = (float(used["d_over_sqrt_n"].min()), float(used["d_over_sqrt_n"].max()))
-    r = (max(r_lo, float(used["mlp_attn_ratio"].min())), min(r_hi, float(used["mlp_attn_ratio"].max())))
+    x = (float(used[xc].min()), float(used[xc].max()))
+    r = (max(r_lo, float(used[rc].min())), min(r_hi, float(used[rc].max())))
     return x, r
+
+
+def _default_column(key: str) -> str:
+    from ..law.conditional import DEFAULT_COLUMNS
+
+    return DEFAULT_COLUMNS[key]
 
 
 def grid_axes(
@@ -127,6 +142,54 @@ def enumerate_space(scale: Scale, xs: Iterable[float], rs: Iterable[float], gqa:
                 space.archs[arch.arch_id] = arch
                 space.requested[arch.arch_id] = (float(x), float(r))
     return space
+
+
+def enumerate_candidates(
+    scale: Scale,
+    *,
+    gqa: Iterable[int] | None = None,
+    gqa_range: tuple[int, int] = (1, 16),
+    x_range: tuple[float, float] = (0.02, 0.3),
+    r_range: tuple[float, float] | None = None,
+) -> list[Architecture]:
+    """Every architecture at ``scale`` within its N tolerance (exhaustive; the search at any scale).
+
+    Hidden sizes ``d`` in multiples of ``scale.d_multiple`` within ``x_range`` of ``d/sqrt(N)``,
+    GQA values from ``gqa`` (else ``gqa_range``, inclusive), kv-head counts ``g`` (``heads =
+    gqa * g``: every GQA candidate divides the head count), MLP widths in multiples of
+    ``scale.ffn_multiple``; kept when the non-embedding N lies within ``scale.n_tolerance`` of
+    the target (and r inside ``r_range`` when given). Counting follows
+    :class:`archscale.arch.Architecture` (method.md section 2).
+    """
+    if scale.n_target <= 0 or scale.layers < 1 or scale.head_dim < 1:
+        raise SearchError(f"scale '{scale.name}': n_target, layers and head_dim must be positive")
+    gqas = sorted(set(int(g) for g in gqa)) if gqa is not None else list(range(gqa_range[0], gqa_range[1] + 1))
+    if not gqas or min(gqas) < 1:
+        raise SearchError(f"scale '{scale.name}': GQA candidates must be positive integers, got {gqas}")
+    L, dh, n_t, tol = scale.layers, scale.head_dim, scale.n_target, scale.n_tolerance
+    sq = math.sqrt(n_t)
+    dm, fm = scale.d_multiple, scale.ffn_multiple
+    d_lo = max(dm, math.ceil(x_range[0] * sq / dm) * dm)
+    d_hi = math.floor(x_range[1] * sq / dm) * dm
+    out: list[Architecture] = []
+    for d in range(d_lo, d_hi + 1, dm):
+        lo_layer = (n_t * (1 - tol) - d) / L - 2 * d  # per-layer attention + MLP budget bounds
+        hi_layer = (n_t * (1 + tol) - d) / L - 2 * d
+        if hi_layer <= 0:
+            continue
+        for G in gqas:
+            pair = 2 * d * dh * (G + 1)  # attention parameters per kv group
+            for g in range(1, int(hi_layer // pair) + 1):
+                attn = pair * g
+                f_lo = max(fm, math.ceil((lo_layer - attn) / (3 * d) / fm) * fm)
+                f_hi = math.floor((hi_layer - attn) / (3 * d) / fm) * fm
+                for f in range(f_lo, f_hi + 1, fm):
+                    r = 3 * d * f / attn
+                    if r_range is not None and not r_range[0] <= r <= r_range[1]:
+                        continue
+                    out.append(Architecture(d_model=d, ffn=f, layers=L, heads=G * g, kv_heads=g, head_dim=dh,
+                                            vocab=scale.vocab, tied=scale.tied, scale=scale.name))
+    return out
 
 
 def require_feasible(target: SearchTarget, space: Space, xs: Sequence[float], rs: Sequence[float]) -> None:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..io import read_json
 from .algorithm import LawModel, cost_model_efficiency
+from .anyscale import attach_probabilities
 from .selection import measure_arch, measure_entry, measure_ids, prepare, select, throughput_at
 from .targets import SearchError, SearchSettings, SearchTarget
 
@@ -27,6 +28,8 @@ def prepare_from_files(
     candidates, space = prepare(t, s, law, efficiency, runs)
     candidates["inputs"] = {"runs": str(runs_path), "fit": str(fit_path), "cost_model": str(cost_model_path)}
     candidates["cost_model_spearman"] = cost_model.get("spearman")
+    # The fitted form's coefficients and bootstrap samples: the picks' probabilities at select time.
+    candidates["law_forms"] = {s.form: law.conditional["forms"][s.form]}
     return candidates, space
 
 
@@ -66,4 +69,5 @@ def select_from_files(candidates_path: str, space_path: str, measured_paths: Ite
     result, pareto = select(candidates, space, tput, measured_label=f"measured ({', '.join(engines)} on {', '.join(devices)})")
     result["measurement"] = {"devices": devices, "engines": engines, "records": len(records)}
     result["cost_model_spearman"] = candidates.get("cost_model_spearman")
+    attach_probabilities(result, candidates.get("law_forms") or {}, name=str(candidates.get("inputs", {}).get("fit")))
     return result, pareto

@@ -41,15 +41,16 @@ def loss_target_value(
     base = target.baseline
     predicted = law.predict(base.d_over_sqrt_n, base.mlp_attn_ratio, l_opt)
     observed = None
-    if runs is not None and len(runs) and "valid_loss" in runs:
+    loss_col = law.column("loss")  # the fit's mapping
+    if runs is not None and len(runs) and loss_col in runs:
         hit = runs[runs["arch_id"] == base.arch_id]
-        if len(hit) and np.isfinite(float(hit["valid_loss"].iloc[0])):
-            observed = float(hit["valid_loss"].iloc[0])
+        if len(hit) and np.isfinite(float(hit[loss_col].iloc[0])):
+            observed = float(hit[loss_col].iloc[0])
     if settings.loss_target_source == "observed":
         if observed is None:
             raise SearchError(
                 f"search target '{target.name}': loss_target_source is 'observed' but the runs table has no "
-                f"valid_loss for baseline '{base.name}' ({base.arch_id}); train it or use 'predicted'"
+                f"{loss_col} for baseline '{base.name}' ({base.arch_id}); train it or use 'predicted'"
             )
         value = observed
     else:

@@ -1,4 +1,4 @@
-"""Picks at any scale from a law (issue 12 items 5-7): the paper's Panda rows, candidates, uncertainty."""
+"""The search at any scale from a law (issue 12 items 5-7): the paper's Panda rows, candidates, uncertainty."""
 
 import json
 
@@ -8,7 +8,8 @@ import pytest
 from archscale.arch import Architecture, Scale
 from archscale.law import load_law
 from archscale.law.conditional import fit_conditional
-from archscale.law.picks import enumerate_candidates, panda
+from archscale.search.algorithm import enumerate_candidates
+from archscale.search.anyscale import LossTarget, panda, search_at_scale
 from test_law_conditional import PAPER_SMALL, synthetic_runs
 
 LLAMA_1B = Architecture(d_model=2048, ffn=8192, layers=16, heads=32, kv_heads=8, head_dim=64, vocab=128256)
@@ -80,10 +81,38 @@ def test_pick_probability_from_bootstrap_samples(tmp_path):
 
 
 def test_baseline_predicted_loss_as_target():
-    from archscale.law.picks import predicted_loss_of
+    from archscale.search.anyscale import predicted_loss_of
 
     law = load_law("paper-80m-297m")
     target = predicted_loss_of(law, LLAMA_1B, 2.8)
     pick = panda(law, scale_of(LLAMA_1B, 0.01), 100e9, gqa=[4], l_opt=2.8, loss_target=target)["panda"]
     assert pick["predicted_loss"] < target  # Panda beats LLaMA-3.2-1B under the paper's law
     assert pick["probability_within_target"] is None and "no bootstrap samples" in pick["probability_reason"]
+
+
+def test_attach_probabilities_to_an_algorithm_1_result():
+    from archscale.search.anyscale import attach_probabilities
+
+    runs = synthetic_runs("multiplicative", PAPER_SMALL["a"], PAPER_SMALL["b"], seed=32, noise=0.003)
+    forms = fit_conditional(runs, forms=["multiplicative"], bootstrap=40, seed=0)["forms"]
+    base = dict(d_model=2048, ffn=8192, layers=16, heads=32, kv_heads=8, head_dim=64, vocab=128256, tied=True)
+    arch = Architecture(**base)
+    base.update(d_over_sqrt_n=arch.d_over_sqrt_n, mlp_attn_ratio=arch.mlp_attn_ratio)
+    good = {"d_over_sqrt_n": 0.08, "mlp_attn_ratio": 1.0}
+    result = {"l_opt": 3.0, "form": "multiplicative", "panda": dict(good), "surefire": dict(good), "baseline": base,
+              "loss_target": {"value": 100.0, "source": "number"}}
+    attach_probabilities(result, forms)
+    assert result["panda"]["probability_within_target"] == 1.0 and result["baseline"]["probability_reason"] is None
+    # The baseline's predicted loss as the target: paired per bootstrap sample; the baseline itself ties (1.0).
+    result["loss_target"] = {"value": 3.3, "source": "predicted loss of baseline"}
+    attach_probabilities(result, forms)
+    assert result["baseline"]["probability_within_target"] == 1.0
+    assert 0.0 <= result["panda"]["probability_within_target"] <= 1.0
+    result["loss_target"] = {"value": None, "source": "none"}
+    attach_probabilities(result, forms)
+    assert result["panda"]["probability_within_target"] is None
+    assert result["panda"]["probability_reason"] == "no loss target given"
+    no_samples = {"multiplicative": {k: v for k, v in forms["multiplicative"].items() if k != "samples"}}
+    result["loss_target"] = {"value": 3.3, "source": "number"}
+    attach_probabilities(result, no_samples)
+    assert "no bootstrap samples" in result["surefire"]["probability_reason"]
