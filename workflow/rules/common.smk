@@ -236,12 +236,15 @@ def get_final_output():
         "results/fit/validation.parquet",
         *expand("results/search/{target}/result.json", target=SEARCH_TARGETS),
         "results/report/index.json",
-        *(
-            ["results/plan/science.json"]
-            if STUDY.config["plan"]["science"]["law"]
-            else []
-        ),
+        *science_plan_output(),
     ]
+
+
+def science_plan_output():
+    """results/plan/science.json when the science plan is on (plan.science.law set), else []."""
+    return (
+        ["results/plan/science.json"] if STUDY.config["plan"]["science"]["law"] else []
+    )
 
 
 def science_law_input(wildcards):

@@ -16,6 +16,7 @@ rule report:
         search_pareto=expand(
             "results/search/{target}/pareto.parquet", target=SEARCH_TARGETS
         ),
+        science=science_plan_output(),
     output:
         index="results/report/index.json",
         findings=report(

@@ -19,5 +19,6 @@ with rule_logging(snakemake):
         search_pareto=list(inp.search_pareto),
         title=snakemake.params.title,
         batch_size=snakemake.params.batch_size,
+        science=inp.science[0] if inp.science else None,
     )
     print(json.dumps(index, indent=2))

@@ -17,6 +17,7 @@ import pandas as pd
 from ..io import read_json, write_json
 from . import figures, tables
 from .findings import findings
+from .science import load_science, plan_vs_fit_sentences
 from .validation import validation_html, validation_points, validation_summary
 
 #: Output name -> (kind, title). The rule declares exactly these files.
@@ -51,6 +52,7 @@ def build_report(
     search_pareto: Iterable[str] = (),
     title: str = "archscale report",
     batch_size: int | None = None,
+    science: str | None = None,
 ) -> dict[str, Any]:
     """Write every output of :data:`OUTPUTS` (paths in ``outputs``) and ``outputs['index']``."""
     missing = [k for k in [*OUTPUTS, "index"] if k not in outputs]
@@ -94,6 +96,9 @@ def build_report(
     devices = sorted({str(d) for d in runs_df["throughput_device"]} | {d for m in measured for d in m.get("devices", [])})
     engines = sorted({str(e) for e in runs_df["throughput_engine"]} | {e for m in measured for e in m.get("engines", [])})
     text = findings(cond, runs_df, val, results, devices, engines)
+    planned = plan_vs_fit_sentences(load_science(science), cond) if science else []
+    if planned:  # what the science plan (results/plan/science.json) had predicted for these optima
+        text["what the plan predicted"] = planned
     tables.findings_page(title, text, outputs["findings"], extra_html=validation_html(val))
     made["findings"] = {"sentences": sum(len(v) for v in text.values())}
     summary = validation_summary(val)
