@@ -178,6 +178,25 @@ class Scale:
     tokens: int | None = None
     tokens_per_param: float | None = None
 
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any], config: Mapping[str, Any]) -> "Scale":
+        """A ``scales[]`` entry of a validated config (``model.*`` rounding keys unless overridden)."""
+        model = config["model"]
+        return cls(
+            name=entry["name"],
+            n_target=int(entry["n_target"]),
+            layers=int(entry["layers"]),
+            head_dim=int(entry["head_dim"]),
+            vocab=int(config["tokenizer"]["vocab_size"]),
+            tied=bool(model["tied_embeddings"]),
+            d_multiple=int(entry.get("d_multiple", model["d_multiple"])),
+            ffn_multiple=int(entry.get("ffn_multiple", model["ffn_multiple"])),
+            n_tolerance=float(entry.get("n_tolerance", model["n_tolerance"])),
+            r_tolerance=float(entry.get("r_tolerance", model["r_tolerance"])),
+            tokens=entry.get("tokens"),
+            tokens_per_param=entry["tokens_per_param"],
+        )
+
     @property
     def train_tokens(self) -> int:
         if self.tokens is not None:
@@ -252,3 +271,12 @@ def resolve(scale: Scale, point: GridPoint) -> Architecture:
             "gqa or head_dim, or widen n_tolerance / r_tolerance"
         )
     return best
+
+
+def architecture_from_entry(entry: Mapping[str, Any], scale: Scale) -> Architecture:
+    """An explicit architecture of ``scales[].architectures`` at its scale (the one constructor)."""
+    return Architecture(
+        d_model=int(entry["d_model"]), ffn=int(entry["ffn"]), layers=scale.layers, heads=int(entry["heads"]),
+        kv_heads=int(entry["kv_heads"]), head_dim=scale.head_dim, vocab=scale.vocab, tied=scale.tied,
+        scale=scale.name, name=entry["name"],
+    )

@@ -12,14 +12,11 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Mapping
 
-from .arch import Architecture, GridPoint, InfeasiblePoint, Scale, resolve
-from .config import ConfigError
+from .arch import Architecture, GridPoint, InfeasiblePoint, Scale, architecture_from_entry, resolve
+from .config import ConfigError, validate_config
 from .cost import PEAK_FLOPS, gpu_hours, inference_flops_per_token, training_cost
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .study import Study
 
 
 @dataclass
@@ -142,12 +139,10 @@ class Plan:
         raise KeyError(name)
 
 
-def build_plan(config: "dict | Study") -> Plan:
-    """Resolve every grid point; raise :class:`ConfigError` naming the first bad ones."""
-    from .study import architecture_from_entry, study_of
-
-    study = study_of(config)
-    config = study.config
+def build_plan(config: Mapping[str, Any]) -> Plan:
+    """Resolve every grid point of a config (validated here: schema defaults filled in place);
+    raise :class:`ConfigError` naming the bad ones. ``Study.plan`` is the cached plan of a study."""
+    validate_config(config)
     training = config["training"]
     seq, batch = int(training["seq_length"]), int(training["global_batch"])
     runs: dict[str, PlannedRun] = {}
@@ -156,7 +151,7 @@ def build_plan(config: "dict | Study") -> Plan:
     skip = config["model"]["on_infeasible"] == "skip"
     skipped: list[str] = []
     for i, entry in enumerate(config["scales"]):
-        scale = study.scale(entry)
+        scale = Scale.from_entry(entry, config)
         if scale.name in scales:
             problems.append(f"scales[{i}]: duplicate scale name '{scale.name}'")
             continue

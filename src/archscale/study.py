@@ -22,7 +22,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .arch import Architecture, Scale
+from .arch import Architecture, Scale, architecture_from_entry  # noqa: F401 (re-exported)
 from .config import cached_schema, validate_config
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,15 +43,6 @@ def hardware_keys(section: str, schema: Mapping | None = None) -> tuple[str, ...
     """Keys of ``section`` that do not change a result (threads, precision, intervals, ...)."""
     props = (schema or cached_schema())["properties"][section]["properties"]
     return tuple(k for k, spec in props.items() if not spec.get("x-identity"))
-
-
-def architecture_from_entry(entry: Mapping[str, Any], scale: Scale) -> Architecture:
-    """An explicit architecture of ``scales[].architectures`` at its scale (the one constructor)."""
-    return Architecture(
-        d_model=int(entry["d_model"]), ffn=int(entry["ffn"]), layers=scale.layers, heads=int(entry["heads"]),
-        kv_heads=int(entry["kv_heads"]), head_dim=scale.head_dim, vocab=scale.vocab, tied=scale.tied,
-        scale=scale.name, name=entry["name"],
-    )
 
 
 def _frozen(d: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -135,21 +126,7 @@ class Study:
     # ---- plan ----------------------------------------------------------------------------
     def scale(self, entry: Mapping[str, Any]) -> Scale:
         """A ``scales[]`` entry as a :class:`Scale` (model.* rounding keys unless overridden)."""
-        model = self.config["model"]
-        return Scale(
-            name=entry["name"],
-            n_target=int(entry["n_target"]),
-            layers=int(entry["layers"]),
-            head_dim=int(entry["head_dim"]),
-            vocab=int(self.config["tokenizer"]["vocab_size"]),
-            tied=bool(model["tied_embeddings"]),
-            d_multiple=int(entry.get("d_multiple", model["d_multiple"])),
-            ffn_multiple=int(entry.get("ffn_multiple", model["ffn_multiple"])),
-            n_tolerance=float(entry.get("n_tolerance", model["n_tolerance"])),
-            r_tolerance=float(entry.get("r_tolerance", model["r_tolerance"])),
-            tokens=entry.get("tokens"),
-            tokens_per_param=entry["tokens_per_param"],
-        )
+        return Scale.from_entry(entry, self.config)
 
     @property
     def scale_entries(self) -> dict[str, Mapping[str, Any]]:
@@ -159,7 +136,7 @@ class Study:
     def plan(self) -> "Plan":
         from .plan import build_plan
 
-        return build_plan(self)
+        return build_plan(self.config)
 
     # ---- search --------------------------------------------------------------------------
     @cached_property

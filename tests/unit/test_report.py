@@ -7,6 +7,8 @@ import json
 import matplotlib.image as mpimg
 import pandas as pd
 import pytest
+
+from archscale.study import Study
 from helpers.study import LAW, write_study
 
 from archscale import search as S
@@ -19,9 +21,9 @@ from archscale.report.tables import chosen_rows
 def run_study_search(root, st):
     """Search every target of the study on its fixture records (measured = 1.05 x predicted)."""
     cfg = st["config"]
-    settings = S.settings_from_config(cfg)
+    settings = Study.from_config(cfg).search_settings
     results, paretos = [], []
-    for name, target in S.targets_from_config(cfg).items():
+    for name, target in Study.from_config(cfg).search_targets.items():
         cands, space = S.prepare_from_files(
             target.to_dict(), settings.to_dict(), root / "results/runs.parquet", root / "results/fit/conditional.json",
             root / "results/throughput/cost_model.json",

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from archscale.study import Study
+
 from archscale.arch import Architecture, Scale
 from archscale.config import ConfigError, load_config
 from archscale.cost import inference_flops_per_token
@@ -24,8 +26,6 @@ from archscale.search import (
     prepare,
     run_search,
     select,
-    settings_from_config,
-    targets_from_config,
     throughput_at,
 )
 
@@ -280,15 +280,15 @@ def test_default_grid_spans_the_fitted_box():
 
 def test_targets_from_the_default_and_paper_configs():
     cfg = load_config("config/config.yaml")
-    targets = targets_from_config(cfg)
+    targets = Study.from_config(cfg).search_targets
     t = targets["s100k-default"]
     assert t.baseline.name == "mini-llama" and t.walk_base_gqa == 1 and t.walk_gqas == [1, 2, 3, 6]
-    assert check_target_feasible(t, settings_from_config(cfg)) > 10
+    assert check_target_feasible(t, Study.from_config(cfg).search_settings) > 10
     paper = load_config("config/paper.yaml")
-    pt = targets_from_config(paper)
+    pt = Study.from_config(paper).search_targets
     assert pt["1b"].baseline.arch_id == "1b-L16-d2048-h32g8x64-f8192"
     assert pt["1b"].walk_gqas == [4, 8, 16]
-    assert settings_from_config(paper).batch_size == max(paper["throughput"]["batch_sizes"])
+    assert Study.from_config(paper).search_settings.batch_size == max(paper["throughput"]["batch_sizes"])
     rt = SearchTarget.from_dict(t.to_dict())
     assert rt == t
 
@@ -297,15 +297,15 @@ def test_config_errors_name_the_key():
     cfg = load_config("config/config.yaml")
     cfg["search"]["targets"][0]["scale"] = "s7"
     with pytest.raises(ConfigError, match=r"search.targets\[0\].*scale 's7'"):
-        targets_from_config(cfg)
+        Study.from_config(cfg).search_targets
     cfg = load_config("config/config.yaml")
     cfg["search"]["targets"][0]["loss_target"] = "no-such-model"
     with pytest.raises(ConfigError, match="no-such-model"):
-        targets_from_config(cfg)
+        Study.from_config(cfg).search_targets
     cfg = load_config("config/config.yaml")
     cfg["search"]["batch_size"] = 3
     with pytest.raises(ConfigError, match="search.batch_size"):
-        settings_from_config(cfg)
+        Study.from_config(cfg).search_settings
 
 
 def test_pareto_mask():

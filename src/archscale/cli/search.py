@@ -28,6 +28,7 @@ import pandas as pd
 from ..arch import Architecture, Scale
 from ..config import ConfigError, load_config, schema_default
 from ..io import read_json, write_json, write_parquet
+from ..study import Study
 from ..search import (
     FORMS,
     LawModel,
@@ -36,8 +37,6 @@ from ..search import (
     SearchTarget,
     cost_model_efficiency,
     run_search,
-    settings_from_config,
-    targets_from_config,
     throughput_at,
 )
 from . import search_scale
@@ -169,7 +168,7 @@ def target_from_runs(args: argparse.Namespace, runs: pd.DataFrame) -> SearchTarg
 
 
 def _settings(args: argparse.Namespace, config: dict | None) -> SearchSettings:
-    base = (settings_from_config(config) if config else SearchSettings()).to_dict()  # defaults: the schema's
+    base = (Study.from_config(config).search_settings if config else SearchSettings()).to_dict()  # defaults: the schema's
     flags = {
         "form": args.form, "d_over_sqrt_n": args.d_over_sqrt_n, "r": args.r, "grid_points": args.grid_points,
         "measure_top_k": args.top_k, "loss_target_source": args.loss_target_source, "input_len": args.input_len,
@@ -215,7 +214,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     cost_model = read_json(args.cost_model)
     settings = _settings(args, config)
     if config:
-        targets = targets_from_config(config)
+        targets = Study.from_config(config).search_targets
         if args.target:
             unknown = set(args.target) - set(targets)
             if unknown:

@@ -74,9 +74,7 @@ from .targets import (
     SearchError,
     SearchSettings,
     SearchTarget,
-    settings_from_config,
     settings_from_study,
-    targets_from_config,
     targets_from_study,
 )
 
@@ -86,6 +84,6 @@ __all__ = [
     "enumerate_candidates", "enumerate_space", "LossTarget", "attach_probabilities", "predicted_loss_of", "search_at_scale", "fitted_ranges", "gqa_walk", "grid_axes", "loss_target_value", "measure_arch",
     "measure_candidate", "measure_entry", "measure_ids", "pareto_mask", "pick_panda", "prepare",
     "prepare_from_files", "rank_within_target", "require_feasible", "run_search", "score", "select",
-    "select_from_files", "settings_from_config", "settings_from_study", "targets_from_config",
+    "select_from_files", "settings_from_study",
     "targets_from_study", "throughput_at", "within_target",
 ]

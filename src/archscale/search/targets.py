@@ -7,13 +7,10 @@ Built from a :class:`archscale.study.Study` (:func:`targets_from_study`,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..arch import Architecture, Scale
+from ..arch import Architecture, Scale, architecture_from_entry
 from ..config import ConfigError, schema_default
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..study import Study
 
 FORMS = ("multiplicative", "additive")
 
@@ -154,8 +151,6 @@ def settings_from_study(study: "Study") -> SearchSettings:
 
 def targets_from_study(study: "Study") -> dict[str, SearchTarget]:
     """``search.targets`` resolved against the study's scales and explicit architectures."""
-    from ..study import architecture_from_entry
-
     entries = study.scale_entries
     scales = study.plan.scales
     targets: dict[str, SearchTarget] = {}
@@ -186,17 +181,3 @@ def targets_from_study(study: "Study") -> dict[str, SearchTarget]:
         except SearchError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     return targets
-
-
-def settings_from_config(config: dict) -> SearchSettings:
-    """Thin alias of :func:`settings_from_study` for a config dict (validated on the way)."""
-    from ..study import study_of
-
-    return settings_from_study(study_of(config))
-
-
-def targets_from_config(config: dict) -> dict[str, SearchTarget]:
-    """Thin alias of :func:`targets_from_study` for a config dict (validated on the way)."""
-    from ..study import study_of
-
-    return study_of(config).search_targets

@@ -117,7 +117,7 @@ def check_fingerprint(root: str | Path, fingerprint: dict[str, Any], log=print,
         if path.exists() and read_json(path) != want:
             supersede.move_aside(root, read_json(path), bool(complete_steps(root)), log, superseded)
         if not path.exists() and not complete_steps(root):
-            src = supersede.restore(root, want, log, superseded)
+            src = supersede.restore(root, want, log, superseded, latest_step=latest_step)
             restored = None if src is None else str(src)
         for p in root.iterdir() if root.is_dir() else ():
             if p.is_dir() and p.name.endswith(".tmp") and ITER_RE.match(p.name[:-4]):

@@ -82,9 +82,11 @@ def move_aside(root: str | Path, old: dict[str, Any], has_checkpoints: bool, log
 
 
 def restore(root: str | Path, fingerprint: dict[str, Any], log: Callable[[str], None],
-            superseded: str | Path | None = None) -> Path | None:
+            superseded: str | Path | None = None, *, latest_step: Callable[[Path], int | None]) -> Path | None:
     """If an earlier directory of this identity was moved aside, move it back onto ``root``
-    (which holds no checkpoint) and return where it came from."""
+    (which holds no checkpoint) and return where it came from. ``latest_step`` ranks several
+    candidates by their newest checkpoint (``checkpointing.latest_step``, passed in by the caller
+    so that this module stays below checkpointing)."""
     root = Path(root)
     parent = Path(superseded) if superseded is not None else superseded_root(root)
     name = digest(fingerprint)
@@ -97,8 +99,6 @@ def restore(root: str | Path, fingerprint: dict[str, Any], log: Callable[[str], 
     if not candidates:
         return None
     # the most complete one: a finished result first, then the newest checkpoint
-    from .checkpointing import latest_step
-
     src = max(candidates, key=lambda p: ((p / RESULT / "metrics.json").exists(), latest_step(p) or -1))
     if root.exists():
         others = [p.name for p in root.iterdir() if p.name not in (JOB, "latest") and not p.name.endswith(".tmp")]
