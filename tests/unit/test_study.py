@@ -33,7 +33,8 @@ def test_identity_keys_come_from_the_schema_in_its_order():
         "seq_length", "global_batch", "lr", "min_lr_ratio", "warmup_fraction", "weight_decay",
         "adam_beta1", "adam_beta2", "clip_grad", "init_std", "seed", "eval_tokens", "eval_interval",
     )
-    assert identity_keys("throughput") == ("engine", "weights", "input_len", "output_len", "batch_sizes", "warmup", "repeats")
+    assert identity_keys("throughput") == ("engine", "weights", "mode", "context", "input_len", "output_len", "batch_sizes",
+                                         "warmup", "repeats")
     assert identity_keys("export") == ("dtype", "model_type")
     assert identity_keys("evaluate") == ("tasks", "include_path", "metrics", "num_fewshot", "limit", "seed")
     for stage in ("training", "throughput", "export", "evaluate"):

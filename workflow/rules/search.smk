@@ -2,6 +2,7 @@
 # checkpoint listing what to measure, one throughput job per listed architecture, then the
 # GQA walk on the measurements and the Panda / Surefire picks. The checkpoint is the only
 # one of the workflow: everything upstream of it shows in a dry-run.
+from archscale.workflow_support import isolated_threads
 
 
 include: "search_common.smk"
@@ -37,7 +38,7 @@ rule throughput_candidate:
         "benchmarks/search/{target}/throughput/{arch}.tsv"
     conda:
         "../../environment.yml"
-    threads: config["throughput"]["threads"]
+    threads: isolated_threads(workflow.local_exec, workflow._cores, config["throughput"]["threads"])
     resources:
         **gpu_job_resources(
             throughput_runtime,

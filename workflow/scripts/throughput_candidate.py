@@ -14,7 +14,7 @@ with rule_logging(snakemake):
         read_json(snakemake.input[0]),
         snakemake.wildcards.arch,
         snakemake.params.workload,
-        study.throughput_hardware(snakemake.threads),
+        study.throughput_hardware(),
         rope_base=study.rope_base,
     )
     write_json(snakemake.output[0], record)
