@@ -53,7 +53,13 @@ from .algorithm import (
     score,
     within_target,
 )
-from .files import measure_candidate, prepare_from_files, select_from_files
+from .files import (
+    measure_candidate,
+    measure_candidates_interleaved,
+    prepare_from_files,
+    select_from_files,
+    select_interleaved_from_files,
+)
 from .selection import (
     loss_target_value,
     measure_arch,
@@ -79,8 +85,8 @@ __all__ = [
     "ARCH_COLUMNS", "BROAD_D_OVER_SQRT_N", "BROAD_R", "Efficiency", "FORMS", "LawModel", "SearchError",
     "SearchSettings", "SearchTarget", "Space", "arch_record", "check_target_feasible", "cost_model_efficiency",
     "enumerate_space", "fitted_ranges", "gqa_walk", "grid_axes", "loss_target_value", "measure_arch",
-    "measure_candidate", "measure_entry", "measure_ids", "pareto_mask", "pick_panda", "prepare",
+    "measure_candidate", "measure_candidates_interleaved", "measure_entry", "measure_ids", "pareto_mask", "pick_panda", "prepare",
     "prepare_from_files", "rank_within_target", "require_feasible", "run_search", "score", "select",
-    "select_from_files", "settings_from_config", "settings_from_study", "targets_from_config",
+    "select_from_files", "select_interleaved_from_files", "settings_from_config", "settings_from_study", "targets_from_config",
     "targets_from_study", "throughput_at", "within_target",
 ]
