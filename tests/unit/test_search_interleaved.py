@@ -61,3 +61,28 @@ def test_too_few_rounds_is_not_resolved():
 def test_missing_measurement_names_the_architecture():
     with pytest.raises(SearchError, match="g8"):
         interleaved_comparer({"g4": rates(100)})("g8", "g4")
+
+
+def test_select_with_interleaved_samples_reports_the_surefire_interval_and_verdict():
+    from test_search import FINE, LLAMA_1B, PAPER_1B, OracleLaw, conditional_json, target_1b
+
+    from archscale.search import prepare, select
+
+    cands, space = prepare(target_1b(), FINE, OracleLaw(conditional_json(PAPER_1B)), lambda a: 1.0)
+    by_id = {m["arch_id"]: m for m in cands["measure"]}
+
+    def level(aid):  # GQA 8 is 20% faster than 4, 16 collapses; the baseline sits at 1000
+        return {4: 1000.0, 8: 1200.0}.get(by_id[aid].get("gqa"), 10.0) if aid != LLAMA_1B.arch_id else 1000.0
+
+    samples = {aid: rates(level(aid)) for aid in by_id}
+    result, _ = select(cands, space, lambda a: float(sorted(samples[a])[3]), samples=samples)
+    assert result["surefire"]["gqa"] == 8
+    assert all(w["comparison"].startswith("interleaved") for w in result["gqa_walks"])
+    v = result["surefire_verdict"]
+    assert v["verdict"] == "faster" and v["kept"] == result["surefire"]["arch_id"] and v["ratio"]["low"] > 1
+    assert result["versus_baseline"]["surefire"]["verdict"] == "faster"
+    # the same picks with noise that hides the 20%: the baseline is kept
+    noisy = {aid: rates(level(aid), 15) for aid in by_id}
+    result, _ = select(cands, space, lambda a: float(sorted(noisy[a])[3]), samples=noisy)
+    assert result["surefire_verdict"]["verdict"] == "not resolved"
+    assert result["surefire_verdict"]["kept"] == LLAMA_1B.arch_id
