@@ -177,3 +177,24 @@ def test_validation_points_reproduce_the_tables_mse(study):
         row = val[(val["task"] == task) & (val["form"] == form)].iloc[0]
         assert grp["mse_recomputed"].iloc[0] == pytest.approx(row["mse"], rel=1e-6)
         assert len(grp) == row["n_test"]
+
+
+def test_surefire_ratio_interval_and_verdict_are_reported():
+    from archscale.report.findings import surefire_verdict_sentence
+
+    ratio = {"value": 1.04, "low": 0.97, "high": 1.12, "n": 5, "method": "bootstrap", "level": 0.95,
+             "withheld_reason": None}
+    verdict = {"ratio": ratio, "verdict": "not resolved", "kept": "b", "candidate": "s", "baseline": "b"}
+    res = {
+        "target": "t", "baseline": {"arch_id": "b", "name": "base", "loss": 3.0, "measured_output_tokens_per_s": 100.0},
+        "surefire": {"arch_id": "s", "loss": 2.99, "measured_output_tokens_per_s": 105.0},
+        "surefire_verdict": verdict,
+    }
+    df = chosen_rows([res])
+    sure = df[df["arch_id"] == "s"].iloc[0]
+    assert sure["measured_vs_baseline"] == 1.04 and sure["measured_vs_baseline_interval"] == "[0.970, 1.120]"
+    assert sure["verdict"] == "not resolved (kept: b)"
+    text = surefire_verdict_sentence(verdict)
+    assert "1.040 [0.970, 1.120]" in text and "not resolved" in text and "the baseline is kept" in text
+    assert "Surefire is kept" in surefire_verdict_sentence(dict(verdict, verdict="faster", kept="s"))
+    assert surefire_verdict_sentence(None) is None

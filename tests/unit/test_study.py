@@ -117,9 +117,10 @@ def test_rope_base_reaches_the_train_job(tmp_path, monkeypatch):
     assert job.fingerprint()["rope_base"] == ROPE
 
 
-@pytest.mark.parametrize("script", ["throughput.py", "throughput_candidate.py"])
+@pytest.mark.parametrize("script", ["throughput.py", "throughput_candidates.py"])
 def test_rope_base_reaches_the_throughput_jobs(tmp_path, monkeypatch, script):
     import archscale.throughput as tp
+    from archscale.throughput import compare
     from archscale.throughput import job as tjob
 
     config = Study.from_config(tiny_config(rope_base=ROPE)).config
@@ -134,7 +135,11 @@ def test_rope_base_reaches_the_throughput_jobs(tmp_path, monkeypatch, script):
         built.update(arch=a, rope_base=rope_base)
         raise Built  # stop before any model is built
 
+    def fake_decoder(a, runtime, max_seq, seed, *, rope_base):
+        fake_build(a, runtime, max_seq, rope_base, None)
+
     monkeypatch.setattr(tjob, "build_megatron_model", fake_build)
+    monkeypatch.setattr(compare, "build_decoder", fake_decoder)
     monkeypatch.setattr(tp, "run_job", tjob.run_job)
     if script == "throughput.py":
         params = types.SimpleNamespace(arch=arch.to_dict(), workload=study.throughput_workload())
@@ -143,7 +148,8 @@ def test_rope_base_reaches_the_throughput_jobs(tmp_path, monkeypatch, script):
         from archscale.io import write_json
 
         cand = tmp_path / "candidates.json"
-        write_json(cand, {"target": {"name": "x"}, "measure": [{**arch.to_dict(), "role": "panda"}]})
+        write_json(cand, {"target": {"name": "x"}, "settings": {"batch_size": 1},
+                          "measure": [{**arch.to_dict(), "role": "panda"}]})
         params = types.SimpleNamespace(workload={**study.throughput_workload(), "weights": "random"})
         smk = _snakemake(tmp_path, config, params=params, input=[str(cand)],
                          wildcards=types.SimpleNamespace(arch=arch.arch_id))

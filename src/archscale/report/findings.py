@@ -132,10 +132,25 @@ def search_sentences(results: list[dict]) -> list[str]:
                 f"  Surefire {sure['arch_id']} (GQA {sure['gqa']}) measures {sp:.2f}x the baseline's output tokens/s "
                 f"at batch {res['batch_size']} (cost model predicted {pp:.2f}x), at a predicted loss within the target."
             )
+            verdict = surefire_verdict_sentence(res.get("surefire_verdict"))
+            if verdict:
+                out.append(verdict)
         rho = res.get("cost_model_spearman")
         if rho is not None:
             out.append(f"  The calibrated cost model ranks the measured architectures with Spearman {rho:.2f}.")
     return out
+
+
+def surefire_verdict_sentence(verdict: dict | None) -> str | None:
+    """Surefire against the baseline from interleaved measurements: ratio, 95% interval, verdict."""
+    if not verdict or verdict.get("ratio") is None:
+        return None
+    from ..throughput.stats import Estimate
+
+    ratio = Estimate(**verdict["ratio"])
+    kept = "Surefire is kept" if verdict["kept"] == verdict.get("candidate") else "the baseline is kept"
+    return (f"  Interleaved measurement, Surefire / baseline output tokens/s: {ratio.text('.3f')} "
+            f"({int(ratio.level * 100)}% bootstrap interval): {verdict['verdict']}; {kept}.")
 
 
 def interior_optima(conditional: dict, runs: pd.DataFrame) -> list[str]:

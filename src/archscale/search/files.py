@@ -1,5 +1,5 @@
 """File-level entry points of the workflow's search rules (``search_candidates``,
-``throughput_candidate``, ``search_select``): read the inputs, call the pure algorithm.
+``throughput_candidates``, ``search_select``): read the inputs, call the pure algorithm.
 """
 
 from __future__ import annotations
@@ -28,17 +28,6 @@ def prepare_from_files(
     candidates["inputs"] = {"runs": str(runs_path), "fit": str(fit_path), "cost_model": str(cost_model_path)}
     candidates["cost_model_spearman"] = cost_model.get("spearman")
     return candidates, space
-
-
-def measure_candidate(candidates: dict, arch_id: str, workload: dict, hardware: dict, rope_base: float) -> dict:
-    """``throughput_candidate``: measure one listed architecture with random weights."""
-    from ..throughput import run_job
-
-    entry = measure_entry(candidates, arch_id)
-    arch = measure_arch(candidates, arch_id)
-    record = run_job(arch.to_dict(), dict(workload, weights="random"), hardware, None, rope_base=rope_base)
-    record["search"] = {"target": candidates["target"]["name"], "roles": entry.get("roles", [entry["role"]])}
-    return record
 
 
 def measure_candidates_interleaved(candidates: dict, workload: dict, hardware: dict, rope_base: float) -> dict:

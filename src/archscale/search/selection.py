@@ -219,7 +219,12 @@ def select(
     for w in candidates["walks"]:
         if not w["steps"]:
             continue
-        walk = resolved_gqa_walk(w["steps"], compare) if compare else gqa_walk(w["steps"], tput)
+        if compare:
+            walk = resolved_gqa_walk(w["steps"], compare)
+            for step in walk["steps"]:
+                step["throughput"] = tput(step["arch_id"])  # the median, for tables and logs
+        else:
+            walk = gqa_walk(w["steps"], tput)
         walk["base_arch_id"] = w["base_arch_id"]
         walk["rank"] = w["rank"]
         walks.append(walk)
