@@ -32,7 +32,7 @@ class RecordError(ValueError):
 #: the 95% interval of output tokens/s (``_low``/``_high``, null when withheld); older records
 #: without medians give their means and no interval. ``total_tokens_per_s`` is undefined and
 #: ``prefill_latency_s`` may be unmeasured at ``decode_at_context``.
-MEDIAN_FIELDS = ("output_tokens_per_s", "total_tokens_per_s", "decode_tokens_per_s", "prefill_latency_s")
+MEDIAN_FIELDS = ("output_tokens_per_s", "total_tokens_per_s", "decode_tokens_per_s", "prefill_latency_s", "decode_s")
 THROUGHPUT_FIELDS: list[tuple[str, pa.DataType, bool]] = [
     ("output_tokens_per_s", pa.float64(), False),
     ("output_tokens_per_s_low", pa.float64(), True),
@@ -217,14 +217,14 @@ class ThroughputRecord(_Record):
                 f"{self.where}: no record for batch size {bs} (has {self.batch_sizes}); re-run the throughput job"
             )
         where = f"{self.where} records[batch_size={bs}]"
-        r = _with_medians(self.batches[bs], where)
+        r = with_medians(self.batches[bs], where)
         return {
             name: get_field(r, name, where, "int" if typ == pa.int64() else ("float" if nullable else "finite"), nullable)
             for name, typ, nullable in THROUGHPUT_FIELDS
         }
 
 
-def _with_medians(rec: dict, where: str) -> dict:
+def with_medians(rec: dict, where: str) -> dict:
     """A batch record with its rates replaced by their medians (and the output interval) when it has them."""
     med = rec.get("median")
     out = dict(rec, output_tokens_per_s_low=None, output_tokens_per_s_high=None)
