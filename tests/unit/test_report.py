@@ -198,3 +198,18 @@ def test_surefire_ratio_interval_and_verdict_are_reported():
     assert "1.040 [0.970, 1.120]" in text and "not resolved" in text and "the baseline is kept" in text
     assert "Surefire is kept" in surefire_verdict_sentence(dict(verdict, verdict="faster", kept="s"))
     assert surefire_verdict_sentence(None) is None
+
+
+def test_report_states_the_cost_models_spearman():
+    from archscale.report.findings import cost_model_sentences
+
+    model = {"devices": {"Test CPU (fp32)": {
+        "jobs": 19, "mean_abs_rel_error": 0.12, "workload": {"mode": "decode_at_context", "context": 1024},
+        "spearman": {"within_batch_size_mean": 0.93, "by_batch_size": {
+            "8": {"n": 19, "spearman_calibrated": 0.91, "spearman_roofline": 0.88},
+            "32": {"n": 19, "spearman_calibrated": 0.95, "spearman_roofline": None}}}}}}
+    (text,) = cost_model_sentences(model)
+    assert "19 measured architectures on Test CPU (fp32) (decode_at_context at context 1024) with Spearman 0.93" in text
+    assert "batch 8: 0.91 calibrated, 0.88 raw roofline (19 architectures)" in text
+    assert "batch 32: 0.95 calibrated, undefined raw roofline" in text and "error 12%" in text
+    assert cost_model_sentences(None) == []

@@ -19,5 +19,6 @@ with rule_logging(snakemake):
         search_pareto=list(inp.search_pareto),
         title=snakemake.params.title,
         batch_size=snakemake.params.batch_size,
+        cost_model=inp.cost_model,
     )
     print(json.dumps(index, indent=2))
