@@ -157,7 +157,7 @@ def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None =
         t_setup = time.perf_counter()
         if w["engine"] == "megatron":
             from ..model import setup_runtime
-            from .engine import make_decoder
+            from .decoders import make_decoder
 
             setup_runtime(runtime, seed)
             model = build_megatron_model(
