@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from archscale.arch import Architecture
+from archscale.config import schema_default
 from archscale.io import write_json
 from archscale.model import resolve_runtime
 from archscale.throughput.compare import build_decoder, measure_interleaved
@@ -52,6 +53,7 @@ def one_b(name: str, d: int, f: int, h: int, g: int) -> Architecture:
 LLAMA = one_b("LLaMA-3.2-1B", 2048, 8192, 32, 8)
 PANDA = one_b("Panda-1B", 2560, 4096, 72, 18)
 SUREFIRE = one_b("Surefire-1B", 2560, 6144, 36, 4)
+ROPE = float(schema_default("model.rope_base"))  # decode time does not depend on it
 
 
 def ablations() -> dict[str, list[Architecture]]:
@@ -95,7 +97,7 @@ class Decoders:
 
     def get(self, a: Architecture):
         if a.name not in self.built:
-            self.built[a.name] = build_decoder(a, self.runtime, self.max_seq, self.seed)
+            self.built[a.name] = build_decoder(a, self.runtime, self.max_seq, self.seed, rope_base=ROPE)
         return self.built[a.name]
 
     def free(self, keep: str) -> None:

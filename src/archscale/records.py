@@ -28,11 +28,18 @@ class RecordError(ValueError):
 
 
 #: Per-batch figures of a throughput record: (key, type, nullable). Required ones are finite numbers.
+#: The rates are the medians of the timed repeats where the record has them (``median``), with
+#: the 95% interval of output tokens/s (``_low``/``_high``, null when withheld); older records
+#: without medians give their means and no interval. ``total_tokens_per_s`` is undefined and
+#: ``prefill_latency_s`` may be unmeasured at ``decode_at_context``.
+MEDIAN_FIELDS = ("output_tokens_per_s", "total_tokens_per_s", "decode_tokens_per_s", "prefill_latency_s", "decode_s")
 THROUGHPUT_FIELDS: list[tuple[str, pa.DataType, bool]] = [
     ("output_tokens_per_s", pa.float64(), False),
-    ("total_tokens_per_s", pa.float64(), False),
+    ("output_tokens_per_s_low", pa.float64(), True),
+    ("output_tokens_per_s_high", pa.float64(), True),
+    ("total_tokens_per_s", pa.float64(), True),
     ("decode_tokens_per_s", pa.float64(), True),
-    ("prefill_latency_s", pa.float64(), False),
+    ("prefill_latency_s", pa.float64(), True),
     ("cv_output_tokens_per_s", pa.float64(), True),
     ("peak_memory_bytes", pa.int64(), True),
     ("energy_j", pa.float64(), True),
@@ -210,8 +217,27 @@ class ThroughputRecord(_Record):
                 f"{self.where}: no record for batch size {bs} (has {self.batch_sizes}); re-run the throughput job"
             )
         where = f"{self.where} records[batch_size={bs}]"
-        r = self.batches[bs]
+        r = with_medians(self.batches[bs], where)
         return {
             name: get_field(r, name, where, "int" if typ == pa.int64() else ("float" if nullable else "finite"), nullable)
             for name, typ, nullable in THROUGHPUT_FIELDS
         }
+
+
+def with_medians(rec: dict, where: str) -> dict:
+    """A batch record with its rates replaced by their medians (and the output interval) when it has them."""
+    med = rec.get("median")
+    out = dict(rec, output_tokens_per_s_low=None, output_tokens_per_s_high=None)
+    if med is None:
+        return out
+    if not isinstance(med, dict):
+        raise RecordError(f"{where}: 'median' must be an object")
+    for key in MEDIAN_FIELDS:
+        if key in med:
+            est = med[key]
+            if est is not None and not isinstance(est, dict):
+                raise RecordError(f"{where}: median.{key} must be an object with value, low, high")
+            out[key] = None if est is None else est.get("value")
+    est = med.get("output_tokens_per_s") or {}
+    out["output_tokens_per_s_low"], out["output_tokens_per_s_high"] = est.get("low"), est.get("high")
+    return out

@@ -56,3 +56,13 @@ def gpu_resources(
         "slurm_partition": compute["partition"] or partition_env,
         "slurm_account": compute["account"] or account_env,
     }
+
+
+def isolated_threads(local_exec: bool, cores: int | None, configured: int) -> int:
+    """Threads a throughput rule reserves: locally every core of the run (``--cores``), so no
+    other job of the workflow runs beside a measurement; on a cluster the configured threads
+    (the job asks for a whole node through ``exclusive``). The torch threads of the measurement
+    stay ``throughput.threads`` either way (fixed, recorded)."""
+    if local_exec and cores:
+        return max(int(cores), int(configured))
+    return int(configured)

@@ -1,4 +1,4 @@
-"""Rule-level: search_candidates (checkpoint) -> throughput_candidate -> search_select, and report.
+"""Rule-level: search_candidates -> throughput_candidates (interleaved) -> search_select, and report.
 
 The upstream records (plan, runs, fits, throughput of the grid, cost model, loss curves) are
 fixtures written from the stage contracts, so the rules run without training; the search's
@@ -20,7 +20,7 @@ from helpers.study import write_study
 
 pytestmark = pytest.mark.slow
 
-SEARCH_RULES = ["search_candidates", "throughput_candidate", "search_select"]
+SEARCH_RULES = ["search_candidates", "throughput_candidates", "search_select"]
 
 
 def make_workdir(tmp: Path, **search) -> Path:
@@ -34,8 +34,9 @@ def make_workdir(tmp: Path, **search) -> Path:
             f.write(json.dumps({"id": str(i), "text": "a tiny document", "source": "books"}) + "\n")
     config = default_config()
     config["data"]["corpus_dir"] = "resources/sample"
-    # A short workload and a small walk keep the real throughput jobs to a few seconds each.
-    config["throughput"].update(input_len=16, output_len=8, batch_sizes=[1, 4], warmup=0, repeats=1)
+    # A short workload and a small walk keep the real throughput job to a few seconds; five
+    # interleaved rounds are the fewest that give the ratios an interval.
+    config["throughput"].update(input_len=16, output_len=8, batch_sizes=[1, 4], warmup=0, repeats=5)
     config["search"]["measure_top_k"] = 1
     config["search"]["targets"][0]["gqa_candidates"] = [1, 2]
     config["search"].update(search)
@@ -62,31 +63,37 @@ def test_search_rules_pick_panda_and_surefire_from_measured_throughput(searched)
     work = searched
     cands = json.loads((work / "results/search/s100k-default/candidates.json").read_text())
     result = json.loads((work / "results/search/s100k-default/result.json").read_text())
-    measured = sorted(p.stem for p in (work / "results/search/s100k-default/throughput").glob("*.json"))
-    # Every architecture the checkpoint listed was measured by its own throughput_candidate job.
-    assert measured == sorted(m["arch_id"] for m in cands["measure"])
+    rec = json.loads((work / "results/search/s100k-default/throughput.json").read_text())
+    # Every architecture listed was measured in the one throughput_candidates job, interleaved.
+    assert sorted(rec["architectures"]) == sorted(m["arch_id"] for m in cands["measure"])
     assert {"baseline", "panda", "walk"} <= {r for m in cands["measure"] for r in m["roles"]}
-    for aid in measured:
-        rec = json.loads((work / f"results/search/s100k-default/throughput/{aid}.json").read_text())
-        assert rec["arch_id"] == aid and rec["weights"] == "random" and rec["device"] == "cpu"
-        assert [r["batch_size"] for r in rec["records"]] == [1, 4]
-        assert all(r["output_tokens_per_s"] > 0 for r in rec["records"])
-        assert (work / f"logs/search/s100k-default/throughput/{aid}.log").exists()
+    assert rec["weights"] == "random" and rec["device"] == "cpu" and rec["batch_size"] == 4
+    assert rec["repeats"] == 5 and rec["machine_before"]["load_average_1m"] >= 0
+    for res in rec["architectures"].values():
+        assert len(res["repeats"]) == 5 and all(r["output_tokens_per_s"] > 0 for r in res["repeats"])
+        assert res["median"]["output_tokens_per_s"]["low"] is not None
+    assert (work / "logs/search/s100k-default/throughput.log").exists()
 
     # The picks: Panda has the lowest predicted loss; Surefire is the fastest measured walk
     # point within the loss target, from records at the search's batch size (the largest, 4).
     space = pd.read_parquet(work / "results/search/s100k-default/space.parquet")
     assert result["panda"]["arch_id"] == space.loc[space["loss"].idxmin(), "arch_id"]
     assert result["baseline"]["name"] == "mini-llama"
-    assert result["batch_size"] == 4 and result["throughput_source"].startswith("measured (megatron")
+    assert result["batch_size"] == 4 and result["throughput_source"].startswith("measured interleaved")
     sure = result["surefire"]
     assert sure is not None and sure["loss"] <= result["loss_target"]["value"]
     walk = result["gqa_walks"][0]
     assert [s["gqa"] for s in walk["steps"]][0] == 1
-    kept = [s for s in walk["steps"] if "stop" not in s["status"] and s["within_target"]]
-    assert sure["measured_output_tokens_per_s"] == max(s["throughput"] for s in kept)
-    rec = json.loads((work / f"results/search/s100k-default/throughput/{sure['arch_id']}.json").read_text())
-    assert sure["measured_output_tokens_per_s"] == next(r["output_tokens_per_s"] for r in rec["records"] if r["batch_size"] == 4)
+    # Steps are taken only when resolved faster; the walk's choice is the last kept step.
+    assert all(s["verdict"] in ("faster", "not resolved", "slower") for s in walk["steps"][1:])
+    assert all(s["ratio"]["n"] == 5 for s in walk["steps"][1:])
+    assert sure["arch_id"] == walk["best"]["arch_id"]
+    assert sure["measured_output_tokens_per_s"] == rec["architectures"][sure["arch_id"]]["median"]["output_tokens_per_s"]["value"]
+    verdict = result["surefire_verdict"]
+    assert verdict["verdict"] in ("faster", "not resolved", "slower", "same architecture")
+    assert verdict["kept"] in (sure["arch_id"], result["baseline"]["arch_id"])
+    if verdict["verdict"] != "faster":
+        assert verdict["kept"] == result["baseline"]["arch_id"]
     pareto = pd.read_parquet(work / "results/search/s100k-default/pareto.parquet")
     assert len(pareto) == result["grid"]["architectures"] and pareto["pareto"].any()
     assert pareto.loc[pareto["is_panda"], "arch_id"].tolist() == [result["panda"]["arch_id"]]
@@ -113,6 +120,8 @@ def test_report_rule_and_html_report(searched):
         pick = result[role]
         assert pick["probability_within_target"] is not None or pick["probability_reason"]
     assert index["searches"][0]["probability_within_target"]["panda"] == result["panda"]["probability_within_target"]
+    if result["surefire_verdict"]["ratio"] is not None:  # Surefire / baseline with its interval and verdict
+        assert "bootstrap interval" in findings_html and result["surefire_verdict"]["verdict"] in findings_html
     snakemake(work, "--report", "results/report.html")
     html = (work / "results/report.html").read_text(errors="replace")
     assert len(html) > 50_000 and "loss_vs_d.png" in html and "Chosen architectures" not in html[:100]

@@ -26,6 +26,23 @@ def test_throughput_at_returns_that_batch_figures(tmp_path):
         rec.at(8)
 
 
+def test_throughput_at_reads_medians_and_the_output_interval():
+    raw = throughput_record(ARCH, 16, 8, [1, 4])
+    assert raw["records"][1].get("median") is None and ThroughputRecord.from_dict(raw, "r").at(4)["output_tokens_per_s_low"] is None
+    est = {"value": 123.0, "low": 110.0, "high": 130.0, "n": 5, "method": "order statistics", "level": 0.95,
+           "withheld_reason": None}
+    raw["records"][1]["median"] = {"output_tokens_per_s": est, "total_tokens_per_s": None,
+                                   "decode_tokens_per_s": dict(est, value=150.0), "prefill_latency_s": None}
+    at4 = ThroughputRecord.from_dict(raw, "r").at(4)
+    assert at4["output_tokens_per_s"] == 123.0 != raw["records"][1]["output_tokens_per_s"]  # the median, not the mean
+    assert (at4["output_tokens_per_s_low"], at4["output_tokens_per_s_high"]) == (110.0, 130.0)
+    assert at4["decode_tokens_per_s"] == 150.0
+    assert at4["total_tokens_per_s"] is None and at4["prefill_latency_s"] is None  # decode_at_context, no prefill
+    raw["records"][1]["median"]["output_tokens_per_s"] = None
+    with pytest.raises(RecordError, match=r"r records\[batch_size=4\]: key 'output_tokens_per_s'"):
+        ThroughputRecord.from_dict(raw, "r").at(4)
+
+
 def test_throughput_errors_name_the_record(tmp_path):
     raw = throughput_record(ARCH, 16, 8, [1, 4])
     raw["records"][0]["output_tokens_per_s"] = float("nan")

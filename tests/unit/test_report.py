@@ -219,3 +219,39 @@ def test_guard_verdicts_and_withheld_optima_in_the_findings(study):
     joined = " ".join(verdicts)
     assert "Conditional fit status: flagged" in joined and "r factor over [1, 2]: left out: r takes 2 distinct" in joined
     assert "d_over_sqrt_n factor over [0.2, 0.51]: fitted." in joined and "ConvergenceWarning" in joined
+
+
+def test_surefire_ratio_interval_and_verdict_are_reported():
+    from archscale.report.findings import surefire_verdict_sentence
+
+    ratio = {"value": 1.04, "low": 0.97, "high": 1.12, "n": 5, "method": "bootstrap", "level": 0.95,
+             "withheld_reason": None}
+    verdict = {"ratio": ratio, "verdict": "not resolved", "kept": "b", "candidate": "s", "baseline": "b"}
+    res = {
+        "target": "t", "baseline": {"arch_id": "b", "name": "base", "loss": 3.0, "measured_output_tokens_per_s": 100.0},
+        "surefire": {"arch_id": "s", "loss": 2.99, "measured_output_tokens_per_s": 105.0},
+        "surefire_verdict": verdict,
+    }
+    df = chosen_rows([res])
+    sure = df[df["arch_id"] == "s"].iloc[0]
+    assert sure["measured_vs_baseline"] == 1.04 and sure["measured_vs_baseline_interval"] == "[0.970, 1.120]"
+    assert sure["verdict"] == "not resolved (kept: b)"
+    text = surefire_verdict_sentence(verdict)
+    assert "1.040 [0.970, 1.120]" in text and "not resolved" in text and "the baseline is kept" in text
+    assert "Surefire is kept" in surefire_verdict_sentence(dict(verdict, verdict="faster", kept="s"))
+    assert surefire_verdict_sentence(None) is None
+
+
+def test_report_states_the_cost_models_spearman():
+    from archscale.report.findings import cost_model_sentences
+
+    model = {"devices": {"Test CPU (fp32)": {
+        "jobs": 19, "mean_abs_rel_error": 0.12, "workload": {"mode": "decode_at_context", "context": 1024},
+        "spearman": {"within_batch_size_mean": 0.93, "by_batch_size": {
+            "8": {"n": 19, "spearman_calibrated": 0.91, "spearman_roofline": 0.88},
+            "32": {"n": 19, "spearman_calibrated": 0.95, "spearman_roofline": None}}}}}}
+    (text,) = cost_model_sentences(model)
+    assert "19 measured architectures on Test CPU (fp32) (decode_at_context at context 1024) with Spearman 0.93" in text
+    assert "batch 8: 0.91 calibrated, 0.88 raw roofline (19 architectures)" in text
+    assert "batch 32: 0.95 calibrated, undefined raw roofline" in text and "error 12%" in text
+    assert cost_model_sentences(None) == []

@@ -124,3 +124,37 @@ def test_predict_unmeasured_architecture_and_errors():
 def test_spearman_needs_three_points():
     assert roofline._spearman([1, 2], [2, 1]) is None
     assert math.isclose(roofline._spearman([1, 2, 3], [3, 2, 1]), -1.0)
+
+
+def _context_job(arch, batches=(1, 8), context=256, output_len=8):
+    """A decode_at_context record (no prefill) with medians that differ from the means."""
+    recs = []
+    for b in batches:
+        rd = roofline.decode_roofline_s(arch, context, output_len, b, DEV)
+        decode = SCALE_D * rd + (OVER_D + PER_LAYER_D * arch.layers) * output_len
+        rate = b * output_len / decode
+        est = lambda v: {"value": v, "low": v * 0.95, "high": v * 1.05, "n": 5}  # noqa: E731
+        recs.append({"batch_size": b, "input_len": 0, "output_len": output_len, "mode": "decode_at_context",
+                     "context": context, "prefill_latency_s": None, "decode_s": decode * 3,
+                     "output_tokens_per_s": rate / 3,  # means spoiled by one slow repeat; the medians are right
+                     "median": {"decode_s": est(decode), "output_tokens_per_s": est(rate), "prefill_latency_s": None}})
+    return {"arch_id": arch.arch_id, "arch": arch.to_dict(), "device_name": "Test CPU", "precision": "fp32",
+            "roofline_device": dict(DEV), "records": recs}
+
+
+def test_fit_on_decode_at_context_medians():
+    model = roofline.fit_cost_model([_context_job(a) for a in ARCHS])
+    dev = model["devices"][model["default_device"]]
+    assert dev["workload"] == {"mode": "decode_at_context", "context": 256}
+    assert dev["prefill"] is None  # input_len 0: prefill not measured
+    assert dev["decode"]["scale"] == pytest.approx(SCALE_D, rel=1e-6)
+    assert dev["decode"]["overhead_per_layer_s"] == pytest.approx(PER_LAYER_D, rel=1e-6)
+    assert model["spearman"] == pytest.approx(1.0)
+    for a in ARCHS:
+        meas = _context_job(a)["records"][1]["median"]["output_tokens_per_s"]["value"]
+        # the search's call (input_len, output_len, batch) predicts in the calibrated mode
+        assert roofline.predict_output_tokens_per_s(model, a, 0, 8, 8) == pytest.approx(meas, rel=1e-6)
+    with pytest.raises(ValueError, match="prefill was not measured"):
+        roofline.predict_output_tokens_per_s(model, ARCHS[0], 64, 8, 8, mode="prefill+decode")
+    with pytest.raises(ValueError, match="several modes"):
+        roofline.fit_cost_model([_context_job(ARCHS[0]), _job(ARCHS[1])])

@@ -33,7 +33,8 @@ def test_identity_keys_come_from_the_schema_in_its_order():
         "seq_length", "global_batch", "lr", "min_lr_ratio", "warmup_fraction", "weight_decay",
         "adam_beta1", "adam_beta2", "clip_grad", "init_std", "seed", "eval_tokens", "eval_interval",
     )
-    assert identity_keys("throughput") == ("engine", "weights", "input_len", "output_len", "batch_sizes", "warmup", "repeats")
+    assert identity_keys("throughput") == ("engine", "weights", "mode", "context", "input_len", "output_len", "batch_sizes",
+                                         "warmup", "repeats")
     assert identity_keys("export") == ("dtype", "model_type")
     assert identity_keys("evaluate") == ("tasks", "include_path", "metrics", "num_fewshot", "limit", "seed")
     for stage in ("training", "throughput", "export", "evaluate"):
@@ -116,9 +117,10 @@ def test_rope_base_reaches_the_train_job(tmp_path, monkeypatch):
     assert job.fingerprint()["rope_base"] == ROPE
 
 
-@pytest.mark.parametrize("script", ["throughput.py", "throughput_candidate.py"])
+@pytest.mark.parametrize("script", ["throughput.py", "throughput_candidates.py"])
 def test_rope_base_reaches_the_throughput_jobs(tmp_path, monkeypatch, script):
     import archscale.throughput as tp
+    from archscale.throughput import compare
     from archscale.throughput import job as tjob
 
     config = Study.from_config(tiny_config(rope_base=ROPE)).config
@@ -133,7 +135,11 @@ def test_rope_base_reaches_the_throughput_jobs(tmp_path, monkeypatch, script):
         built.update(arch=a, rope_base=rope_base)
         raise Built  # stop before any model is built
 
+    def fake_decoder(a, runtime, max_seq, seed, *, rope_base):
+        fake_build(a, runtime, max_seq, rope_base, None)
+
     monkeypatch.setattr(tjob, "build_megatron_model", fake_build)
+    monkeypatch.setattr(compare, "build_decoder", fake_decoder)
     monkeypatch.setattr(tp, "run_job", tjob.run_job)
     if script == "throughput.py":
         params = types.SimpleNamespace(arch=arch.to_dict(), workload=study.throughput_workload())
@@ -142,7 +148,8 @@ def test_rope_base_reaches_the_throughput_jobs(tmp_path, monkeypatch, script):
         from archscale.io import write_json
 
         cand = tmp_path / "candidates.json"
-        write_json(cand, {"target": {"name": "x"}, "measure": [{**arch.to_dict(), "role": "panda"}]})
+        write_json(cand, {"target": {"name": "x"}, "settings": {"batch_size": 1},
+                          "measure": [{**arch.to_dict(), "role": "panda"}]})
         params = types.SimpleNamespace(workload={**study.throughput_workload(), "weights": "random"})
         smk = _snakemake(tmp_path, config, params=params, input=[str(cand)],
                          wildcards=types.SimpleNamespace(arch=arch.arch_id))

@@ -58,3 +58,25 @@ def test_single_architecture_text_output(capsys):
 def test_too_few_repeats_refused():
     with pytest.raises(ValueError, match="at least 5"):
         compare.measure_interleaved({}, {}, 1, 4, 2, "prefill+decode", None, repeats=3)
+
+
+def test_archscale_cli_has_the_throughput_verb():
+    from archscale.cli.main import build_parser
+
+    args = build_parser().parse_args(ARGS + ["--batch-size", "1,2", "--rope-base", "10000"])
+    assert args.func is command.run and args.batch_size == [1, 2] and command.rope_base(args) == 10000.0
+
+
+def test_rope_base_defaults_to_the_schema():
+    from archscale.config import schema_default
+
+    args = _parser().parse_args(ARGS)
+    assert command.rope_base(args) == float(schema_default("model.rope_base"))
+
+
+def test_isolated_threads_takes_every_core_locally_only():
+    from archscale.workflow_support import isolated_threads
+
+    assert isolated_threads(True, 2, 1) == 2  # locally: the whole run's cores
+    assert isolated_threads(True, None, 1) == 1  # dry-run without --cores
+    assert isolated_threads(False, 64, 4) == 4  # cluster: configured threads, exclusive node

@@ -60,14 +60,15 @@ def test_random_prompts_are_seeded():
 
 # ---- GPU path, down to the objects it builds ---------------------------------------------
 def test_make_decoder_picks_fast_on_cpu_and_refuses_dynamic(model):
+    from archscale.throughput import decoders
     from archscale.throughput.fastdecode import FastDecoder
 
-    assert isinstance(engine.make_decoder("auto", model, ARCH, CPU, 8, 96, 0), FastDecoder)
-    assert isinstance(engine.make_decoder("static", model, ARCH, CPU, 8, 96, 0), engine.StaticDecoder)
+    assert isinstance(decoders.make_decoder("auto", model, ARCH, CPU, 8, 96, 0), FastDecoder)
+    assert isinstance(decoders.make_decoder("static", model, ARCH, CPU, 8, 96, 0), engine.StaticDecoder)
     with pytest.raises(RuntimeError, match="needs a GPU"):
-        engine.make_decoder("dynamic", model, ARCH, CPU, 8, 96, 0)
+        decoders.make_decoder("dynamic", model, ARCH, CPU, 8, 96, 0)
     with pytest.raises(ValueError, match="megatron_engine"):
-        engine.make_decoder("paged", model, ARCH, CPU, 8, 96, 0)
+        decoders.make_decoder("paged", model, ARCH, CPU, 8, 96, 0)
 
 
 def test_dynamic_context_sized_for_the_workload():

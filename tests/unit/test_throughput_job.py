@@ -130,7 +130,7 @@ def test_trained_checkpoint_is_loaded(tmp_path):
 
 def test_run_job_records_medians_intervals_mode_and_machine_state():
     _no_nvml()
-    rec = run_job(ARCH.to_dict(), {**WORKLOAD, "batch_sizes": [2], "repeats": 5}, HW)
+    rec = run_job(ARCH.to_dict(), {**WORKLOAD, "batch_sizes": [2], "repeats": 5}, HW, rope_base=ROPE)
     assert rec["engine"] == "archscale-static" and rec["mode"] == "prefill+decode" and rec["threads"] == 1
     (r,) = rec["records"]
     assert r["mode"] == "prefill+decode" and r["context"] is None
@@ -145,7 +145,7 @@ def test_run_job_records_medians_intervals_mode_and_machine_state():
 def test_run_job_decode_at_context():
     _no_nvml()
     w = {**WORKLOAD, "batch_sizes": [2], "mode": "decode_at_context", "context": 40, "output_len": 4}
-    rec = run_job(ARCH.to_dict(), w, HW)
+    rec = run_job(ARCH.to_dict(), w, HW, rope_base=ROPE)
     assert rec["mode"] == "decode_at_context" and rec["context"] == 40
     (r,) = rec["records"]
     assert r["mode"] == "decode_at_context" and r["context"] == 40
@@ -153,6 +153,6 @@ def test_run_job_decode_at_context():
         assert rep["decode_tokens_per_s"] == pytest.approx(2 * 4 / rep["decode_s"])
         assert rep["output_tokens_per_s"] == rep["decode_tokens_per_s"] and rep["prefill_latency_s"] > 0
     with pytest.raises(ValueError, match="throughput.mode"):
-        run_job(ARCH.to_dict(), {**w, "mode": "context"}, HW)
+        run_job(ARCH.to_dict(), {**w, "mode": "context"}, HW, rope_base=ROPE)
     with pytest.raises(ValueError, match="decode_at_context runs on"):
-        run_job(ARCH.to_dict(), w, {**HW, "megatron_engine": "static"})
+        run_job(ARCH.to_dict(), w, {**HW, "megatron_engine": "static"}, rope_base=ROPE)

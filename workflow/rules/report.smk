@@ -10,6 +10,7 @@ rule report:
         validation="results/fit/validation.parquet",
         curves=expand("results/train/{arch}/curve.parquet", arch=ARCH_IDS),
         throughput=all_throughput(),
+        cost_model="results/throughput/cost_model.json",
         search_results=expand(
             "results/search/{target}/result.json", target=SEARCH_TARGETS
         ),

@@ -1,13 +1,14 @@
-# Architecture search (Algorithm 1): candidates from the fitted law and the cost model, a
-# checkpoint listing what to measure, one throughput job per listed architecture, then the
-# GQA walk on the measurements and the Panda / Surefire picks. The checkpoint is the only
-# one of the workflow: everything upstream of it shows in a dry-run.
+# Architecture search (Algorithm 1): candidates from the fitted law and the cost model and the
+# list of what to measure, one throughput job per target that measures every listed
+# architecture interleaved (A B C A B C ...), then the GQA walk and the Surefire verdict on
+# ratios with bootstrap intervals, and the Panda / Surefire picks.
+from archscale.workflow_support import isolated_threads
 
 
 include: "search_common.smk"
 
 
-checkpoint search_candidates:
+rule search_candidates:
     input:
         runs="results/runs.parquet",
         fit="results/fit/conditional.json",
@@ -26,18 +27,18 @@ checkpoint search_candidates:
         "../scripts/search_candidates.py"
 
 
-rule throughput_candidate:
+rule throughput_candidates:
     input:
         "results/search/{target}/candidates.json",
     output:
-        "results/search/{target}/throughput/{arch}.json",
+        "results/search/{target}/throughput.json",
     log:
-        "logs/search/{target}/throughput/{arch}.log",
+        "logs/search/{target}/throughput.log",
     benchmark:
-        "benchmarks/search/{target}/throughput/{arch}.tsv"
+        "benchmarks/search/{target}/throughput.tsv"
     conda:
         "../../environment.yml"
-    threads: config["throughput"]["threads"]
+    threads: isolated_threads(workflow.local_exec, workflow._cores, config["throughput"]["threads"])
     resources:
         **gpu_job_resources(
             throughput_runtime,
@@ -48,14 +49,14 @@ rule throughput_candidate:
     params:
         workload=candidate_workload(),
     script:
-        "../scripts/throughput_candidate.py"
+        "../scripts/throughput_candidates.py"
 
 
 rule search_select:
     input:
         candidates="results/search/{target}/candidates.json",
         space="results/search/{target}/space.parquet",
-        measured=measured_candidates,
+        measured="results/search/{target}/throughput.json",
     output:
         result="results/search/{target}/result.json",
         pareto="results/search/{target}/pareto.parquet",

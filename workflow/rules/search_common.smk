@@ -1,6 +1,5 @@
 # Search targets (validated when the workflow is parsed) and the search rules' input functions.
-from archscale.io import read_json
-from archscale.search import SearchError, check_target_feasible, measure_ids
+from archscale.search import SearchError, check_target_feasible
 
 try:
     SEARCH = STUDY.search_targets
@@ -19,15 +18,3 @@ def search_target(wildcards):
 def candidate_workload():
     """The throughput workload of the search's measurements (shape only: random weights)."""
     return {**throughput_workload(), "weights": "random"}
-
-
-def measured_candidates(wildcards):
-    """Throughput records of every architecture the checkpoint listed for this target."""
-    listed = checkpoints.search_candidates.get(
-        target=wildcards.target
-    ).output.candidates
-    return expand(
-        "results/search/{target}/throughput/{arch}.json",
-        target=wildcards.target,
-        arch=measure_ids(read_json(listed)),
-    )

@@ -1,5 +1,7 @@
 # Inference throughput and energy per architecture (all configured batch sizes in one job),
-# then a roofline cost model calibrated on the measurements.
+# then a roofline cost model calibrated on the measurements. Locally a throughput job reserves
+# every core of the run (isolated_threads) so that no other job runs beside a measurement.
+from archscale.workflow_support import isolated_threads
 
 
 rule throughput:
@@ -13,7 +15,7 @@ rule throughput:
         "benchmarks/throughput/{arch}.tsv"
     conda:
         "../../environment.yml"
-    threads: config["throughput"]["threads"]
+    threads: isolated_threads(workflow.local_exec, workflow._cores, config["throughput"]["threads"])
     resources:
         **gpu_job_resources(
             throughput_runtime,

@@ -20,5 +20,6 @@ with rule_logging(snakemake):
         title=snakemake.params.title,
         batch_size=snakemake.params.batch_size,
         science=inp.science[0] if inp.science else None,
+        cost_model=inp.cost_model,
     )
     print(json.dumps(index, indent=2))

@@ -1,4 +1,4 @@
-"""Checkpoint search_candidates: enumerate, predict and list what to measure -> candidates.json, space.parquet."""
+"""Rule search_candidates: enumerate, predict and list what to measure -> candidates.json, space.parquet."""
 
 from archscale.workflow_support import rule_logging
 

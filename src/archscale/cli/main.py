@@ -6,9 +6,10 @@ import argparse
 import sys
 
 from ..config import ConfigError
+from ..throughput import command as throughput
 from . import arch, fit, plan, search, validate
 
-SUBCOMMANDS = (arch, plan, search, fit, validate)
+SUBCOMMANDS = (arch, plan, search, fit, validate, throughput)
 DESCRIPTION = "Command-line interface: the library's arithmetic, plan, fits and search without Snakemake."
 
 

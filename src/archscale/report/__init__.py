@@ -53,6 +53,7 @@ def build_report(
     title: str = "archscale report",
     batch_size: int | None = None,
     science: str | None = None,
+    cost_model: str | None = None,
 ) -> dict[str, Any]:
     """Write every output of :data:`OUTPUTS` (paths in ``outputs``) and ``outputs['index']``."""
     missing = [k for k in [*OUTPUTS, "index"] if k not in outputs]
@@ -95,7 +96,7 @@ def build_report(
     measured = [r.get("measurement", {}) for r in results]
     devices = sorted({str(d) for d in runs_df["throughput_device"]} | {d for m in measured for d in m.get("devices", [])})
     engines = sorted({str(e) for e in runs_df["throughput_engine"]} | {e for m in measured for e in m.get("engines", [])})
-    text = findings(cond, runs_df, val, results, devices, engines)
+    text = findings(cond, runs_df, val, results, devices, engines, read_json(cost_model) if cost_model else None)
     planned = plan_vs_fit_sentences(load_science(science), cond) if science else []
     if planned:  # what the science plan (results/plan/science.json) had predicted for these optima
         text["what the plan predicted"] = planned

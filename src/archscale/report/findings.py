@@ -178,10 +178,25 @@ def search_sentences(results: list[dict]) -> list[str]:
                 f"at batch {res['batch_size']} (cost model predicted {pp:.2f}x), at a predicted loss within the "
                 f"target{_probability(sure)}."
             )
+            verdict = surefire_verdict_sentence(res.get("surefire_verdict"))
+            if verdict:
+                out.append(verdict)
         rho = res.get("cost_model_spearman")
         if rho is not None:
             out.append(f"  The calibrated cost model ranks the measured architectures with Spearman {rho:.2f}.")
     return out
+
+
+def surefire_verdict_sentence(verdict: dict | None) -> str | None:
+    """Surefire against the baseline from interleaved measurements: ratio, 95% interval, verdict."""
+    if not verdict or verdict.get("ratio") is None:
+        return None
+    from ..throughput.stats import Estimate
+
+    ratio = Estimate(**verdict["ratio"])
+    kept = "Surefire is kept" if verdict["kept"] == verdict.get("candidate") else "the baseline is kept"
+    return (f"  Interleaved measurement, Surefire / baseline output tokens/s: {ratio.text('.3f')} "
+            f"({int(ratio.level * 100)}% bootstrap interval): {verdict['verdict']}; {kept}.")
 
 
 def interior_optima(conditional: dict, runs: pd.DataFrame) -> list[str]:
@@ -239,14 +254,38 @@ def caveat_sentences(
     return out
 
 
+def cost_model_sentences(cost_model: dict | None) -> list[str]:
+    """How well the calibrated roofline ranks the measured architectures (Spearman), per batch size."""
+    if not cost_model:
+        return []
+    out = []
+    for key, dev in cost_model["devices"].items():
+        sp = dev["spearman"]
+        w = dev.get("workload") or {"mode": "prefill+decode", "context": None}
+        at = f"{w['mode']}" + (f" at context {w['context']}" if w.get("context") else "")
+        per = []
+        for b, v in sp["by_batch_size"].items():
+            cal, roof = v.get("spearman_calibrated"), v.get("spearman_roofline")
+            cal_txt = f"{cal:.2f}" if cal is not None else "undefined"
+            roof_txt = f"{roof:.2f}" if roof is not None else "undefined"
+            per.append(f"batch {b}: {cal_txt} calibrated, {roof_txt} raw roofline ({v['n']} architectures)")
+        mean = sp.get("within_batch_size_mean")
+        head = (f"The calibrated roofline ranks the {dev['jobs']} measured architectures on {key} ({at}) with "
+                f"Spearman {mean:.2f} (mean within batch size)" if mean is not None else
+                f"The calibrated roofline's Spearman on {key} ({at}) is undefined (fewer than 3 distinct architectures)")
+        out.append(f"{head}: {'; '.join(per)}; mean absolute relative error {dev['mean_abs_rel_error']:.0%}.")
+    return out
+
+
 def findings(
     conditional: dict, runs: pd.DataFrame, validation: pd.DataFrame | None, results: list[dict],
-    devices: list[str], engines: list[str],
+    devices: list[str], engines: list[str], cost_model: dict | None = None,
 ) -> dict[str, list[str]]:
     return {
         "What the runs show": fit_sentences(conditional) + knob_sentences(conditional, runs),
         "Fit verdicts (identifiability guards)": guard_sentences(conditional),
         "Cross-scale validation": validation_sentences(validation),
+        "Throughput cost model": cost_model_sentences(cost_model),
         "Search": search_sentences(results),
         "What the runs do not show": caveat_sentences(runs, devices, engines, conditional),
     }

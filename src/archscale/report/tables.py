@@ -22,7 +22,7 @@ PLAN_COLUMNS = [
 CHOSEN_COLUMNS = [
     "target", "pick", "arch_id", "d_model", "heads", "kv_heads", "ffn", "gqa", "params_non_embedding",
     "d_over_sqrt_n", "mlp_attn_ratio", "predicted_loss", "pred_output_tokens_per_s", "measured_output_tokens_per_s",
-    "measured_vs_baseline", "probability_within_target",
+    "measured_vs_baseline", "measured_vs_baseline_interval", "verdict", "probability_within_target",
 ]
 
 
@@ -65,6 +65,13 @@ def chosen_rows(results: list[dict]) -> pd.DataFrame:
             row["predicted_loss"] = e.get("loss")
             if base is not None and e.get("measured_output_tokens_per_s") and base.get("measured_output_tokens_per_s"):
                 row["measured_vs_baseline"] = e["measured_output_tokens_per_s"] / base["measured_output_tokens_per_s"]
+            verdict = res.get("surefire_verdict") if pick == "surefire" else None
+            if verdict and verdict.get("ratio"):
+                r = verdict["ratio"]
+                row["measured_vs_baseline"] = r["value"]  # ratio of medians of the interleaved rounds
+                row["measured_vs_baseline_interval"] = (
+                    f"[{r['low']:.3f}, {r['high']:.3f}]" if r.get("low") is not None else r.get("withheld_reason"))
+                row["verdict"] = f"{verdict['verdict']} (kept: {verdict['kept']})"
             rows.append(row)
     df = pd.DataFrame(rows)
     return df[[c for c in CHOSEN_COLUMNS if c in df.columns]] if len(df) else df

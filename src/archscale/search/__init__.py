@@ -19,9 +19,14 @@ target) the search
    throughput falls below the base's (the paper's early stop); the measured-fastest
    architecture within the loss target over all walks is Surefire.
 
+In the workflow a step of a walk, and Surefire against the baseline, count as faster only
+when the lower bound of the bootstrap ratio of interleaved measurements is above 1
+(:func:`.selection.resolved_gqa_walk`, :func:`.selection.surefire_verdict`); otherwise the
+walk stops and the result says "not resolved" and keeps the baseline.
+
 The split into :func:`prepare` (steps 1-4) and :func:`select` (step 5) mirrors the
-workflow, where a Snakemake checkpoint writes the measurement plan and one throughput job
-per listed architecture runs before the selection. :func:`run_search` runs both in one
+workflow, where a rule writes the measurement plan and one throughput job per target
+measures every listed architecture interleaved before the selection. :func:`run_search` runs both in one
 process with any measurement function (the CLI uses the cost model or live runs).
 
 The search at any scale from any law, without runs at that scale (Panda and Surefire over
@@ -58,7 +63,12 @@ from .algorithm import (
     within_target,
 )
 from .anyscale import LossTarget, attach_probabilities, predicted_loss_of, search_at_scale
-from .files import measure_candidate, prepare_from_files, select_from_files
+from .files import (
+    measure_candidates_interleaved,
+    prepare_from_files,
+    select_from_files,
+    select_interleaved_from_files,
+)
 from .selection import (
     loss_target_value,
     measure_arch,
@@ -81,9 +91,10 @@ from .targets import (
 __all__ = [
     "ARCH_COLUMNS", "BROAD_D_OVER_SQRT_N", "BROAD_R", "Efficiency", "FORMS", "LawModel", "SearchError",
     "SearchSettings", "SearchTarget", "Space", "arch_record", "check_target_feasible", "cost_model_efficiency",
-    "enumerate_candidates", "enumerate_space", "LossTarget", "attach_probabilities", "predicted_loss_of", "search_at_scale", "fitted_ranges", "gqa_walk", "grid_axes", "loss_target_value", "measure_arch",
-    "measure_candidate", "measure_entry", "measure_ids", "pareto_mask", "pick_panda", "prepare",
+    "enumerate_candidates", "enumerate_space", "LossTarget", "attach_probabilities", "predicted_loss_of",
+    "search_at_scale", "fitted_ranges", "gqa_walk", "grid_axes", "loss_target_value", "measure_arch",
+    "measure_candidates_interleaved", "measure_entry", "measure_ids", "pareto_mask", "pick_panda", "prepare",
     "prepare_from_files", "rank_within_target", "require_feasible", "run_search", "score", "select",
-    "select_from_files", "settings_from_study",
+    "select_from_files", "select_interleaved_from_files", "settings_from_study",
     "targets_from_study", "throughput_at", "within_target",
 ]

@@ -1,5 +1,5 @@
 """File-level entry points of the workflow's search rules (``search_candidates``,
-``throughput_candidate``, ``search_select``): read the inputs, call the pure algorithm.
+``throughput_candidates``, ``search_select``): read the inputs, call the pure algorithm.
 """
 
 from __future__ import annotations
@@ -33,15 +33,65 @@ def prepare_from_files(
     return candidates, space
 
 
-def measure_candidate(candidates: dict, arch_id: str, workload: dict, hardware: dict, rope_base: float) -> dict:
-    """``throughput_candidate``: measure one listed architecture with random weights."""
-    from ..throughput import run_job
+def measure_candidates_interleaved(candidates: dict, workload: dict, hardware: dict, rope_base: float) -> dict:
+    """``throughput_candidates``: every listed architecture measured in one job, interleaved
+    (A B C A B C ...) at the search's batch size, random weights; per architecture the rates of
+    every round, so that any two can be compared with a bootstrap ratio."""
+    import torch
 
-    entry = measure_entry(candidates, arch_id)
-    arch = measure_arch(candidates, arch_id)
-    record = run_job(arch.to_dict(), dict(workload, weights="random"), hardware, None, rope_base=rope_base)
-    record["search"] = {"target": candidates["target"]["name"], "roles": entry.get("roles", [entry["role"]])}
-    return record
+    from ..model import resolve_runtime
+    from ..throughput.compare import build_decoder, measure_interleaved
+    from ..throughput.measure import check_mode
+
+    ids = measure_ids(candidates)
+    archs = {a: measure_arch(candidates, a) for a in ids}
+    batch = int(candidates["settings"]["batch_size"])
+    mode, context = check_mode(workload.get("mode", "prefill+decode"), workload.get("context"), workload["input_len"])
+    torch.set_num_threads(int(hardware.get("threads", 1)))
+    runtime = resolve_runtime(hardware.get("precision", "auto"), hardware.get("transformer_impl", "auto"))
+    max_seq = max(workload["input_len"], context or 0) + workload["output_len"]
+    seed = int(workload.get("seed", 1234))
+    decoders = {a: build_decoder(arch, runtime, max_seq, seed, rope_base=rope_base) for a, arch in archs.items()}
+    res = measure_interleaved(decoders, {a: arch.vocab for a, arch in archs.items()}, batch, workload["input_len"],
+                              workload["output_len"], mode, context, int(workload["repeats"]),
+                              int(workload["warmup"]), seed)
+    return {"target": candidates["target"]["name"], "engine": "archscale-static", "device": runtime.device,
+            "precision": runtime.precision, "threads": torch.get_num_threads(), "weights": "random",
+            "workload": dict(workload), "rope_base": rope_base, **res}
+
+
+def interleaved_samples(record: dict, batch: int, where: str) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Median output tokens/s and the per-round rates of every architecture of an interleaved record."""
+    if int(record.get("batch_size", -1)) != int(batch):
+        raise SearchError(f"{where}: measured at batch size {record.get('batch_size')}, the search uses {batch}")
+    medians, samples = {}, {}
+    for aid, res in record["architectures"].items():
+        samples[aid] = [float(r["output_tokens_per_s"]) for r in res["repeats"]]
+        medians[aid] = float(res["median"]["output_tokens_per_s"]["value"])
+    return medians, samples
+
+
+def select_interleaved_from_files(candidates_path: str, space_path: str, measured_path: str) -> tuple[dict, pd.DataFrame]:
+    """``search_select`` on one interleaved measurement: walks and Surefire verdict with intervals."""
+    candidates = read_json(candidates_path)
+    space = pd.read_parquet(space_path)
+    record = read_json(measured_path)
+    medians, samples = interleaved_samples(record, candidates["settings"]["batch_size"], measured_path)
+    missing = [a for a in measure_ids(candidates) if a not in samples]
+    if missing:
+        raise SearchError(f"{measured_path}: no measurement of listed architecture(s) {missing}")
+
+    def tput(arch_id: str) -> float:
+        return medians[arch_id]
+
+    label = f"measured interleaved ({record.get('engine')} on {record.get('device')}, {record.get('mode')})"
+    result, pareto = select(candidates, space, tput, measured_label=label, samples=samples)
+    result["measurement"] = {"devices": [record.get("device")], "engines": [record.get("engine")],
+                             "records": len(samples), "mode": record.get("mode"), "context": record.get("context"),
+                             "repeats": record.get("repeats"), "machine_before": record.get("machine_before"),
+                             "machine_after": record.get("machine_after")}
+    result["cost_model_spearman"] = candidates.get("cost_model_spearman")
+    return result, pareto
 
 
 def select_from_files(candidates_path: str, space_path: str, measured_paths: Iterable[str]) -> tuple[dict, pd.DataFrame]:

@@ -192,10 +192,17 @@ def throughput_at(record: dict, batch_size: int, where: str = "throughput record
 
 
 def select(
-    candidates: dict, space: pd.DataFrame, throughput: Callable[[str], float], measured_label: str = "measured"
+    candidates: dict, space: pd.DataFrame, throughput: Callable[[str], float], measured_label: str = "measured",
+    samples: dict[str, list[float]] | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Step 5: GQA walks with measured throughput; Panda, Surefire, baseline and the Pareto table."""
+    """Step 5: GQA walks with measured throughput; Panda, Surefire, baseline and the Pareto table.
+
+    With ``samples`` (per architecture, rates measured interleaved in one job) the walks and
+    the Surefire verdict use ratios with intervals (:func:`resolved_gqa_walk`,
+    :func:`surefire_verdict`); without, point values (the cost model's predictions).
+    """
     cache: dict[str, float] = {}
+    compare = interleaved_comparer(samples) if samples is not None else None
 
     def tput(arch_id: str) -> float:
         if arch_id not in cache:
@@ -213,7 +220,12 @@ def select(
     for w in candidates["walks"]:
         if not w["steps"]:
             continue
-        walk = gqa_walk(w["steps"], tput)
+        if compare:
+            walk = resolved_gqa_walk(w["steps"], compare)
+            for step in walk["steps"]:
+                step["throughput"] = tput(step["arch_id"])  # the median, for tables and logs
+        else:
+            walk = gqa_walk(w["steps"], tput)
         walk["base_arch_id"] = w["base_arch_id"]
         walk["rank"] = w["rank"]
         walks.append(walk)
@@ -221,10 +233,10 @@ def select(
     best = [w["best"] for w in walks if w["best"] is not None]
     surefire = None
     if best:
-        top = max(best, key=lambda v: v["throughput"])
+        top = max(best, key=lambda v: tput(v["arch_id"]))
         surefire = dict(measure_entry(candidates, top["arch_id"]))
         surefire["role"] = "surefire"
-        surefire["measured_output_tokens_per_s"] = top["throughput"]
+        surefire["measured_output_tokens_per_s"] = tput(top["arch_id"])
 
     panda = with_measured(candidates["panda"])
     baseline = with_measured(candidates.get("baseline"))
@@ -239,6 +251,11 @@ def select(
                 "measured_speedup_vs_baseline": pick["measured_output_tokens_per_s"] / baseline["measured_output_tokens_per_s"],
                 "predicted_speedup_vs_baseline": pick["pred_output_tokens_per_s"] / baseline["pred_output_tokens_per_s"],
             }
+    verdict = surefire_verdict(surefire, baseline, compare) if compare else None
+    if verdict is not None and "surefire" in summary:
+        summary["surefire"]["measured_speedup_interval"] = verdict["ratio"]
+        summary["surefire"]["verdict"] = verdict["verdict"]
+        summary["surefire"]["kept"] = verdict["kept"]
     t = candidates["target"]
     result = {
         "target": t["name"],
@@ -258,6 +275,7 @@ def select(
         "surefire_predicted": with_measured(candidates.get("surefire_predicted")),
         "baseline": baseline,
         "versus_baseline": summary,
+        "surefire_verdict": verdict,
         "gqa_walks": walks,
         "skipped_variants": candidates.get("skipped_variants", []),
         "measured": {a: v for a, v in cache.items()},
@@ -293,3 +311,67 @@ def run_search(
     return result, pareto
 
 
+
+
+# ---- interleaved comparisons: GQA walk and Surefire verdict with intervals (issue 11) -------
+def resolved_gqa_walk(steps: list[dict], compare: Callable[[str, str], dict]) -> dict[str, Any]:
+    """The GQA walk on interleaved measurements: a step is taken only when it is resolved faster.
+
+    ``steps`` as for :func:`archscale.search.algorithm.gqa_walk` (increasing GQA, the base
+    first); ``compare(candidate_id, current_id)`` is :func:`archscale.throughput.stats.compare_rates`
+    of the two architectures' interleaved rates: ``{"ratio": Estimate dict, "verdict": ...}``.
+    The walk moves to a step when its ratio's lower bound is above 1 and it is within the loss
+    target; it stops at the first step that is not resolved faster (the current choice stays).
+    """
+    from ..throughput.stats import FASTER
+
+    if not steps:
+        raise SearchError("GQA walk: no steps")
+    current, visited, stopped_at = steps[0], [dict(steps[0], status="base")], None
+    for step in steps[1:]:
+        cmp = compare(step["arch_id"], current["arch_id"])
+        row = dict(step, against=current["arch_id"], ratio=cmp["ratio"], verdict=cmp["verdict"])
+        if cmp["verdict"] != FASTER:
+            visited.append(dict(row, status=f"{cmp['verdict']}: stop"))
+            stopped_at = step["gqa"]
+            break
+        if not step.get("within_target", True):
+            visited.append(dict(row, status="faster but above loss target: stop"))
+            stopped_at = step["gqa"]
+            break
+        visited.append(dict(row, status="kept"))
+        current = step
+    best = current if current.get("within_target", True) else None
+    return {"base_gqa": steps[0]["gqa"], "steps": visited, "stopped_at_gqa": stopped_at, "best": best,
+            "comparison": "interleaved, bootstrap ratio of medians"}
+
+
+def surefire_verdict(pick: dict | None, baseline: dict | None, compare: Callable[[str, str], dict]) -> dict | None:
+    """Surefire against the baseline: the ratio with its interval and the verdict.
+
+    ``faster`` only when the ratio's lower bound is above 1; otherwise the verdict is
+    ``not resolved`` (or ``slower``) and the study keeps the baseline (``kept`` names it).
+    """
+    if pick is None or baseline is None:
+        return None
+    from ..throughput.stats import FASTER
+
+    if pick["arch_id"] == baseline["arch_id"]:
+        return {"ratio": None, "verdict": "same architecture", "kept": baseline["arch_id"]}
+    cmp = compare(pick["arch_id"], baseline["arch_id"])
+    kept = pick["arch_id"] if cmp["verdict"] == FASTER else baseline["arch_id"]
+    return {"ratio": cmp["ratio"], "verdict": cmp["verdict"], "kept": kept,
+            "candidate": pick["arch_id"], "baseline": baseline["arch_id"]}
+
+
+def interleaved_comparer(samples: dict[str, list[float]]) -> Callable[[str, str], dict]:
+    """``compare(a, b)`` over per-architecture rates measured interleaved in one job."""
+    from ..throughput.stats import compare_rates
+
+    def compare(a: str, b: str) -> dict:
+        for aid in (a, b):
+            if aid not in samples:
+                raise SearchError(f"no interleaved measurement of {aid} (measured: {sorted(samples)})")
+        return compare_rates(samples[a], samples[b])
+
+    return compare

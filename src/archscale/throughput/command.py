@@ -75,6 +75,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--rope-base", type=float, default=None,
+                   help="RoPE base (default: the schema's model.rope_base; throughput does not depend on it)")
     p.add_argument("--compare", help="second architecture as changes to the first, e.g. kv_heads=1,ffn=512")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
@@ -102,12 +104,21 @@ def format_result(result: dict) -> str:
     return "\n".join(lines)
 
 
+def rope_base(args: argparse.Namespace) -> float:
+    """``--rope-base``, else the schema's ``model.rope_base`` (the one place defaults live)."""
+    if args.rope_base is not None:
+        return args.rope_base
+    from ..config import schema_default
+
+    return float(schema_default("model.rope_base"))
+
+
 def run(args: argparse.Namespace) -> int:
     from .compare import measure
 
     archs, baseline = architectures(args)
     result = measure(archs, args.batch_size, args.input_len, args.output_len, args.context, args.repeats,
-                     args.warmup, args.threads, args.seed, baseline)
+                     args.warmup, args.threads, args.seed, baseline, rope_base=rope_base(args))
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -17,7 +17,7 @@ from . import stats
 from .measure import check_mode, machine_state, medians, repeat_record, run_once
 
 
-def build_decoder(arch: Architecture, runtime, max_seq: int, seed: int, rope_base: float = 500000):
+def build_decoder(arch: Architecture, runtime, max_seq: int, seed: int, *, rope_base: float):
     """Random-weight megatron model of ``arch`` and its :class:`FastDecoder`."""
     from ..model import build_model, setup_runtime
     from .fastdecode import FastDecoder
@@ -87,7 +87,8 @@ def measure(
     threads: int | None = None,
     seed: int = 1234,
     baseline: str | None = None,
-    rope_base: float = 500000,
+    *,
+    rope_base: float,
 ) -> dict:
     """Build every architecture (random weights) and measure them per batch size, interleaved."""
     import torch
@@ -104,7 +105,7 @@ def measure(
     runtime = resolve_runtime("auto", "auto")
     max_seq = max(input_len, context or 0) + output_len
     t0 = time.perf_counter()
-    decoders = {n: build_decoder(a, runtime, max_seq, seed, rope_base) for n, a in archs.items()}
+    decoders = {n: build_decoder(a, runtime, max_seq, seed, rope_base=rope_base) for n, a in archs.items()}
     setup_s = time.perf_counter() - t0
     results = [
         measure_interleaved(decoders, {n: a.vocab for n, a in archs.items()}, b, input_len, output_len, mode,
@@ -119,6 +120,7 @@ def measure(
         "device": runtime.device,
         "precision": runtime.precision,
         "threads": torch.get_num_threads(),
+        "rope_base": rope_base,
         "setup_s": setup_s,
         "results": results,
     }

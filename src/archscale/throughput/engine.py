@@ -284,22 +284,3 @@ class DynamicDecoder:
             raise RuntimeError(f"dynamic engine generated {tokens.shape[1]} tokens, expected {output_len}")
         prefill, decode = split_steps(steps)
         return Generation(tokens, prefill, decode, steps)
-
-
-def make_decoder(kind: str, model, arch: Architecture, runtime: Runtime, max_batch: int, max_seq: int, seed: int):
-    """``auto``: the dynamic engine on GPU (CUDA graphs), archscale's static-cache decoder on CPU.
-
-    ``fast`` (:class:`~archscale.throughput.fastdecode.FastDecoder`) runs on both; ``static`` is
-    megatron's own forward with its ``StaticInferenceContext`` (milliseconds of Python per step).
-    """
-    if kind == "auto":
-        kind = "dynamic" if runtime.on_gpu else "fast"
-    if kind == "fast":
-        from .fastdecode import FastDecoder
-
-        return FastDecoder(model, runtime, max_seq)
-    if kind == "dynamic":
-        return DynamicDecoder(model, arch, runtime, max_batch, max_seq, seed)
-    if kind == "static":
-        return StaticDecoder(model, runtime)
-    raise ValueError(f"throughput.megatron_engine: unknown value '{kind}' (use auto, fast, static or dynamic)")

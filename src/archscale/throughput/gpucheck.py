@@ -35,6 +35,13 @@ RECIPE = {
 TRAIN_TOKENS = 200 * 32 * 128  # 200 steps
 
 
+def rope_base() -> float:
+    """The schema's ``model.rope_base`` (throughput and the check do not depend on its value)."""
+    from ..config import schema_default
+
+    return float(schema_default("model.rope_base"))
+
+
 def train_job(arch: Architecture, workdir: Path, manifest: Path):
     from ..train.job import TrainJob
 
@@ -44,6 +51,7 @@ def train_job(arch: Architecture, workdir: Path, manifest: Path):
         recipe=RECIPE, manifest=str(manifest), checkpoint_dir=str(root / "ckpt"), metrics=str(root / "metrics.json"),
         curve=str(root / "curve.parquet"), final=str(root / "final"),
         hardware={"micro_batch": 32, "threads": 1, "precision": "bf16", "checkpoint_interval": 1000},
+        rope_base=rope_base(),
     )
 
 
@@ -121,7 +129,7 @@ def run(workdir: Path) -> dict:
         metrics = read_json(job.metrics)
         trained.append({"valid_loss": metrics.get("valid_loss"), "precision": metrics.get("precision"),
                         "wall_s": time.perf_counter() - t})
-        throughput.append(run_job(arch.to_dict(), workload(), HARDWARE, checkpoint=job.final))
+        throughput.append(run_job(arch.to_dict(), workload(), HARDWARE, checkpoint=job.final, rope_base=rope_base()))
     tok = train_bpe(["The quick brown fox jumps over the lazy dog. " * 3, "def f(x):\n    return x + 1\n"] * 20,
                     VOCAB, EOD)
     tok_file, meta = workdir / "tokenizer.json", workdir / "tokenizer.meta.json"

@@ -44,9 +44,11 @@ def check_workload(workload: dict, checkpoint: str | None) -> dict:
         raise ValueError(f"throughput.weights: '{w['weights']}' is not one of random, trained")
     if w["weights"] == "trained" and not checkpoint:
         raise ValueError("throughput.weights is 'trained' but no checkpoint (results/train/{arch}/final) was given")
-    for key in ("input_len", "output_len", "repeats"):
+    for key in ("output_len", "repeats"):
         if not isinstance(w[key], int) or w[key] < 1:
             raise ValueError(f"throughput.{key} must be a positive integer, got {w[key]!r}")
+    if not isinstance(w["input_len"], int) or w["input_len"] < 0:  # 0 only at decode_at_context (check_mode)
+        raise ValueError(f"throughput.input_len must be a non-negative integer, got {w['input_len']!r}")
     if not isinstance(w["warmup"], int) or w["warmup"] < 0:
         raise ValueError(f"throughput.warmup must be a non-negative integer, got {w['warmup']!r}")
     bs = w["batch_sizes"]
@@ -155,7 +157,7 @@ def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None =
         t_setup = time.perf_counter()
         if w["engine"] == "megatron":
             from ..model import setup_runtime
-            from .engine import make_decoder
+            from .decoders import make_decoder
 
             setup_runtime(runtime, seed)
             model = build_megatron_model(

@@ -159,40 +159,74 @@ def device_key(record: dict) -> str:
     return f"{record['device_name']} ({record['precision']})"
 
 
+def decode_roofline_s(arch: Architecture, context: int, steps: int, batch: int, dev: dict) -> float:
+    """Ideal seconds of ``steps`` decode steps from KV length ``context`` (decode_at_context)."""
+    return roofline_times(arch, context, steps + 1, batch, dev["mem_bw_bytes_per_s"], dev["matmul_flops_per_s"],
+                          dev["dtype_bytes"])[1]
+
+
 def _points(job: dict) -> list[dict]:
+    """One calibration point per batch size: the medians of the timed repeats (means for records
+    without them), in the record's mode."""
+    from ..records import with_medians
+
     arch = Architecture.from_dict(job["arch"])
     dev = job["roofline_device"]
     out = []
     for rec in job["records"]:
-        steps = rec["output_len"] - 1
+        r = with_medians(rec, f"{job['arch_id']} batch {rec['batch_size']}")
+        mode, context = rec.get("mode", "prefill+decode"), rec.get("context")
         prefill_r, decode_r = roofline_times(
-            arch, rec["input_len"], rec["output_len"], rec["batch_size"],
+            arch, max(rec["input_len"], 1), rec["output_len"], rec["batch_size"],
             dev["mem_bw_bytes_per_s"], dev["matmul_flops_per_s"], dev["dtype_bytes"],
         )
+        steps = rec["output_len"] - 1
+        if mode == "decode_at_context":  # output_len steps from KV length `context`, no prefill paid
+            steps = rec["output_len"]
+            decode_r = decode_roofline_s(arch, context, steps, rec["batch_size"], dev)
+        measured_prefill = r["prefill_latency_s"] if rec["input_len"] > 0 else None
         out.append({
             "arch_id": job["arch_id"],
             "batch_size": rec["batch_size"],
             "input_len": rec["input_len"],
             "output_len": rec["output_len"],
+            "mode": mode,
+            "context": context,
             "layers": arch.layers,
             "roof_prefill_s": prefill_r,
             "roof_decode_step_s": decode_r / steps if steps else 0.0,
-            "prefill_s": rec["prefill_latency_s"],
-            "decode_step_s": rec["decode_s"] / steps if steps else 0.0,
-            "output_tokens_per_s": rec["output_tokens_per_s"],
+            "prefill_s": measured_prefill,
+            "decode_step_s": r["decode_s"] / steps if steps else 0.0,
+            "output_tokens_per_s": r["output_tokens_per_s"],
         })
     return out
 
 
-def _predict_tps(dev: dict, arch: Architecture, input_len: int, output_len: int, batch: int) -> float:
+def _predict_tps(dev: dict, arch: Architecture, input_len: int, output_len: int, batch: int,
+                 mode: str = "prefill+decode", context: int | None = None) -> float:
+    p, d = dev["prefill"], dev["decode"]
+    step_overhead = d["overhead_s"] + d.get("overhead_per_layer_s", 0.0) * arch.layers
+    if mode == "decode_at_context":
+        decode_r = decode_roofline_s(arch, context, output_len, batch, dev)
+        return batch * output_len / (d["scale"] * decode_r + step_overhead * output_len)
+    if p is None:
+        raise ValueError("cost model: prefill was not measured (decode_at_context with input_len 0); "
+                         "it predicts decode_at_context only")
     prefill_r, decode_r = roofline_times(
         arch, input_len, output_len, batch, dev["mem_bw_bytes_per_s"], dev["matmul_flops_per_s"], dev["dtype_bytes"]
     )
     steps = output_len - 1
-    p, d = dev["prefill"], dev["decode"]
     prefill = p["scale"] * prefill_r + p["overhead_s"] + p.get("overhead_per_layer_s", 0.0) * arch.layers
-    decode = d["scale"] * decode_r + (d["overhead_s"] + d.get("overhead_per_layer_s", 0.0) * arch.layers) * steps
+    decode = d["scale"] * decode_r + step_overhead * steps
     return batch * output_len / (prefill + decode)
+
+
+def _workload(points: list[dict], key: str) -> dict:
+    kinds = sorted({(p["mode"], p["context"]) for p in points}, key=str)
+    if len(kinds) > 1:
+        raise ValueError(f"cost model: device {key} has records of several modes/contexts {kinds}; "
+                         "measure every architecture with one throughput workload")
+    return {"mode": kinds[0][0], "context": kinds[0][1]}
 
 
 def fit_cost_model(jobs: list[dict]) -> dict:
@@ -212,10 +246,12 @@ def fit_cost_model(jobs: list[dict]) -> dict:
             "jobs": len(dev_jobs),
         }
         points = [p for j in dev_jobs for p in _points(j)]
+        dev["workload"] = _workload(points, key)
+        pre = [p for p in points if p["prefill_s"] is not None]
         dev["prefill"] = _nnls_fit(
-            [p["roof_prefill_s"] for p in points], [p["layers"] for p in points], [p["prefill_s"] for p in points]
-        )
-        decode_pts = [p for p in points if p["output_len"] > 1]
+            [p["roof_prefill_s"] for p in pre], [p["layers"] for p in pre], [p["prefill_s"] for p in pre]
+        ) if pre else None
+        decode_pts = [p for p in points if p["roof_decode_step_s"] > 0]
         if decode_pts:
             dev["decode"] = _nnls_fit(
                 [p["roof_decode_step_s"] for p in decode_pts],
@@ -227,11 +263,13 @@ def fit_cost_model(jobs: list[dict]) -> dict:
         arch_of = {j["arch_id"]: Architecture.from_dict(j["arch"]) for j in dev_jobs}
         for p in points:
             p["predicted_output_tokens_per_s"] = _predict_tps(
-                dev, arch_of[p["arch_id"]], p["input_len"], p["output_len"], p["batch_size"]
+                dev, arch_of[p["arch_id"]], p["input_len"], p["output_len"], p["batch_size"], p["mode"], p["context"]
             )
-            p["roofline_output_tokens_per_s"] = p["batch_size"] * p["output_len"] / (
-                p["roof_prefill_s"] + p["roof_decode_step_s"] * (p["output_len"] - 1)
-            )
+            if p["mode"] == "decode_at_context":
+                roof_s = p["roof_decode_step_s"] * p["output_len"]
+            else:
+                roof_s = p["roof_prefill_s"] + p["roof_decode_step_s"] * (p["output_len"] - 1)
+            p["roofline_output_tokens_per_s"] = p["batch_size"] * p["output_len"] / roof_s
         per_batch = {}
         for b in sorted({p["batch_size"] for p in points}):
             sel = [p for p in points if p["batch_size"] == b]
@@ -274,8 +312,11 @@ def predict_output_tokens_per_s(
     output_len: int,
     batch_size: int,
     device: str | None = None,
+    mode: str | None = None,
+    context: int | None = None,
 ) -> float:
-    """Calibrated output tokens/s of ``arch`` at a workload (``device`` defaults to the model's)."""
+    """Calibrated output tokens/s of ``arch`` at a workload (``device`` defaults to the model's;
+    ``mode``/``context`` default to the workload the device was calibrated on)."""
     key = device or cost_model["default_device"]
     try:
         dev = cost_model["devices"][key]
@@ -283,6 +324,13 @@ def predict_output_tokens_per_s(
         raise KeyError(
             f"cost model: no calibration for device '{key}'; calibrated: {sorted(cost_model['devices'])}"
         ) from None
+    calibrated = dev.get("workload") or {"mode": "prefill+decode", "context": None}
+    mode = mode or calibrated["mode"]
+    if mode == "decode_at_context":
+        context = context or calibrated["context"]
+        if not context or context < 1 or output_len < 1 or batch_size < 1:
+            raise ValueError(f"context, output_len and batch_size must be >= 1 (got {context}, {output_len}, {batch_size})")
+        return _predict_tps(dev, arch, input_len, output_len, batch_size, mode, context)
     if input_len < 1 or output_len < 1 or batch_size < 1:
         raise ValueError(f"input_len, output_len and batch_size must be >= 1 (got {input_len}, {output_len}, {batch_size})")
     return _predict_tps(dev, arch, input_len, output_len, batch_size)
