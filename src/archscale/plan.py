@@ -5,12 +5,19 @@ architecture (failing before any job starts, naming the grid point, when one is
 infeasible), deduplicates points that land on the same architecture, and attaches the
 training budget and the estimated cost of each. The Snakemake workflow and
 ``archscale plan`` both use it, so the dry-run and the plan agree.
+
+Seeds are a grid dimension: each architecture trains once per seed of its ``seeds`` (a grid
+sweep's or explicit architecture's, else its scale's, else ``[training.seed]``). The run of
+the base seed (``training.seed``) keeps the architecture's id, so adding seeds never renames a
+finished run; any other seed ``s`` is the run ``<arch_id>-s<s>`` (:func:`run_id`). Throughput,
+export and evaluation stay per architecture, on its primary run (:attr:`PlannedRun.primary_run_id`).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -19,8 +26,24 @@ from .config import ConfigError, validate_config
 from .cost import PEAK_FLOPS, gpu_hours, inference_flops_per_token, training_cost
 
 
+_SEED_SUFFIX = re.compile(r"^(?P<arch>.+)-s(?P<seed>[0-9]+)$")
+
+
+def run_id(arch_id: str, seed: int, base_seed: int) -> str:
+    """The training run id of ``arch_id`` at ``seed``: the arch id itself for the base seed."""
+    return arch_id if int(seed) == int(base_seed) else f"{arch_id}-s{int(seed)}"
+
+
+def split_run_id(run: str) -> tuple[str, int | None]:
+    """(arch_id, seed) of a run id; seed None for a base-seed run (the bare arch id)."""
+    m = _SEED_SUFFIX.match(run)
+    return (m["arch"], int(m["seed"])) if m else (run, None)
+
+
 @dataclass
 class PlannedRun:
+    """One architecture of the plan and the seeds it trains with."""
+
     arch: Architecture
     scale: Scale
     tokens: int
@@ -28,10 +51,30 @@ class PlannedRun:
     global_batch: int
     origins: list[str] = field(default_factory=list)
     gpus: int = 0
+    seeds: list[int] = field(default_factory=list)
+    base_seed: int = 1234
 
     @property
     def arch_id(self) -> str:
         return self.arch.arch_id
+
+    @property
+    def run_ids(self) -> list[str]:
+        """Training run ids, one per seed (the base seed's is the arch id)."""
+        return [run_id(self.arch_id, s, self.base_seed) for s in self.seeds]
+
+    @property
+    def primary_run_id(self) -> str:
+        """The run whose weights stand for the architecture (throughput, export): the base
+        seed's when it is among the seeds, else the first seed's."""
+        seed = self.base_seed if self.base_seed in self.seeds else self.seeds[0]
+        return run_id(self.arch_id, seed, self.base_seed)
+
+    def seed_of(self, run: str) -> int:
+        for s, rid in zip(self.seeds, self.run_ids):
+            if rid == run:
+                return s
+        raise KeyError(f"run '{run}' is not a seed of {self.arch_id} (seeds {self.seeds})")
 
     @property
     def steps(self) -> int:
@@ -74,6 +117,9 @@ class PlannedRun:
             "kv_cache_bytes_per_token": a.kv_cache_bytes_per_token("bf16"),
             "inference_flops_per_token": inference_flops_per_token(a, self.seq_length),
             "origins": "; ".join(self.origins),
+            "seeds": ",".join(str(x) for x in self.seeds),
+            "n_seeds": len(self.seeds),
+            "primary_run_id": self.primary_run_id,
         }
 
 
@@ -103,16 +149,25 @@ def runtime_minutes(hours: float, compute: dict) -> int:
     return int(math.ceil(minutes))
 
 
-def grid_points(entry: dict, index: int) -> list[GridPoint]:
-    points = []
+def grid_sweeps(entry: dict, index: int) -> list[tuple[dict, list[GridPoint]]]:
+    """(sweep, its grid points) of each sweep of ``scales[index].grid``."""
+    out = []
     for k, sweep in enumerate(entry["grid"]):
         where = f"scales[{index}].grid[{k}]"
         if ("d_model" in sweep) == ("d_over_sqrt_n" in sweep):
             raise ConfigError(f"{where} (scale '{entry['name']}'): give exactly one of d_model and d_over_sqrt_n")
         key = "d_model" if "d_model" in sweep else "d_over_sqrt_n"
-        for dv, r, gqa in itertools.product(sweep[key], sweep["r"], sweep["gqa"]):
-            points.append(GridPoint(r=float(r), gqa=int(gqa), origin=where, **{key: dv}))
-    return points
+        out.append((sweep, [GridPoint(r=float(r), gqa=int(gqa), origin=where, **{key: dv})
+                            for dv, r, gqa in itertools.product(sweep[key], sweep["r"], sweep["gqa"])]))
+    return out
+
+
+def grid_points(entry: dict, index: int) -> list[GridPoint]:
+    return [p for _, points in grid_sweeps(entry, index) for p in points]
+
+
+def _merge_seeds(into: list[int], seeds: list[int]) -> None:
+    into.extend(int(s) for s in seeds if int(s) not in into)
 
 
 @dataclass
@@ -124,10 +179,24 @@ class Plan:
 
     @property
     def ids(self) -> list[str]:
+        """Architecture ids (one throughput measurement, export, evaluation each)."""
         return list(self.runs)
+
+    @property
+    def train_ids(self) -> list[str]:
+        """Training run ids: every seed of every architecture."""
+        return [rid for run in self.runs.values() for rid in run.run_ids]
 
     def __getitem__(self, arch_id: str) -> PlannedRun:
         return self.runs[arch_id]
+
+    def of_run(self, run: str) -> tuple[PlannedRun, int]:
+        """(the planned architecture, the seed) of a training run id; KeyError if unplanned."""
+        arch_id, _ = split_run_id(run)
+        planned = self.runs.get(run) or self.runs.get(arch_id)
+        if planned is None:
+            raise KeyError(f"run '{run}' is not in the plan")
+        return planned, planned.seed_of(run)
 
     def rows(self) -> list[dict[str, Any]]:
         return [run.row(self.compute) for run in self.runs.values()]
@@ -145,6 +214,7 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
     validate_config(config)
     training = config["training"]
     seq, batch = int(training["seq_length"]), int(training["global_batch"])
+    base_seed = int(training["seed"])
     runs: dict[str, PlannedRun] = {}
     scales: dict[str, Scale] = {}
     problems: list[str] = []
@@ -158,12 +228,14 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
         scales[scale.name] = scale
         tokens = scale.train_tokens
         gpus = int(entry.get("gpus", config["compute"]["gpus_per_job"]))
-        archs: list[tuple[Architecture, str]] = []
-        for point in grid_points(entry, i):
-            try:
-                archs.append((resolve(scale, point), point.describe()))
-            except InfeasiblePoint as exc:
-                (skipped if skip else problems).append(str(exc))
+        scale_seeds = list(entry.get("seeds") or [base_seed])
+        archs: list[tuple[Architecture, str, list[int]]] = []
+        for sweep, points in grid_sweeps(entry, i):
+            for point in points:
+                try:
+                    archs.append((resolve(scale, point), point.describe(), list(sweep.get("seeds") or scale_seeds)))
+                except InfeasiblePoint as exc:
+                    (skipped if skip else problems).append(str(exc))
         for j, ex in enumerate(entry["architectures"]):
             where = f"scales[{i}].architectures[{j}] '{ex['name']}'"
             if ex["heads"] % ex["kv_heads"]:
@@ -180,13 +252,16 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
                     f"{scale.n_target:,} (tolerance {scale.n_tolerance:.0%}); move it to a matching scale"
                 )
                 continue
-            archs.append((arch, where))
-        for arch, origin in archs:
+            archs.append((arch, where, list(ex.get("seeds") or scale_seeds)))
+        for arch, origin, seeds in archs:
             run = runs.get(arch.arch_id)
             if run is None:
-                runs[arch.arch_id] = PlannedRun(arch, scale, tokens, seq, batch, [origin], gpus)
+                runs[arch.arch_id] = PlannedRun(arch, scale, tokens, seq, batch, [origin], gpus,
+                                                seeds=[], base_seed=base_seed)
+                _merge_seeds(runs[arch.arch_id].seeds, seeds)
             else:
                 run.origins.append(origin)
+                _merge_seeds(run.seeds, seeds)
                 if arch.name and not run.arch.name:
                     run.arch = arch
     if problems:
@@ -199,9 +274,12 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
 
 
 def plan_totals(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Totals over the plan's rows (one per architecture; each trains ``n_seeds`` times)."""
+    n = [int(r.get("n_seeds", 1)) for r in rows]
     return {
         "architectures": len(rows),
-        "train_flops": sum(r["train_flops"] for r in rows),
-        "est_device_hours": sum(r["est_device_hours"] for r in rows),
-        "tokens": sum(r["tokens"] for r in rows),
+        "training_runs": sum(n),
+        "train_flops": sum(k * r["train_flops"] for k, r in zip(n, rows)),
+        "est_device_hours": sum(k * r["est_device_hours"] for k, r in zip(n, rows)),
+        "tokens": sum(k * r["tokens"] for k, r in zip(n, rows)),
     }

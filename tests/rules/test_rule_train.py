@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers.rules import SAMPLE, default_config, snakemake_cmd, snakemake_env, write_config
+from helpers.rules import SAMPLE, default_config, job_counts, snakemake_cmd, snakemake_env, write_config
 
-from archscale.config import validate_config
+from archscale.config import schema_default, validate_config
 from archscale.data.dataset import write_synthetic_manifest
 from archscale.plan import build_plan
 
@@ -37,7 +37,7 @@ def _config(steps: int) -> dict:
     }]
     cfg["search"] = {"targets": []}
     cfg["training"].update(seq_length=64, global_batch=8, micro_batch=4, eval_tokens=2048, eval_interval=20,
-                           log_interval=5, checkpoint_interval=10, threads=1)
+                           log_interval=5, checkpoint_interval=10, checkpoint_min_s=0, threads=1)
     return cfg
 
 
@@ -81,6 +81,24 @@ def test_train_rule_outputs_and_identity(tmp_path):
     assert job["hardware"]["micro_batch"] == 4 and job["hardware"]["checkpoint_interval"] == 10
     assert "micro_batch" not in job["recipe"] and "threads" not in job["recipe"]
     assert job["arch"]["arch_id"] == arch and job["budget"]["tokens"] == 40 * 512
+
+    # Seeds as a grid dimension: adding seeds keeps the finished run (same id, same params) and
+    # schedules exactly the new seed's run, which trains with its own seed.
+    cfg = _config(40)
+    base = cfg["training"].get("seed", schema_default("training.seed"))
+    cfg["scales"][0]["seeds"] = [base, 1]
+    write_config(tmp_path, cfg)
+    seeded = f"results/train/{arch}-s1/metrics.json"
+    dry = subprocess.run(snakemake_cmd(tmp_path, "--allowed-rules", "train", "-n", "--quiet", "rules", "--", target, seeded),
+                         cwd=tmp_path, env=snakemake_env(), capture_output=True, text=True, timeout=900)
+    assert job_counts(dry) == {"train": 1}, dry.stdout[-3000:]
+    res = subprocess.run(_cmd(tmp_path, seeded), cwd=tmp_path, env=snakemake_env(), capture_output=True, text=True,
+                         timeout=900)
+    assert res.returncode == 0, res.stderr[-4000:]
+    s1 = json.loads((tmp_path / seeded).read_text())
+    assert s1["arch_id"] == arch and s1["recipe"]["seed"] == 1 and m["recipe"]["seed"] == base
+    assert s1["recipe"] == {**m["recipe"], "seed": 1} and s1["valid_loss"] != m["valid_loss"]
+    assert (tmp_path / f"results/checkpoints/{arch}-s1/job.json").exists()
 
 
 def test_sigterm_then_rerun_resumes(tmp_path):

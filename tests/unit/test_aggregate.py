@@ -206,3 +206,86 @@ def test_accuracies_join_on_arch_id(workspace):
     write_json(evals[0], bad)
     with pytest.raises(RecordError, match=f"{evals[0]}: malformed evaluation record"):
         aggregate(workspace, eval_paths=evals)
+
+
+def test_several_seeds_give_one_row_per_run(workspace):
+    """Seed runs (<arch>-s<seed>) add rows with their seed; throughput is per architecture."""
+    from archscale.analysis.aggregate import seed_spread
+
+    rows = workspace["rows"]
+    metrics = list(workspace["metrics"])
+    for k, row in enumerate(rows[:2]):
+        for seed in (1, 2):
+            m = workspace["root"] / f"results/train/{row['arch_id']}-s{seed}/metrics.json"
+            rec = metrics_record(row, 4.1 + 0.02 * seed + k)
+            rec["recipe"] = {"lr": 0.003, "seed": seed}
+            write_json(m, rec)
+            write_parquet(m.parent / "curve.parquet", pd.DataFrame({"step": [1], "tokens": [1], "loss": [5.0]}))
+            metrics.append(m)
+    table = aggregate_runs(
+        workspace["root"] / "results/plan/plan.parquet", metrics, workspace["throughput"],
+        batch_sizes=BATCH_SIZES, config=workspace["config"], run_name="test")
+    df = table.to_pandas()
+    assert len(df) == len(rows) + 4 and df["run_id"].is_unique
+    a0 = rows[0]["arch_id"]
+    mine = df[df["arch_id"] == a0].set_index("run_id")
+    assert sorted(mine.index) == sorted([a0, f"{a0}-s1", f"{a0}-s2"])
+    assert mine.loc[a0, "seed"] == 1234 and mine.loc[f"{a0}-s2", "seed"] == 2
+    assert (mine["output_tokens_per_s_bs1"] == mine.loc[a0, "output_tokens_per_s_bs1"]).all()
+    spread = seed_spread(df).set_index("arch_id")
+    assert spread.loc[a0, "n_seeds"] == 3
+    assert spread.loc[a0, "mean"] == pytest.approx(mine["valid_loss"].mean())
+    assert spread.loc[a0, "std"] == pytest.approx(mine["valid_loss"].std())
+    assert spread.loc[rows[2]["arch_id"], "n_seeds"] == 1 and pd.isna(spread.loc[rows[2]["arch_id"], "std"])
+    # a record whose recipe seed disagrees with its run id is stale
+    bad = workspace["root"] / f"results/train/{a0}-s1/metrics.json"
+    rec = json.loads(bad.read_text())
+    rec["recipe"]["seed"] = 3
+    write_json(bad, rec)
+    with pytest.raises(RecordError, match=r"-s1/metrics.json: recipe.seed = 3"):
+        aggregate_runs(workspace["root"] / "results/plan/plan.parquet", metrics, workspace["throughput"],
+                       batch_sizes=BATCH_SIZES)
+
+
+def test_fits_resample_seed_runs_as_runs(workspace):
+    """With several seeds each seed run is one bootstrap unit (law.conditional's run column)."""
+    from archscale.law.conditional import resolve_columns, run_ids
+
+    rows = workspace["rows"]
+    metrics = list(workspace["metrics"])
+    row = rows[0]
+    m = workspace["root"] / f"results/train/{row['arch_id']}-s1/metrics.json"
+    rec = metrics_record(row, 4.2)
+    rec["recipe"] = {"lr": 0.003, "seed": 1}
+    write_json(m, rec)
+    write_parquet(m.parent / "curve.parquet", pd.DataFrame({"step": [1], "tokens": [1], "loss": [5.0]}))
+    df = aggregate_runs(workspace["root"] / "results/plan/plan.parquet", metrics + [m], workspace["throughput"],
+                        batch_sizes=BATCH_SIZES).to_pandas()
+    cols = resolve_columns(df)
+    assert cols["run"] == "run_id"
+    assert run_ids(df, cols) is None  # each row (seed run) is its own bootstrap unit
+    assert len(set(run_ids(df, {**cols, "run": "arch_id"}))) == len(df) - 1  # not pooled by architecture
+
+
+def test_conditional_fit_uses_every_seed_run():
+    import numpy as np
+    from helpers.study import true_loss
+
+    from archscale.law import fit_outputs
+
+    plan = build_plan(load_config(REPO / "config" / "config.yaml"))
+    rng = np.random.default_rng(0)
+    rows = []
+    for run in plan.runs.values():
+        for seed in (1234, 1, 2):
+            row = run.row(plan.compute)
+            loss = true_loss(run.arch, run.scale.n_target) + rng.normal(0, 0.003)
+            row.update(run_id=run.arch_id if seed == 1234 else f"{run.arch_id}-s{seed}", seed=seed,
+                       valid_loss=loss, loss=loss, N=row["params_non_embedding"], D=row["tokens"])
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    _, cond, _ = fit_outputs(df, {"bootstrap": 20})
+    assert cond["status"] == "ok" and cond["columns"]["run"] == "run_id"
+    assert cond["n_runs"] == len(df) == 3 * len(plan.ids)
+    in_range = df["mlp_attn_ratio"].between(0.5, 5.0).sum()
+    assert cond["forms"]["multiplicative"]["n_points"] == in_range

@@ -127,3 +127,58 @@ def test_config_round_trips_through_yaml(default_config, tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(default_config))
     assert build_plan(load_config(p)).ids == build_plan(default_config).ids
+
+
+def test_seeds_default_to_the_training_seed(default_config):
+    plan = build_plan(default_config)
+    base = default_config["training"]["seed"]
+    assert all(run.seeds == [base] for run in plan.runs.values())
+    assert plan.train_ids == plan.ids  # one run per architecture, named by its arch id
+    assert all(r["n_seeds"] == 1 and r["primary_run_id"] == r["arch_id"] for r in plan.rows())
+
+
+def test_adding_seeds_keeps_every_existing_run_id(default_config):
+    from archscale.plan import plan_totals, split_run_id
+
+    before = build_plan(default_config)
+    base = default_config["training"]["seed"]
+    cfg = copy.deepcopy(default_config)
+    cfg["scales"][0]["seeds"] = [base, 1, 2]  # scale-wide
+    cfg["scales"][1]["grid"][0]["seeds"] = [7]  # one sweep overrides its scale (base seed dropped)
+    after = build_plan(cfg)
+    assert after.ids == before.ids  # architectures unchanged
+    first = [r for r in after.runs.values() if r.scale.name == cfg["scales"][0]["name"]]
+    for run in first:
+        assert run.run_ids == [run.arch_id, f"{run.arch_id}-s1", f"{run.arch_id}-s2"]
+        assert run.primary_run_id == run.arch_id
+        assert after.of_run(f"{run.arch_id}-s2") == (run, 2) and after.of_run(run.arch_id) == (run, base)
+        assert split_run_id(f"{run.arch_id}-s2") == (run.arch_id, 2) and split_run_id(run.arch_id) == (run.arch_id, None)
+    swept = [r for r in after.runs.values() if any("(scales[1].grid[0])" in o for o in r.origins)]
+    assert swept and all(7 in r.seeds for r in swept)
+    only7 = [r for r in swept if r.seeds == [7]]
+    assert only7 and all(r.primary_run_id == f"{r.arch_id}-s7" for r in only7)
+    # every base-seed run that still trains keeps its id; the new ids are exactly the added seeds
+    new = set(after.train_ids) - set(before.train_ids)
+    assert new == {f"{r.arch_id}-s{s}" for r in first for s in (1, 2)} | {f"{r.arch_id}-s7" for r in only7}
+    assert plan_totals(after.rows())["training_runs"] == len(after.train_ids)
+    with pytest.raises(KeyError, match="not a seed"):
+        after.of_run(f"{first[0].arch_id}-s9")
+
+
+def test_seeds_of_a_duplicated_point_are_merged(default_config):
+    cfg = copy.deepcopy(default_config)
+    dup = copy.deepcopy(cfg["scales"][0]["grid"][0])
+    dup["seeds"] = [5]
+    cfg["scales"][0]["grid"].append(dup)
+    plan = build_plan(cfg)
+    base = default_config["training"]["seed"]
+    merged = [r for r in plan.runs.values() if any("(scales[0].grid[0])" in o for o in r.origins)]
+    assert merged and all(r.seeds == [base, 5] for r in merged)
+
+
+@pytest.mark.parametrize("seeds", [[], [1, 1], [-1]])
+def test_bad_seeds_are_config_errors(default_config, seeds):
+    cfg = copy.deepcopy(default_config)
+    cfg["scales"][0]["seeds"] = seeds
+    with pytest.raises(ConfigError, match="seeds"):
+        validate_config(cfg)

@@ -255,3 +255,26 @@ def test_report_states_the_cost_models_spearman():
     assert "batch 8: 0.91 calibrated, 0.88 raw roofline (19 architectures)" in text
     assert "batch 32: 0.95 calibrated, undefined raw roofline" in text and "error 12%" in text
     assert cost_model_sentences(None) == []
+
+
+def test_loss_figures_show_seed_spread_and_the_law_at_each_run(study, tmp_path):
+    """Several seeds: one point per architecture with its seed range; the law is drawn at each
+    architecture's own (d/sqrt(N), r); the optimum's interval is shaded when the fit gives one."""
+    from archscale.report.figures import _seed_means, loss_vs_knob
+
+    runs = study["runs"].copy()
+    runs["run_id"] = runs["arch_id"]
+    extra = runs.iloc[:4].copy()
+    extra["run_id"] = extra["arch_id"] + "-s1"
+    extra["valid_loss"] = extra["valid_loss"] + 0.03
+    seeded = pd.concat([runs, extra], ignore_index=True)
+    cond = read_json(study["root"] / "results/fit/conditional.json")
+    for knob in ("d", "r"):
+        got = loss_vs_knob(seeded, cond, knob, tmp_path / f"{knob}.png")
+        assert got["panels"] == 3 and got["seeded_architectures"] == 4
+        assert mpimg.imread(tmp_path / f"{knob}.png").ndim == 3
+    first = seeded[seeded["arch_id"] == extra["arch_id"].iloc[0]]
+    means = _seed_means(first, "d_over_sqrt_n", "mlp_attn_ratio").iloc[0]
+    assert means["n_seeds"] == 2 and means["valid_loss"] == pytest.approx(first["valid_loss"].mean())
+    assert means["hi"] - means["lo"] == pytest.approx(0.03)
+    assert loss_vs_knob(runs, cond, "d", tmp_path / "one.png")["seeded_architectures"] == 0

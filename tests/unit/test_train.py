@@ -45,7 +45,7 @@ def manifest(tmp_path_factory) -> Path:
 def make_job(root: Path, manifest: Path, tokens: int, arch: Architecture = ARCH, **changes) -> TrainJob:
     recipe = {**RECIPE, **changes.pop("recipe", {})}
     hardware = {"micro_batch": 4, "threads": 1, "log_interval": 10, "checkpoint_interval": 25,
-                "peak_flops": 5e10, **changes.pop("hardware", {})}
+                "checkpoint_min_s": 0, "peak_flops": 5e10, **changes.pop("hardware", {})}
     changes.setdefault("rope_base", 500000.0)
     return TrainJob(
         arch=arch.to_dict(), budget={"tokens": tokens, "scale": "t", "n_target": arch.params_non_embedding},
@@ -262,6 +262,15 @@ print(json.dumps(sum(losses) / len(losses)))
 
 
 @pytest.mark.slow
+def test_short_run_skips_resumable_checkpoints(tmp_path, manifest):
+    """A run shorter than checkpoint_min_s writes no resumable checkpoint, only its final one."""
+    job = make_job(tmp_path, manifest, tokens=30 * 512, hardware={"checkpoint_interval": 10, "checkpoint_min_s": 3600})
+    code, out = run_job(job)
+    assert code == 0, out[-4000:]
+    assert ckpt.complete_steps(job.checkpoint_dir) == [] and "checkpoint " + str(job.checkpoint_dir) not in out
+    assert (Path(job.final) / "metadata.json").exists() and json.loads(Path(job.metrics).read_text())["steps"] == 30
+
+
 def test_interrupted_run_resumes_bit_identically(tmp_path, manifest):
     steps = 120
     ref = make_job(tmp_path / "ref", manifest, tokens=steps * 512)

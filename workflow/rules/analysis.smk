@@ -5,7 +5,7 @@ rule aggregate:
     input:
         plan="results/plan/plan.parquet",
         metrics=all_metrics(),
-        curves=expand("results/train/{arch}/curve.parquet", arch=ARCH_IDS),
+        curves=expand("results/train/{run}/curve.parquet", run=TRAIN_IDS),
         throughput=all_throughput(),
         evaluation=all_eval_records(),
     output:

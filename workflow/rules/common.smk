@@ -19,11 +19,13 @@ except ConfigError as exc:
 
 
 ARCH_IDS = PLAN.ids
+TRAIN_IDS = PLAN.train_ids  # every seed of every architecture (archscale.plan.run_id)
 SEARCH_TARGETS = STUDY.search_target_names()
 
 
 wildcard_constraints:
     arch="[A-Za-z0-9]+-L[0-9]+-d[0-9]+-h[0-9]+g[0-9]+x[0-9]+-f[0-9]+(-untied)?",
+    run="[A-Za-z0-9]+-L[0-9]+-d[0-9]+-h[0-9]+g[0-9]+x[0-9]+-f[0-9]+(-untied)?(-s[0-9]+)?",
     source="[^/]+",
     shard="[^/]+",
     target="[A-Za-z0-9_.-]+",
@@ -60,8 +62,13 @@ def arch_params(wildcards):
     return PLAN[wildcards.arch].arch.to_dict()
 
 
+def run_params(wildcards):
+    """Architecture of a training run ({run}: an arch id, or arch id + -s<seed>)."""
+    return PLAN.of_run(wildcards.run)[0].arch.to_dict()
+
+
 def train_budget(wildcards):
-    run = PLAN[wildcards.arch]
+    run = PLAN.of_run(wildcards.run)[0]
     return {
         "tokens": run.tokens,
         "scale": run.scale.name,
@@ -75,18 +82,31 @@ def training_recipe():
     return STUDY.training_recipe()
 
 
+def run_recipe(wildcards):
+    """The recipe of one training run: its seed replaces training.seed (the base seed's run
+    has exactly the study's recipe, so adding seeds re-runs nothing)."""
+    recipe = training_recipe()
+    recipe["seed"] = PLAN.of_run(wildcards.run)[1]
+    return recipe
+
+
 def train_runtime(wildcards, attempt):
     """SLURM time limit of a training job ("90m"): the compute plan's estimate, times the
     attempt number, so a job that hit its limit resumes from its checkpoint with more time.
     """
     return runtime_string(
-        PLAN[wildcards.arch].row(PLAN.compute)["runtime_min"] * attempt
+        PLAN.of_run(wildcards.run)[0].row(PLAN.compute)["runtime_min"] * attempt
     )
 
 
 def train_gpus(wildcards):
     """GPUs of one training job: the scale's `gpus`, else compute.gpus_per_job (0 = CPU)."""
-    return PLAN[wildcards.arch].gpus
+    return PLAN.of_run(wildcards.run)[0].gpus
+
+
+def final_checkpoint(wildcards):
+    """The trained weights standing for an architecture: its primary run's (base seed)."""
+    return f"results/train/{PLAN[wildcards.arch].primary_run_id}/final"
 
 
 def throughput_workload():
@@ -96,7 +116,7 @@ def throughput_workload():
 
 def throughput_weights(wildcards):
     if config["throughput"]["weights"] == "trained":
-        return [f"results/train/{wildcards.arch}/final"]
+        return [final_checkpoint(wildcards)]
     return []
 
 
@@ -169,7 +189,7 @@ def gpu_job_resources(runtime, gpus, **extra):
 
 # ---- collections -----------------------------------------------------------------
 def all_metrics():
-    return expand("results/train/{arch}/metrics.json", arch=ARCH_IDS)
+    return expand("results/train/{run}/metrics.json", run=TRAIN_IDS)
 
 
 def all_throughput():

@@ -5,7 +5,7 @@
 
 rule export:
     input:
-        checkpoint="results/train/{arch}/final",
+        checkpoint=final_checkpoint,
         tokenizer="results/tokenizer/tokenizer.json",
         tokenizer_meta="results/tokenizer/tokenizer.meta.json",
     output:

@@ -8,7 +8,7 @@ rule report:
         runs="results/runs.parquet",
         conditional="results/fit/conditional.json",
         validation="results/fit/validation.parquet",
-        curves=expand("results/train/{arch}/curve.parquet", arch=ARCH_IDS),
+        curves=expand("results/train/{run}/curve.parquet", run=TRAIN_IDS),
         throughput=all_throughput(),
         cost_model="results/throughput/cost_model.json",
         search_results=expand(

@@ -1,5 +1,6 @@
-# One megatron-core training job per architecture. Resumable checkpoints live in
-# results/checkpoints/{arch}/, outside the declared outputs, so Snakemake never deletes them:
+# One megatron-core training job per run (an architecture at one seed: {run} is its arch id
+# for the base seed, arch id + -s<seed> otherwise). Resumable checkpoints live in
+# results/checkpoints/{run}/, outside the declared outputs, so Snakemake never deletes them:
 # re-running a killed or preempted job resumes from the latest one.
 
 
@@ -8,13 +9,13 @@ rule train:
         manifest="results/data/manifest.json",
         tokenizer_meta="results/tokenizer/tokenizer.meta.json",
     output:
-        metrics="results/train/{arch}/metrics.json",
-        curve="results/train/{arch}/curve.parquet",
-        final=directory("results/train/{arch}/final"),
+        metrics="results/train/{run}/metrics.json",
+        curve="results/train/{run}/curve.parquet",
+        final=directory("results/train/{run}/final"),
     log:
-        "logs/train/{arch}.log",
+        "logs/train/{run}.log",
     benchmark:
-        "benchmarks/train/{arch}.tsv"
+        "benchmarks/train/{run}.tsv"
     conda:
         "../../environment.yml"
     threads: config["training"]["threads"]
@@ -23,10 +24,10 @@ rule train:
             train_runtime, train_gpus, mem_mb=config["compute"]["mem_mb_per_job"]
         ),
     params:
-        arch=arch_params,
+        arch=run_params,
         budget=train_budget,
-        recipe=training_recipe(),
+        recipe=run_recipe,
         rope_base=config["model"]["rope_base"],
-        checkpoint_dir=lambda wc: f"results/checkpoints/{wc.arch}",
+        checkpoint_dir=lambda wc: f"results/checkpoints/{wc.run}",
     script:
         "../scripts/train.py"

@@ -1,9 +1,11 @@
 """Aggregate every per-architecture record into ``results/runs.parquet``.
 
-One row per architecture of the plan: its shape (from the plan), its training result
-(``results/train/{arch}/metrics.json`` and ``curve.parquet``) and its measured inference
-throughput (``results/throughput/{arch}.json``), flattened per batch size into columns
-``<field>_bs<b>``. The schema is declared (:func:`runs_schema`), so a record that is
+One row per training run (an architecture at one seed; ``run_id`` and ``seed`` columns, the
+run id being the arch id for the base seed -- archscale.plan.run_id): its shape (from the plan),
+its training result (``results/train/{run}/metrics.json`` and ``curve.parquet``) and the
+inference throughput measured once per architecture (``results/throughput/{arch}.json``, the
+same on every seed's row), flattened per batch size into columns ``<field>_bs<b>``. Evaluation
+accuracies belong to the architecture's primary run (the one exported) and sit on its row only. The schema is declared (:func:`runs_schema`), so a record that is
 missing, unreadable, lacks a field or has a wrong type is an error naming the file and
 the key, never a silent gap. Provenance (config hash, code version, hardware) is stored in
 the Parquet schema metadata under ``archscale.provenance`` (read it with :func:`read_runs`).
@@ -25,6 +27,7 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..config import stable_hash
+from ..plan import split_run_id
 from ..records import THROUGHPUT_FIELDS, RecordError, ThroughputRecord, TrainingRecord, read_record
 
 SCHEMA_VERSION = 1
@@ -32,7 +35,9 @@ PROVENANCE_KEY = b"archscale.provenance"
 
 # (column, type, nullable, source) of the per-architecture part of the table.
 BASE_FIELDS: list[tuple[str, pa.DataType, bool]] = [
+    ("run_id", pa.string(), False),
     ("arch_id", pa.string(), False),
+    ("seed", pa.int64(), True),
     ("scale", pa.string(), False),
     ("name", pa.string(), True),
     ("layers", pa.int64(), False),
@@ -134,14 +139,27 @@ def _check_arch(rec: TrainingRecord, plan_row: dict) -> None:
             )
 
 
-def train_columns(metrics_path: Path, plan_row: dict) -> dict[str, Any]:
-    """Columns from metrics.json and the curve.parquet next to it."""
+def _record_seed(rec: TrainingRecord, run: str, metrics_path: Path) -> int | None:
+    """The seed the run trained with (its recipe's); a run id's -s<seed> must agree."""
+    seed = rec.recipe.get("seed") if isinstance(rec.recipe, dict) else None
+    _, from_id = split_run_id(run)
+    if from_id is not None and seed is not None and int(seed) != from_id:
+        raise RecordError(f"{metrics_path}: recipe.seed = {seed} but the run '{run}' is seed {from_id}; "
+                          "the record is stale, re-run its job")
+    return int(seed) if seed is not None else from_id
+
+
+def train_columns(metrics_path: Path, plan_row: dict, run: str | None = None) -> dict[str, Any]:
+    """Columns from metrics.json and the curve.parquet next to it (``run``: the run id,
+    default the directory's name)."""
     metrics_path = Path(metrics_path)
+    run = run or metrics_path.parent.name
     rec = TrainingRecord.read(metrics_path)
     if rec.arch_id != plan_row["arch_id"]:
         raise RecordError(f"{metrics_path}: arch_id '{rec.arch_id}' does not match '{plan_row['arch_id']}'")
     _check_arch(rec, plan_row)
     cols = {
+        "seed": _record_seed(rec, run, metrics_path),
         "D": rec.tokens_seen,
         "valid_loss": rec.valid_loss,
         "final_train_loss": rec.final_train_loss,
@@ -254,6 +272,14 @@ def _plan_rows(plan_path: Path) -> dict[str, dict]:
     return {r["arch_id"]: r for r in rows}
 
 
+def seed_spread(runs, value: str = "valid_loss", by: str = "arch_id"):
+    """Per ``by`` group: mean, sample standard deviation (NaN with one seed), min, max and the
+    number of seeds of ``value`` -- the seed noise next to each architecture's result."""
+    g = runs.groupby(by, sort=False)[value]
+    out = g.agg(["mean", "std", "min", "max", "count"]).rename(columns={"count": "n_seeds"})
+    return out.reset_index()
+
+
 def aggregate_runs(
     plan_path: str | Path,
     metrics_paths: Iterable[str | Path],
@@ -266,8 +292,9 @@ def aggregate_runs(
 ) -> pa.Table:
     """Build the runs table (see the module docstring).
 
-    ``metrics_paths`` are ``.../{arch}/metrics.json`` and ``throughput_paths``
-    ``.../{arch}.json``; every architecture must have both. ``batch_sizes`` are the
+    ``metrics_paths`` are ``.../{run}/metrics.json`` (one per seed run) and ``throughput_paths``
+    ``.../{arch}.json`` (one per architecture); every trained architecture must have exactly one
+    throughput record. ``batch_sizes`` are the
     expected throughput batch sizes (default: those of the first record; every record
     must then have the same ones). ``eval_paths`` are optional ``.../eval/{arch}.json``
     records whose accuracies are joined on ``arch_id`` (null for runs not evaluated).
@@ -275,12 +302,13 @@ def aggregate_runs(
     plan = _plan_rows(plan_path)
     metrics = {Path(p).parent.name: Path(p) for p in metrics_paths}
     through = {Path(p).stem: Path(p) for p in throughput_paths}
-    for arch in metrics:
+    arch_of = {run: split_run_id(run)[0] if run not in plan else run for run in metrics}
+    for run, arch in arch_of.items():
         if arch not in plan:
-            raise RecordError(f"{metrics[arch]}: architecture '{arch}' is not in the plan {plan_path}")
-    if set(metrics) != set(through):
-        only_m = sorted(set(metrics) - set(through))
-        only_t = sorted(set(through) - set(metrics))
+            raise RecordError(f"{metrics[run]}: architecture '{arch}' of run '{run}' is not in the plan {plan_path}")
+    if set(arch_of.values()) != set(through):
+        only_m = sorted(set(arch_of.values()) - set(through))
+        only_t = sorted(set(through) - set(arch_of.values()))
         raise RecordError(
             f"training and throughput records do not cover the same architectures: "
             f"without throughput record {only_m}, without training record {only_t}"
@@ -291,9 +319,11 @@ def aggregate_runs(
         batch_sizes = ThroughputRecord.read(through[sorted(through)[0]]).batch_sizes
     batch_sizes = sorted(set(int(b) for b in batch_sizes))
     rows = []
-    for arch in sorted(metrics):
+    for run in sorted(metrics):
+        arch = arch_of[run]
         p = plan[arch]
         row: dict[str, Any] = {
+            "run_id": run,
             "arch_id": arch,
             "scale": str(p["scale"]),
             "name": p.get("name") or None,
@@ -311,13 +341,15 @@ def aggregate_runs(
             "tied": bool(p["tied"]),
             **{k: int(p[k]) for k in ARCH_KEYS},
         }
-        row.update(train_columns(metrics[arch], p))
+        row.update(train_columns(metrics[run], p, run))
         row.update(throughput_columns(through[arch], arch, batch_sizes))
         rows.append(row)
-    acc = eval_columns(eval_paths, set(metrics))
+    acc = eval_columns(eval_paths, set(arch_of.values()))
     task_cols = sorted({c for r in acc.values() for c in r} - {n for n, _ in EVAL_FIELDS})
     for row in rows:
-        extra = acc.get(row["arch_id"], {})
+        # an evaluation is of the exported (primary) run's weights: on that row only
+        primary = plan[row["arch_id"]].get("primary_run_id") or row["arch_id"]
+        extra = acc.get(row["arch_id"], {}) if row["run_id"] == primary else {}
         row.update({c: extra.get(c) for c in task_cols})
         row.update({n: extra.get(n) for n, _ in EVAL_FIELDS})
     schema = runs_schema(batch_sizes, task_cols)

@@ -15,7 +15,7 @@ from .table import print_table
 
 PLAN_COLUMNS = [
     "arch_id", "d_model", "heads", "kv_heads", "ffn", "params_non_embedding", "tokens",
-    "mlp_attn_ratio", "d_over_sqrt_n", "train_flops", "est_hours",
+    "mlp_attn_ratio", "d_over_sqrt_n", "train_flops", "est_hours", "seeds",
 ]
 
 
@@ -41,7 +41,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             print(f"  - {reason}")
     totals = plan_totals(rows)
     print(
-        f"\n{totals['architectures']} architectures, {totals['tokens']:.3e} training tokens, "
+        f"\n{totals['architectures']} architectures ({totals['training_runs']} training runs with their seeds), "
+        f"{totals['tokens']:.3e} training tokens, "
         f"{totals['train_flops']:.3e} FLOPs, about {totals['est_device_hours']:,.1f} device-hours "
         f"(peak and MFU from compute.*)"
     )

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.cm
+import matplotlib.colors
 import matplotlib.ticker
 
 matplotlib.use("Agg")
@@ -60,15 +62,35 @@ def _scales(runs: pd.DataFrame) -> list[str]:
     return order.index.tolist()
 
 
-def loss_vs_knob(runs: pd.DataFrame, conditional: dict, knob: str, path: str | Path) -> dict[str, Any]:
-    """Observed validation loss against d/sqrt(N) or r per scale, with the fitted curves.
+def _seed_means(sub: pd.DataFrame, col: str, other: str) -> pd.DataFrame:
+    """One point per architecture: mean validation loss over its seed runs, min and max."""
+    key = "arch_id" if "arch_id" in sub.columns else None
+    if key is None:
+        return sub.assign(lo=sub["valid_loss"], hi=sub["valid_loss"], n_seeds=1)
+    g = sub.groupby(key, sort=False)
+    out = g.agg(**{col: (col, "first"), other: (other, "first"), "mlp_attn_ratio_": ("mlp_attn_ratio", "first"),
+                   "valid_loss": ("valid_loss", "mean"), "lo": ("valid_loss", "min"), "hi": ("valid_loss", "max"),
+                   "n_seeds": ("valid_loss", "size")})
+    return out.reset_index()
 
-    The law is separable: each curve varies one knob with the other held at the median of
-    that scale's runs inside the fit's r range (stated in the legend).
+
+def _other_groups(values: pd.Series, max_groups: int = 6) -> list[float]:
+    """Distinct values of the other knob (2 significant figures), at most ``max_groups`` (quantiles beyond)."""
+    v = np.unique(np.array([float(f"{x:.2g}") for x in values]))
+    return list(v) if len(v) <= max_groups else list(np.quantile(values, np.linspace(0, 1, max_groups)))
+
+
+def loss_vs_knob(runs: pd.DataFrame, conditional: dict, knob: str, path: str | Path) -> dict[str, Any]:
+    """Observed validation loss against d/sqrt(N) or r per scale, with the fitted law.
+
+    Points are per architecture (the mean over its seed runs; the bar spans their min to max
+    when there are several). The law is drawn where the runs are: a marker at each
+    architecture's own (d/sqrt(N), r), and curves at each value of the other knob the grid
+    holds (coloured like the points). A fitted optimum is a vertical line with its interval.
     """
-    col, other, label, other_label = (
-        ("d_over_sqrt_n", "mlp_attn_ratio", "d / sqrt(N)", "r") if knob == "d" else
-        ("mlp_attn_ratio", "d_over_sqrt_n", "r (MLP / attention parameters)", "d/sqrt(N)")
+    col, other, label, other_label, opt_key = (
+        ("d_over_sqrt_n", "mlp_attn_ratio", "d / sqrt(N)", "r", "d_over_sqrt_n") if knob == "d" else
+        ("mlp_attn_ratio", "d_over_sqrt_n", "r (MLP / attention parameters)", "d/sqrt(N)", "r")
     )
     runs = runs[np.isfinite(runs["valid_loss"].astype(float))]
     if runs.empty:
@@ -78,31 +100,56 @@ def loss_vs_knob(runs: pd.DataFrame, conditional: dict, knob: str, path: str | P
     r_lo, r_hi = conditional.get("r_range") or (0.0, np.inf)
     scales = _scales(runs)
     fig, axes = _panels(len(scales))
+    seeded = 0
     for ax, scale in zip(axes, scales):
-        sub = runs[runs["scale"] == scale]
-        inside = (sub["mlp_attn_ratio"] >= r_lo) & (sub["mlp_attn_ratio"] <= r_hi)
+        sub = _seed_means(runs[runs["scale"] == scale], col, other)
+        r_of = sub["mlp_attn_ratio_"] if "mlp_attn_ratio_" in sub else sub["mlp_attn_ratio"]
+        inside = (r_of >= r_lo) & (r_of <= r_hi)
+        lo_c, hi_c = np.log(sub[other].min()), np.log(sub[other].max())
+        norm = matplotlib.colors.Normalize(lo_c, hi_c if hi_c > lo_c else lo_c + 1)
+        many = sub["n_seeds"] > 1
+        seeded += int(many.sum())
+        if many.any():
+            m = sub[many]
+            ax.errorbar(m[col], m["valid_loss"], yerr=[m["valid_loss"] - m["lo"], m["hi"] - m["valid_loss"]],
+                        fmt="none", ecolor="grey", elinewidth=0.8, capsize=2, zorder=2,
+                        label=f"seed min-max ({int(m['n_seeds'].min())}-{int(m['n_seeds'].max())} seeds)")
         sc = ax.scatter(sub.loc[inside, col], sub.loc[inside, "valid_loss"], c=np.log(sub.loc[inside, other]),
-                        cmap="viridis", s=28, zorder=3, label="runs (fitted)")
+                        cmap="viridis", norm=norm, s=28, zorder=3,
+                        label="runs (fitted)" + (", mean over seeds" if many.any() else ""))
         if (~inside).any():
             ax.scatter(sub.loc[~inside, col], sub.loc[~inside, "valid_loss"], facecolors="none", edgecolors="grey",
                        s=28, zorder=3, label="runs outside r range")
-        fixed = float(sub.loc[inside, other].median()) if inside.any() else float(sub[other].median())
-        n_target, tokens = int(sub["n_target"].iloc[0]), int(sub["tokens"].iloc[0])
+        n_target, tokens = int(runs.loc[runs["scale"] == scale, "n_target"].iloc[0]), int(runs.loc[runs["scale"] == scale, "tokens"].iloc[0])
         l_opt = law.l_opt(n_target, tokens)
         lo, hi = float(sub[col].min()), float(sub[col].max())
         grid = np.geomspace(lo * 0.9, hi * 1.1, 80) if hi > lo else np.array([lo])
-        for form in law.forms:
-            pred = [law.predict(x if knob == "d" else fixed, fixed if knob == "d" else x, l_opt)[form] for x in grid]
-            ax.plot(grid, pred, FORM_STYLE.get(form, ":"), color="C3" if form == "multiplicative" else "C1",
-                    label=f"{form} fit ({other_label} = {fixed:.3g})")
+        src = sub[inside] if inside.any() else sub
+        for f, form in enumerate(law.forms):
+            color = "C3" if form == "multiplicative" else "C1"
+            own = [law.predict(x, r, l_opt)[form] for x, r in zip(src["d_over_sqrt_n"], src["mlp_attn_ratio"])]
+            ax.scatter(src[col], own, marker="_" if f == 0 else "x", s=60, color=color, zorder=4,
+                       label=f"{form} fit at each run's own {other_label}")
+            if f == 0:  # curves of the first form at each value of the other knob in the grid
+                for v in _other_groups(src[other]):
+                    pred = [law.predict(x if knob == "d" else v, v if knob == "d" else x, l_opt)[form] for x in grid]
+                    ax.plot(grid, pred, FORM_STYLE.get(form, ":"), lw=0.9, color=matplotlib.cm.viridis(norm(np.log(v))))
+            opt = ((conditional.get("forms") or {}).get(form) or {}).get("optimum") or {}
+            x_opt, ci = opt.get(opt_key), opt.get(f"{opt_key}_ci")
+            if x_opt is not None and np.isfinite(x_opt):
+                ci = ci if ci and all(c is not None and np.isfinite(c) for c in ci) else None
+                ax.axvline(x_opt, color=color, lw=0.8, ls="--", label=f"{form} optimum {x_opt:.3g}"
+                           + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else " (no interval)"))
+                if ci:
+                    ax.axvspan(ci[0], ci[1], color=color, alpha=0.12)
         _log_x(ax)
         ax.set_title(f"{scale}: N = {n_target:,}, D = {tokens:,}")
         ax.set_xlabel(label)
         ax.set_ylabel("validation loss")
-        ax.legend(fontsize=7)
-        fig.colorbar(sc, ax=ax, label=f"ln {other_label}") if inside.any() else None
+        ax.legend(fontsize=6)
+        fig.colorbar(sc, ax=ax, label=f"ln {other_label} (points and curves)") if inside.any() else None
     _save(fig, path)
-    return {"panels": len(scales)}
+    return {"panels": len(scales), "seeded_architectures": seeded}
 
 
 def throughput_rows(runs: pd.DataFrame) -> pd.DataFrame:
@@ -236,7 +283,8 @@ def loss_curves_figure(curves: dict[str, pd.DataFrame], runs: pd.DataFrame, path
     if not curves:
         _message(path, "no loss curve")
         return {"curves": 0}
-    scale_of = dict(zip(runs["arch_id"], runs["scale"])) if len(runs) else {}
+    ids = runs["run_id"] if "run_id" in runs.columns else runs.get("arch_id", [])  # curves are per run
+    scale_of = dict(zip(ids, runs["scale"])) if len(runs) else {}
     scales = sorted({scale_of.get(a, "?") for a in curves}, key=lambda s: list(_scales(runs)).index(s) if s in set(runs.get("scale", [])) else 99)
     fig, axes = _panels(len(scales), width=4.6)
     for ax, scale in zip(axes, scales):

@@ -297,7 +297,14 @@ def _train(job: TrainJob, runtime, preemption: Preemption | None, log) -> dict[s
     def wall() -> float:
         return wall_before + (time.perf_counter() - t_session)
 
+    # A resumable checkpoint protects the training time since the last one; when that is shorter
+    # than checkpoint_min_s (a run of seconds) re-training is cheaper than writing it, so only a
+    # stop signal saves (and the final checkpoint, an output, is always written).
+    min_s = float(hw["checkpoint_min_s"])
+    saved_at = [train_time]  # training time covered by the newest checkpoint (or the start)
+
     def save(step: int) -> None:
+        saved_at[0] = train_time
         t = time.perf_counter()
         path = ckpt.save_checkpoint(
             root, step, tr.ddp, tr.optimizer, tr.scheduler,
@@ -349,7 +356,7 @@ def _train(job: TrainJob, runtime, preemption: Preemption | None, log) -> dict[s
             if signum is not None:
                 save(done)
                 raise Preempted(signum, done)
-            if done % ckpt_every == 0 or done == steps:
+            if (done % ckpt_every == 0 or done == steps) and train_time - saved_at[0] >= min_s:
                 save(done)
 
     # ---- after training: validation, final checkpoint, curve, metrics ---------------------
