@@ -72,7 +72,7 @@ def test_config_is_a_llama_config_whose_validators_still_run():
 
     from archscale.throughput.hf_config import hf_llama_config
 
-    cfg = hf_llama_config(ARCHS[3])
+    cfg = hf_llama_config(ARCHS[3], rope_base=500000.0)
     assert isinstance(cfg, LlamaConfig) and cfg.model_type == "llama" and cfg.head_dim == 64
     cfg.num_key_value_heads = 5  # 72 heads are not a multiple of 5
     with pytest.raises(Exception, match="num_key_value_heads"):

@@ -84,7 +84,8 @@ def candidates(study, law: Law, per_axis: int = 9) -> list[dict[str, Any]]:
         for aid, arch in space.archs.items():
             if aid in planned or not r_lo <= arch.mlp_attn_ratio <= r_hi:
                 continue
-            run = PlannedRun(arch, ref.scale, ref.tokens, ref.seq_length, ref.global_batch, [], ref.gpus)
+            run = PlannedRun(arch, ref.scale, ref.tokens, ref.seq_length, ref.global_batch, [], ref.gpus,
+                             seeds=[ref.base_seed], base_seed=ref.base_seed)
             row = run.row(study.config["compute"])
             req = space.requested[aid]
             out.append({"scale": name, "scale_index": i, "arch_id": aid, "d_over_sqrt_n": arch.d_over_sqrt_n,

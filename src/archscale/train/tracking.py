@@ -55,11 +55,12 @@ def settings_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return {"tensorboard": bool(training.get("tensorboard", True)), "wandb": wb}
 
 
-def arch_tags(arch: Mapping[str, Any], scale: str | None) -> list[str]:
-    """W&B tags of a run: its scale and the architecture knobs of the study (shape, GQA, ratio)."""
+def arch_tags(arch, scale: str | None) -> list[str]:
+    """W&B tags of a run: its scale and the architecture knobs of the study (shape, GQA, ratio).
+    ``arch`` is an :class:`~archscale.arch.Architecture` or its dict."""
     from ..arch import Architecture
 
-    a = Architecture.from_dict(dict(arch))
+    a = arch if isinstance(arch, Architecture) else Architecture.from_dict(dict(arch))
     tags = [f"scale:{scale or a.scale}"] if (scale or a.scale) else []
     return tags + [f"layers:{a.layers}", f"d_model:{a.d_model}", f"gqa:{a.gqa}",
                    f"mlp_attn:{a.mlp_attn_ratio:.2f}", f"ffn:{a.ffn}"]
