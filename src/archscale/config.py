@@ -67,6 +67,12 @@ def _with_defaults(validator_cls):
 _Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 
+@functools.lru_cache(maxsize=1)
+def _validator():
+    """The validator of the cached schema (it copies defaults into a config, never the reverse)."""
+    return _Validator(cached_schema())
+
+
 def _key_path(error: jsonschema.ValidationError) -> str:
     return key_path(error.absolute_path)
 
@@ -137,7 +143,7 @@ def non_finite_numbers(config: Any, schema: dict | None = None, path: tuple = ()
 def config_problems(config: dict, source: str = "config") -> list[str]:
     """Every schema violation and non-finite number of ``config`` (defaults filled in place),
     each as one line naming ``source`` and the key path; [] when valid."""
-    errors = sorted(_Validator(load_schema()).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    errors = sorted(_validator().iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     lines = [f"{source}: key '{_key_path(e)}': {e.message}" for e in errors]
     seen = {f"key '{_key_path(e)}'" for e in errors}
     for problem in non_finite_numbers(config, cached_schema()):

@@ -62,8 +62,11 @@ def _plan_problems(study: "Study") -> tuple[list[str], list[str]]:
         plan = study.plan
     except ConfigError as exc:
         lines = str(exc).splitlines()
-        body = [ln.strip() for ln in lines[1:] if ln.strip()] or [lines[0]]
-        return body, []
+        body = [ln.strip() for ln in lines[1:] if ln.strip()]
+        if not body:
+            return lines[:1], []
+        kind = "infeasible: " if "infeasible" in lines[0] else ""
+        return [kind + ln for ln in body], []
     notices = [f"skipped (model.on_infeasible: skip): {reason}" for reason in plan.skipped]
     problems = []
     planned = {run.scale.name for run in plan.runs.values()}
