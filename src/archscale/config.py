@@ -119,6 +119,9 @@ def _child_schema(schema: Any, key: Any) -> dict:
     return {}
 
 
+NON_FINITE = "is not a finite number"
+
+
 def non_finite_numbers(config: Any, schema: dict | None = None, path: tuple = ()) -> list[str]:
     """Key paths (``training.lr``) of NaN or infinite values where the schema says a number.
 
@@ -135,7 +138,7 @@ def non_finite_numbers(config: Any, schema: dict | None = None, path: tuple = ()
             problems += non_finite_numbers(v, _child_schema(schema, i), path + (i,))
     elif isinstance(config, float) and not math.isfinite(config):
         what = "a number" if _says_number(schema) else "a value"
-        problems.append(f"key '{key_path(path)}': {config!r} is not a finite number ({what} is required: "
+        problems.append(f"key '{key_path(path)}': {config!r} {NON_FINITE} ({what} is required: "
                         "NaN and infinity are not allowed)")
     return problems
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .config import ConfigError, config_problems, format_problems
+from .config import NON_FINITE, ConfigError, config_problems, format_problems
 
 if TYPE_CHECKING:  # pragma: no cover
     from .study import Study
@@ -83,9 +83,11 @@ def check_study(config: dict, source: str = "config") -> Preflight:
     from .study import Study
 
     problems = config_problems(config, source)
-    if problems:  # the semantic checks below need a schema-valid config
+    if any(NON_FINITE not in p for p in problems):  # the checks below need a schema-valid config
         return Preflight(problems=problems)
-    problems = _recipe_problems(config) + _architecture_problems(config)
+    problems += _recipe_problems(config) + _architecture_problems(config)
+    if any(NON_FINITE in p for p in problems):  # the plan needs finite numbers
+        return Preflight(problems=problems)
     study = Study.from_config(config, source=source)
     plan_problems, notices = _plan_problems(study)
     problems += plan_problems

@@ -199,3 +199,10 @@ def test_arch_cli_rejects_out_of_range_arguments(arg, capsys):
         main(argv)
     assert exc.value.code == 2
     assert arg.split("=")[0] in capsys.readouterr().err
+
+
+def test_non_finite_numbers_and_batch_problems_in_one_message(default_config):
+    default_config["training"]["lr"] = math.nan
+    default_config["training"]["micro_batch"] = 5
+    problems = check_study(default_config).problems
+    assert any("training.lr" in p for p in problems) and any("training.micro_batch" in p for p in problems)
