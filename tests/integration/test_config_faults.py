@@ -58,7 +58,7 @@ def test_nan_learning_rate_fails_at_validation_and_loses_nothing(tiny_trained):
     archs = arch_ids(workdir)
     assert len(archs) == 8
     before = digests(workdir, "results/train", "results/checkpoints")
-    assert sum(k.endswith("metrics.json") for k in before) == 8
+    assert sum(k.startswith("results/train/") and k.endswith("/metrics.json") for k in before) == 8
     nan = workdir / "config" / "nan-lr.yaml"
     nan.write_text("training:\n  lr: .nan\n  global_batch: 30\n")
     for extra in (("-n",), ()):
@@ -86,9 +86,9 @@ def test_yaml_syntax_error_names_file_line_and_column_under_snakemake(tiny_train
 def _trainers(workdir: Path) -> list[psutil.Process]:
     """Training processes (python -m archscale.train) of ``workdir``, not their own helpers."""
     found = []
-    for p in psutil.process_iter(["pid", "ppid", "cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if "archscale.train" in cmd and str(workdir) in cmd and "launcher" not in cmd:
+    for p in psutil.process_iter(["pid", "ppid", "cmdline", "cwd"]):
+        argv = p.info["cmdline"] or []
+        if argv[1:3] == ["-m", "archscale.train"] and p.info["cwd"] and Path(p.info["cwd"]) == workdir:
             found.append(p)
     pids = {p.pid for p in found}
     return [p for p in found if p.info["ppid"] not in pids]
