@@ -1,6 +1,19 @@
 # archscale: architecture-conditional scaling laws for inference-efficient LLMs.
 # Thin entry point: config + schema validation and the rules live in workflow/rules/.
 
+from pathlib import Path
+
+from archscale.config import ConfigError, read_yaml
+
+# Snakemake reports a YAML syntax error without file, line or column: read the workflow's
+# config with archscale's loader first (files given with --configfile are parsed by snakemake
+# before this file runs; common.smk rereads them, `archscale plan FILE` names the position).
+try:
+    if Path("config/config.yaml").is_file():
+        read_yaml("config/config.yaml")
+except ConfigError as exc:
+    raise WorkflowError(f"config error: {exc}") from None
+
 
 configfile: "config/config.yaml"
 

@@ -10,6 +10,7 @@ import copy
 import functools
 import hashlib
 import json
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -66,35 +67,163 @@ def _with_defaults(validator_cls):
 _Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 
+@functools.lru_cache(maxsize=1)
+def _validator():
+    """The validator of the cached schema (it copies defaults into a config, never the reverse)."""
+    return _Validator(cached_schema())
+
+
 def _key_path(error: jsonschema.ValidationError) -> str:
-    parts = []
-    for p in error.absolute_path:
-        parts.append(f"[{p}]" if isinstance(p, int) else (("." if parts else "") + str(p)))
-    return "".join(parts) or "<top level>"
+    return key_path(error.absolute_path)
+
+
+def key_path(parts) -> str:
+    """``("scales", 0, "grid")`` -> ``scales[0].grid`` (``<top level>`` when empty)."""
+    out = []
+    for p in parts:
+        out.append(f"[{p}]" if isinstance(p, int) else (("." if out else "") + str(p)))
+    return "".join(out) or "<top level>"
+
+
+def _says_number(schema: Any) -> bool:
+    if not isinstance(schema, dict):
+        return False
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if "number" in types or "integer" in types:
+        return True
+    return any(_says_number(s) for key in ("oneOf", "anyOf", "allOf") for s in schema.get(key, []))
+
+
+def _subschemas(schema: Any) -> list[dict]:
+    """``schema`` and the branches of its oneOf/anyOf/allOf (each may describe the value)."""
+    if not isinstance(schema, dict):
+        return []
+    out = [schema]
+    for key in ("oneOf", "anyOf", "allOf"):
+        for s in schema.get(key, []):
+            out.extend(_subschemas(s))
+    return out
+
+
+def _child_schema(schema: Any, key: Any) -> dict:
+    """The schema of ``instance[key]`` under ``schema`` (an object's property, an array's items)."""
+    for s in _subschemas(schema):
+        if isinstance(key, int) and isinstance(s.get("items"), dict):
+            return s["items"]
+        if isinstance(key, str):
+            if key in s.get("properties", {}):
+                return s["properties"][key]
+            if isinstance(s.get("additionalProperties"), dict):
+                return s["additionalProperties"]
+    return {}
+
+
+NON_FINITE = "is not a finite number"
+
+
+def non_finite_numbers(config: Any, schema: dict | None = None, path: tuple = ()) -> list[str]:
+    """Key paths (``training.lr``) of NaN or infinite values where the schema says a number.
+
+    JSON schema's bounds let NaN through (``NaN <= 0`` is false), so this walks the config and
+    the schema together; a non-finite float under a key the schema does not type as a number
+    is reported too (no key of the study can hold one)."""
+    schema = cached_schema() if schema is None and not path else (schema or {})
+    problems = []
+    if isinstance(config, dict):
+        for k, v in config.items():
+            problems += non_finite_numbers(v, _child_schema(schema, str(k)), path + (k,))
+    elif isinstance(config, list):
+        for i, v in enumerate(config):
+            problems += non_finite_numbers(v, _child_schema(schema, i), path + (i,))
+    elif isinstance(config, float) and not math.isfinite(config):
+        what = "a number" if _says_number(schema) else "a value"
+        problems.append(f"key '{key_path(path)}': {config!r} {NON_FINITE} ({what} is required: "
+                        "NaN and infinity are not allowed)")
+    return problems
+
+
+def config_problems(config: dict, source: str = "config") -> list[str]:
+    """Every schema violation and non-finite number of ``config`` (defaults filled in place),
+    each as one line naming ``source`` and the key path; [] when valid."""
+    errors = sorted(_validator().iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    lines = [f"{source}: key '{_key_path(e)}': {e.message}" for e in errors]
+    seen = {f"key '{_key_path(e)}'" for e in errors}
+    for problem in non_finite_numbers(config, cached_schema()):
+        if problem.split(":")[0] not in seen:
+            lines.append(f"{source}: {problem}")
+    return lines
+
+
+def format_problems(problems: list[str], what: str = "invalid configuration") -> str:
+    """One message listing every problem (the CLI and the workflow print it before any job)."""
+    return f"{what} ({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n  " + "\n  ".join(problems)
 
 
 def validate_config(config: dict, source: str = "config") -> dict:
-    """Fill defaults in place and validate; raise :class:`ConfigError` naming the key."""
-    errors = sorted(_Validator(load_schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = [f"{source}: key '{_key_path(e)}': {e.message}" for e in errors[:10]]
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    """Fill defaults in place and validate; raise :class:`ConfigError` listing every problem
+    (schema violations and non-finite numbers), each with its key path."""
+    problems = config_problems(config, source)
+    if problems:
+        raise ConfigError(format_problems(problems))
+    return config
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A config file as a dict; a syntax error names the file, line and column."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    try:
+        config = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        raise ConfigError(f"{where}: YAML syntax error: {problem}" + (f" ({context})" if context else "")) from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping")
     return config
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> dict:
-    path = Path(path)
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"config file {path}: the top level must be a mapping")
+    """One config file (plus ``overrides`` merged on top), validated with defaults filled."""
+    config = read_yaml(path)
     if overrides:
         config = deep_merge(config, overrides)
     return validate_config(config, source=str(path))
+
+
+#: The workflow's own config file (``configfile:`` in the Snakefile), relative to its directory.
+WORKFLOW_CONFIG = Path("config") / "config.yaml"
+
+
+def layered_files(files: list[str | Path], base: str | Path | None = WORKFLOW_CONFIG) -> list[Path]:
+    """The files a run reads, in order: the workflow's ``base`` (when it exists) and then
+    ``files`` as ``--configfile`` (a file given twice is read once, at its first place)."""
+    out: list[Path] = []
+    if base is not None and Path(base).is_file():
+        out.append(Path(base))
+    for f in files:
+        if not any(Path(f).resolve() == o.resolve() for o in out):
+            out.append(Path(f))
+    return out
+
+
+def load_layered(files: list[str | Path], base: str | Path | None = WORKFLOW_CONFIG) -> dict:
+    """The config exactly as the workflow sees it: ``snakemake --configfile F1 F2 ...`` reads the
+    Snakefile's ``config/config.yaml`` (``base``; None = no base) and merges each file on top
+    (mappings merged key by key, lists and values replaced), then validates once."""
+    paths = layered_files(files, base)
+    if not paths:
+        raise ConfigError(f"no config file: {base} does not exist and no file was given")
+    config: dict = {}
+    for path in paths:
+        config = deep_merge(config, read_yaml(path))
+    return validate_config(config, source=" + ".join(map(str, paths)))
 
 
 def deep_merge(base: dict, extra: dict) -> dict:

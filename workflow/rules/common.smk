@@ -2,17 +2,24 @@
 import os
 from pathlib import Path
 
-from snakemake.utils import validate
+from snakemake.logging import logger
 
-from archscale.config import ConfigError
-from archscale.study import Study
+from archscale.config import ConfigError, read_yaml
+from archscale.preflight import preflight
 from archscale.workflow_support import runtime_string
 
-validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 try:
-    # One reading of the config (schema defaults filled); the plan resolves every grid point
-    # (semantic checks the schema cannot express: GQA divides heads, N on target, ...).
-    STUDY = Study.from_config(config)
+    # The config files as archscale reads them: a YAML error names file, line and column.
+    for _path in workflow.configfiles:
+        read_yaml(_path)
+    # One reading of the config (schema defaults filled) and every check before any job starts:
+    # schema, finite numbers, batch divisibility, names, empty scales and the plan of every grid
+    # point, all problems in one message; points skipped by on_infeasible: skip are listed.
+    STUDY = preflight(
+        config,
+        source=" + ".join(map(str, workflow.configfiles)) or "config",
+        notify=lambda line: logger.info(f"archscale plan: {line}"),
+    )
     PLAN = STUDY.plan
 except ConfigError as exc:
     raise WorkflowError(f"config error: {exc}") from None
@@ -28,7 +35,7 @@ wildcard_constraints:
     run="[A-Za-z0-9]+-L[0-9]+-d[0-9]+-h[0-9]+g[0-9]+x[0-9]+-f[0-9]+(-untied)?(-s[0-9]+)?",
     source="[^/]+",
     shard="[^/]+",
-    target="[A-Za-z0-9_.-]+",
+    target="[A-Za-z0-9_][A-Za-z0-9_.-]*",
 
 
 # ---- corpus ----------------------------------------------------------------------

@@ -6,8 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from ..config import load_config
-from ..plan import build_plan, plan_totals
+from ..config import WORKFLOW_CONFIG, load_layered
+from ..plan import plan_totals
+from ..preflight import preflight
 from .science import add_arguments as add_science_arguments
 from .science import cmd_science
 from .table import print_table
@@ -22,8 +23,8 @@ PLAN_COLUMNS = [
 def cmd_plan(args: argparse.Namespace) -> int:
     if args.science:
         return cmd_science(args)
-    config = load_config(args.config)
-    plan = build_plan(config)
+    config = load_layered(args.config, base=None if args.no_base else args.base)
+    plan = preflight(config, source=" + ".join(map(str, args.config)) or str(args.base), notify=lambda line: None).plan
     rows = plan.rows()
     if args.output:
         import pandas as pd
@@ -49,9 +50,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_layering_arguments(p: argparse.ArgumentParser) -> None:
+    """--base / --no-base: the workflow's own config under the given files (one loader for all CLIs)."""
+    p.add_argument("--base", type=Path, default=WORKFLOW_CONFIG,
+                   help=f"the workflow's config the files are layered on, as the Snakefile's configfile "
+                        f"(default {WORKFLOW_CONFIG}, when it exists)")
+    p.add_argument("--no-base", action="store_true", help="read only the given files (no base config)")
+
+
 def register(sub) -> None:
     p = sub.add_parser("plan", help="resolve a config's grid and print the compute plan")
-    p.add_argument("config", type=Path)
+    p.add_argument("config", type=Path, nargs="*",
+                   help="config files layered in order on top of --base, as snakemake --configfile does")
+    add_layering_arguments(p)
     p.add_argument("--output", type=Path, help="also write the plan as Parquet")
     p.add_argument("--json", action="store_true")
     add_science_arguments(p)

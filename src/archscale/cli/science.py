@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import load_config
+from ..config import load_layered
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,13 +24,14 @@ def cmd_science(args: argparse.Namespace) -> int:
     from ..science import format_science, science_plan, seed_noise_from_runs
     from ..study import Study
 
-    config = load_config(args.config)
-    study = Study.from_config(config, source=str(args.config))
+    source = " + ".join(map(str, args.config)) or str(args.base)
+    config = load_layered(args.config, base=None if args.no_base else args.base)  # as the workflow layers it
+    study = Study.from_config(config, source=source)
     sci = dict(study.config.get("plan", {}).get("science", {}))
     law = args.law or sci.get("law")
     if not law:
         raise SystemExit(f"archscale plan --science: no prior law; pass --law (paper-80m-297m, paper-1b or a "
-                         f"conditional.json) or set plan.science.law in {args.config}")
+                         f"conditional.json) or set plan.science.law in {source}")
     noise_info = None
     if args.seed_noise_from:
         try:
@@ -42,7 +43,7 @@ def cmd_science(args: argparse.Namespace) -> int:
         noise = args.seed_noise if args.seed_noise is not None else sci.get("seed_noise")
     if noise is None:
         raise SystemExit("archscale plan --science: no seed noise; pass --seed-noise S, --seed-noise-from RUNS or set "
-                         f"plan.science.seed_noise in {args.config}")
+                         f"plan.science.seed_noise in {source}")
     k = args.simulations if args.simulations is not None else int(sci.get("simulations", 200))
     try:
         res = science_plan(study, law, float(noise), k, int(sci.get("seed", 0)), args.suggest)
