@@ -54,10 +54,6 @@ class PlannedRun:
     seeds: list[int] = field(default_factory=list)
     base_seed: int = 1234
 
-    def __post_init__(self) -> None:
-        if not self.seeds:  # no seed list given: the base seed alone (one run, id = arch id)
-            self.seeds = [self.base_seed]
-
     @property
     def arch_id(self) -> str:
         return self.arch.arch_id
