@@ -51,6 +51,13 @@ def schema_default(key: str) -> Any:
     return copy.deepcopy(node["default"])
 
 
+def section_defaults(section: str) -> dict[str, Any]:
+    """Every default of a top-level section's keys (``fit``: the fit settings a library caller
+    gets when it passes none), read from the schema."""
+    props = cached_schema()["properties"][section]["properties"]
+    return {k: copy.deepcopy(v["default"]) for k, v in props.items() if "default" in v}
+
+
 def _with_defaults(validator_cls):
     validate_properties = validator_cls.VALIDATORS["properties"]
 

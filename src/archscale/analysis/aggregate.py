@@ -1,5 +1,8 @@
 """Aggregate every per-architecture record into ``results/runs.parquet``.
 
+Length (~400 lines): the declared runs.parquet schema and its one builder; the record readers
+live in archscale.records.
+
 One row per training run (an architecture at one seed; ``run_id`` and ``seed`` columns, the
 run id being the arch id for the base seed -- archscale.plan.run_id): its shape (from the plan),
 its training result (``results/train/{run}/metrics.json`` and ``curve.parquet``) and the

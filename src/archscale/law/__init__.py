@@ -42,16 +42,6 @@ __all__ = [
     "validate_table",
 ]
 
-FIT_DEFAULTS = {
-    "reference": "empirical",
-    "forms": ["multiplicative", "additive"],
-    "r_min": 0.5,
-    "r_max": 5.0,
-    "bootstrap": 200,
-    "seed": 0,
-    "chinchilla_objective": "huber",
-    "huber_delta": 1e-3,
-}
 
 
 def chinchilla_record(runs: pd.DataFrame, cfg: dict, cols: dict[str, str]) -> tuple[dict[str, Any], ChinchillaFit | None]:
@@ -73,7 +63,9 @@ def chinchilla_record(runs: pd.DataFrame, cfg: dict, cols: dict[str, str]) -> tu
 
 def fit_outputs(runs: pd.DataFrame, fit_config: dict | None = None, columns: dict | None = None):
     """(chinchilla_json, conditional_json, validation DataFrame) for a runs table."""
-    cfg = dict(FIT_DEFAULTS)
+    from ..config import section_defaults
+
+    cfg = section_defaults("fit")  # the schema's defaults, the one place they live
     cfg.update(fit_config or {})
     cols = resolve_columns(runs, columns)
     chin_json, chin = chinchilla_record(runs, cfg, cols)

@@ -1,5 +1,9 @@
 """The training loop: megatron-core model, data, optimizer, scheduler and schedule.
 
+Length (~450 lines): the loop keeps setup, the step, checkpoint/resume, validation and the
+final records in one place because they share the trainer's state; the pieces with their own
+concept live beside it (checkpointing, lock, supersede, tracking, metrics, signals).
+
 One function, :func:`train`, runs a :class:`~archscale.train.job.TrainJob` in the current
 process (one rank of a ``torchrun`` job on GPUs, the only process on CPU):
 
