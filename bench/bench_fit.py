@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,20 +21,11 @@ import pandas as pd
 from archscale.law.chinchilla import fit_chinchilla, load_chinchilla_anchor
 from archscale.law.conditional import fit_conditional, u_factor
 
+from timing import timed  # noqa: E402 (bench/ is on sys.path when run as a script)
+
 ROOT = Path(__file__).resolve().parents[1]
 ANCHOR = ROOT / "tests" / "data" / "chinchilla_svg_extracted_data.csv"
 EPOCH = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
-
-
-def timed(fn, repeats: int):
-    walls, cpus, out = [], [], None
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        walls.append(time.perf_counter() - w0)
-        cpus.append(time.process_time() - c0)
-    return out, {"wall_s_min": min(walls), "wall_s_median": float(np.median(walls)), "cpu_s_min": min(cpus),
-                 "repeats": repeats}
 
 
 def synthetic_chinchilla(n_points: int, seed: int = 0):

@@ -15,7 +15,6 @@ import copy
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,18 +24,9 @@ from archscale.law import load_law
 from archscale.science import simulate_study, suggest
 from archscale.study import Study
 
+from timing import timed  # noqa: E402 (bench/ is on sys.path when run as a script)
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def timed(fn, repeats: int):
-    walls, cpus, out = [], [], None
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        walls.append(time.perf_counter() - w0)
-        cpus.append(time.process_time() - c0)
-    return out, {"wall_s_min": min(walls), "wall_s_median": float(np.median(walls)), "cpu_s_min": min(cpus),
-                 "repeats": repeats}
 
 
 def main() -> None:
