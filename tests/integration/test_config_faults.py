@@ -62,7 +62,7 @@ def test_nan_learning_rate_fails_at_validation_and_loses_nothing(tiny_trained):
     nan = workdir / "config" / "nan-lr.yaml"
     nan.write_text("training:\n  lr: .nan\n  global_batch: 30\n")
     for extra in (("-n",), ()):
-        run = snakemake(workdir, "--cores", "2", *TINY, "--configfile", str(nan), "--until", "train", *extra,
+        run = snakemake(workdir, "--cores", "2", "--configfile", TINY[1], str(nan), "--until", "train", *extra,
                         check=False)
         assert run.returncode != 0, run.tail()
         # one message, every problem with its key path, before any job
@@ -118,7 +118,8 @@ def test_sigkill_of_snakemake_unlock_rerun(tiny_trained):
     knobs = workdir / "config" / "kill.yaml"
     knobs.write_text("training:\n  checkpoint_interval: 10\n")
     target = f"results/train/{arch}/metrics.json"
-    args = [SNAKEMAKE, "--cores", "2", *TINY, "--configfile", str(knobs), target]
+    # the target before --configfile, which takes every value that follows it
+    args = [SNAKEMAKE, "--cores", "2", target, "--configfile", TINY[1], str(knobs)]
     ckpt = workdir / "results" / "checkpoints" / arch
     with open(workdir / "test-logs" / "kill-first.log", "w") as log:
         proc = subprocess.Popen(args, cwd=workdir, env=env_for_runs(), stdout=log, stderr=subprocess.STDOUT,
@@ -142,7 +143,7 @@ def test_sigkill_of_snakemake_unlock_rerun(tiny_trained):
     assert not left, [(p.pid, " ".join(p.cmdline())) for p in left]
     assert not (workdir / target).exists()
 
-    snakemake(workdir, "--unlock", *TINY, "--configfile", str(knobs))
+    snakemake(workdir, "--unlock", "--configfile", TINY[1], str(knobs))
     with open(workdir / "test-logs" / "kill-rerun.log", "w") as log:
         rerun = subprocess.Popen(args, cwd=workdir, env=env_for_runs(), stdout=log, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL)
