@@ -91,6 +91,7 @@ def select_interleaved_from_files(candidates_path: str, space_path: str, measure
                              "repeats": record.get("repeats"), "machine_before": record.get("machine_before"),
                              "machine_after": record.get("machine_after")}
     result["cost_model_spearman"] = candidates.get("cost_model_spearman")
+    attach_probabilities(result, candidates.get("law_forms") or {}, name=str(candidates.get("inputs", {}).get("fit")))
     return result, pareto
 
 
