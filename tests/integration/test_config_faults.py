@@ -116,7 +116,7 @@ def test_sigkill_of_snakemake_unlock_rerun(tiny_trained):
         for p in sorted((workdir / sub).glob(f"{arch}*")):
             subprocess.run(["rm", "-rf", str(p)], check=True)
     knobs = workdir / "config" / "kill.yaml"
-    knobs.write_text("training:\n  checkpoint_interval: 10\n")
+    knobs.write_text("training:\n  checkpoint_interval: 10\n  checkpoint_min_s: 0\n")
     target = f"results/train/{arch}/metrics.json"
     # the target before --configfile, which takes every value that follows it
     args = [SNAKEMAKE, "--cores", "2", target, "--configfile", TINY[1], str(knobs)]

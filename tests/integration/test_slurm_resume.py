@@ -51,6 +51,7 @@ def resume_config(tiny: dict) -> dict:
     scale.pop("architectures", None)
     config["scales"] = [scale]
     config["training"]["checkpoint_interval"] = 10
+    config["training"]["checkpoint_min_s"] = 0  # checkpoint at every interval, however short the run
     config["compute"]["gpus_per_job"] = 1
     config["compute"]["gpu_model"] = "a100"
     config["compute"]["cpus_per_gpu"] = 1  # the test node has 2 cores
