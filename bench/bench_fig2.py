@@ -1,6 +1,6 @@
 """The paper's Figure 2 mechanism at its 1B shapes on CPU: decode at context, ratios to LLaMA-3.2-1B.
 
-    .venv/bin/python bench/bench_fig2.py [--threads 2] [--repeats 5] [--steps 4] [--memory-gib 24]
+    .venv/bin/python bench/bench_fig2.py [--threads 2] [--repeats 5] [--steps 4] [--memory-gib 14]
     .venv/bin/python bench/bench_fig2.py --quick          # smoke test: tiny shapes, seconds
 
 1B shapes (16 layers, head dim 64, vocab 128256, tied), random weights, fp32, archscale's
@@ -40,6 +40,7 @@ from archscale.io import write_json
 from archscale.model import resolve_runtime
 from archscale.throughput.compare import build_decoder, measure_interleaved
 from archscale.throughput.nvml import cpu_model
+from archscale.throughput.roofline import _spearman, decode_roofline_s, measure_device
 from archscale.throughput.stats import Estimate
 
 PAPER_SUREFIRE_1B_SPEEDUP = 1.42  # vLLM, A100 40GB, 4096 in / 1024 out (the paper's headline)
@@ -125,12 +126,32 @@ def compare(decs: Decoders, base: Architecture, cand: Architecture, batch: int, 
     return res
 
 
+def ranking(comparisons: list[dict], dev: dict, steps: int) -> dict:
+    """How the roofline ranks the measured candidates: its ratio to the baseline against the
+    measured ratio, one point per comparison (each at its own batch and context), Spearman.
+
+    Within one setting a calibration ``scale*t + overhead`` is monotone in the roofline time, so
+    the calibrated and the plain roofline rank alike; ratios cancel the setting's common terms.
+    """
+    points = []
+    for res in comparisons:
+        base, cand = Architecture.from_dict(res["baseline_arch"]), Architecture.from_dict(res["candidate"])
+        b, t = res["batch_size"], res["context"]
+        roof = decode_roofline_s(base, t, steps, b, dev) / decode_roofline_s(cand, t, steps, b, dev)
+        measured = res["architectures"][cand.name]["vs_baseline"]["ratio"]["value"]
+        points.append({"candidate": cand.name, "batch_size": b, "context": t,
+                       "measured_ratio": measured, "roofline_ratio": roof})
+    return {"points": points, "spearman": _spearman([p["roofline_ratio"] for p in points],
+                                                    [p["measured_ratio"] for p in points])}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--steps", type=int, default=4, help="decode steps per repeat")
-    ap.add_argument("--memory-gib", type=float, default=24.0)
+    ap.add_argument("--memory-gib", type=float, default=14.0,
+                    help="budget for two models and their caches (24 GiB machines: 14; the OS, the logits and allocator slack need the rest; 20 was OOM-killed at B=32, T=4096)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--quick", action="store_true", help="smoke test at tiny shapes")
     ap.add_argument("--out")
@@ -145,17 +166,37 @@ def main(argv=None) -> int:
     base = shrink(LLAMA, q)
     load_start = os.getloadavg()
     t0 = time.perf_counter()
+    dev = measure_device("cpu")
     out = {"ablations": {}, "models": []}
+    path = Path(args.out or f"bench/results/fig2{'-quick' if q else ''}.json")
+    partial = path.with_suffix(".partial.json")
+
+    def keep(res: dict) -> dict:  # a kill (memory, time) loses at most the comparison under way
+        write_json(partial, {"complete": False, "load_average_start": load_start, **out})
+        return res
+
     b, t = ablation_setting
     for group, cands in ablations().items():
         print(f"{group} (B={b}, T={t}):", file=sys.stderr)
-        out["ablations"][group] = [compare(decs, base, shrink(c, q), b, t, args) for c in cands]
+        out["ablations"][group] = []
+        for c in cands:
+            out["ablations"][group].append(compare(decs, base, shrink(c, q), b, t, args))
+            keep(out)
     print("LLaMA-3.2-1B, Panda-1B, Surefire-1B:", file=sys.stderr)
     for b, t in model_settings:
         for cand in (PANDA, SUREFIRE):
             out["models"].append(compare(decs, base, shrink(cand, q), b, t, args))
+            keep(out)
+    abl = [r for rows in out["ablations"].values() for r in rows]
+    out["roofline_ranking"] = {"ablations": ranking(abl, dev, args.steps),
+                               "models": ranking(out["models"], dev, args.steps)}
+    for k, v in out["roofline_ranking"].items():
+        rho = v["spearman"]
+        print(f"roofline ranking of the {k}: Spearman {rho if rho is None else round(rho, 3)} "
+              f"over {len(v['points'])} ratios", file=sys.stderr)
     result = {
         "quick": q,
+        "device": dev,
         "machine": {"cpu_model": cpu_model(), "cores": os.cpu_count(), "threads": args.threads,
                     "python": platform.python_version(), "torch": torch.__version__},
         "engine": "archscale-static (FastDecoder), fp32, random weights, decode_at_context",
@@ -166,8 +207,8 @@ def main(argv=None) -> int:
         "wall_s": time.perf_counter() - t0,
         **out,
     }
-    path = Path(args.out or f"bench/results/fig2{'-quick' if q else ''}.json")
     write_json(path, result)
+    partial.unlink(missing_ok=True)
     print(f"wrote {path} in {result['wall_s']:.0f} s", file=sys.stderr)
     return 0
 

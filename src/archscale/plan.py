@@ -53,6 +53,7 @@ class PlannedRun:
     gpus: int = 0
     seeds: list[int] = field(default_factory=list)
     base_seed: int = 1234
+    sweeps: list[str] = field(default_factory=list)
 
     @property
     def arch_id(self) -> str:
@@ -117,6 +118,7 @@ class PlannedRun:
             "kv_cache_bytes_per_token": a.kv_cache_bytes_per_token("bf16"),
             "inference_flops_per_token": inference_flops_per_token(a, self.seq_length),
             "origins": "; ".join(self.origins),
+            "sweeps": ";".join(sorted(set(self.sweeps))),
             "seeds": ",".join(str(x) for x in self.seeds),
             "n_seeds": len(self.seeds),
             "primary_run_id": self.primary_run_id,
@@ -159,6 +161,29 @@ def grid_sweeps(entry: dict, index: int) -> list[tuple[dict, list[GridPoint]]]:
         key = "d_model" if "d_model" in sweep else "d_over_sqrt_n"
         out.append((sweep, [GridPoint(r=float(r), gqa=int(gqa), origin=where, **{key: dv})
                             for dv, r, gqa in itertools.product(sweep[key], sweep["r"], sweep["gqa"])]))
+    return out
+
+
+#: The knobs of a grid sweep, as the sweep's lists name them, and the knob each one moves.
+SWEEP_KNOBS = {"d_model": "d_over_sqrt_n", "d_over_sqrt_n": "d_over_sqrt_n", "r": "r", "gqa": "gqa"}
+
+
+def sweep_memberships(sweep: dict, point: GridPoint) -> list[str]:
+    """The one-knob sweeps a grid point belongs to: ``"<knob>@<origin>|<other knobs' values>"``
+    for each knob whose list in ``sweep`` has several values.
+
+    Points of one membership differ only in that knob (the others are held at the values
+    named), so an effect of the knob can be read along it without a fitted law
+    (archscale.analysis.effects). A full product sweep yields one membership per level of the
+    other knobs.
+    """
+    values = {"d_model": point.d_model, "d_over_sqrt_n": point.d_over_sqrt_n, "r": point.r, "gqa": point.gqa}
+    varied = [k for k in ("d_model", "d_over_sqrt_n", "r", "gqa") if len(sweep.get(k) or []) > 1]
+    out = []
+    for k in varied:
+        held = ",".join(f"{o}={values[o]:g}" for o in ("d_model", "d_over_sqrt_n", "r", "gqa")
+                        if o != k and o in sweep)
+        out.append(f"{SWEEP_KNOBS[k]}@{point.origin}|{held}")
     return out
 
 
@@ -229,11 +254,12 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
         tokens = scale.train_tokens
         gpus = int(entry.get("gpus", config["compute"]["gpus_per_job"]))
         scale_seeds = list(entry.get("seeds") or [base_seed])
-        archs: list[tuple[Architecture, str, list[int]]] = []
+        archs: list[tuple[Architecture, str, list[int], list[str]]] = []
         for sweep, points in grid_sweeps(entry, i):
             for point in points:
                 try:
-                    archs.append((resolve(scale, point), point.describe(), list(sweep.get("seeds") or scale_seeds)))
+                    archs.append((resolve(scale, point), point.describe(), list(sweep.get("seeds") or scale_seeds),
+                                  sweep_memberships(sweep, point)))
                 except InfeasiblePoint as exc:
                     (skipped if skip else problems).append(str(exc))
         for j, ex in enumerate(entry["architectures"]):
@@ -252,15 +278,16 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
                     f"{scale.n_target:,} (tolerance {scale.n_tolerance:.0%}); move it to a matching scale"
                 )
                 continue
-            archs.append((arch, where, list(ex.get("seeds") or scale_seeds)))
-        for arch, origin, seeds in archs:
+            archs.append((arch, where, list(ex.get("seeds") or scale_seeds), []))
+        for arch, origin, seeds, sweeps in archs:
             run = runs.get(arch.arch_id)
             if run is None:
                 runs[arch.arch_id] = PlannedRun(arch, scale, tokens, seq, batch, [origin], gpus,
-                                                seeds=[], base_seed=base_seed)
+                                                seeds=[], base_seed=base_seed, sweeps=list(sweeps))
                 _merge_seeds(runs[arch.arch_id].seeds, seeds)
             else:
                 run.origins.append(origin)
+                run.sweeps.extend(sweeps)
                 _merge_seeds(run.seeds, seeds)
                 if arch.name and not run.arch.name:
                     run.arch = arch

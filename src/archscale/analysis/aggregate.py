@@ -41,6 +41,7 @@ BASE_FIELDS: list[tuple[str, pa.DataType, bool]] = [
     ("run_id", pa.string(), False),
     ("arch_id", pa.string(), False),
     ("seed", pa.int64(), True),
+    ("sweeps", pa.string(), True),
     ("scale", pa.string(), False),
     ("name", pa.string(), True),
     ("layers", pa.int64(), False),
@@ -328,6 +329,7 @@ def aggregate_runs(
         row: dict[str, Any] = {
             "run_id": run,
             "arch_id": arch,
+            "sweeps": p.get("sweeps") or None,
             "scale": str(p["scale"]),
             "name": p.get("name") or None,
             "n_target": int(p["n_target"]),

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..analysis.effects import effect_sentences
+
 KNOBS = {"d_over_sqrt_n": ("a", "d/sqrt(N)", "hidden size"), "r": ("b", "r", "MLP-to-attention ratio")}
 #: Below this N the embedding dominates and the paper's optima (80M-3B) are not expected.
 TINY_N = 10_000_000
@@ -228,9 +230,8 @@ def caveat_sentences(
             optima = interior_optima(conditional or {}, runs)
             if optima:
                 opt_txt = (
-                    f" The fit does place interior optima ({', '.join(optima)}), but at this size and with one seed "
-                    "per architecture they may be fitting noise: compare the curves with the points in the loss "
-                    "figures before reading them as U-shapes."
+                    f" The fit does place interior optima ({', '.join(optima)}); a fitted optimum is not a finding: "
+                    "the section on effects against seed noise says which the runs themselves resolve."
                 )
             else:
                 opt_txt = " Consistently, the fit finds no interior optimum inside the sampled range."
@@ -241,10 +242,18 @@ def caveat_sentences(
                 f"transfer to models of that size.{opt_txt}"
             )
     if "scale" in runs and len(runs):
-        out.append(
-            f"Each architecture was trained once ({len(runs)} runs, one seed each): loss differences of the order "
-            "of seed noise are not resolved, and the fit's confidence intervals do not include seed variance."
-        )
+        seeds = runs.groupby("arch_id").size() if "arch_id" in runs else pd.Series([1] * len(runs))
+        if int(seeds.max()) <= 1:
+            out.append(
+                f"Each architecture was trained once ({len(runs)} runs, one seed each): the seed noise is not "
+                "measured, loss differences of its order are not resolved, and the fit's confidence intervals do not "
+                "include seed variance (add seeds: [...] to a scale or sweep)."
+            )
+        else:
+            out.append(
+                f"{int((seeds > 1).sum())} of {len(seeds)} architectures were trained at several seeds "
+                f"({len(runs)} runs); the fit uses every run, so its intervals include that seed variance."
+            )
     if devices and all("cpu" in d.lower() for d in devices):
         out.append(
             f"Throughput was measured on CPU ({', '.join(engines) or 'unknown engine'}): it ranks architectures on "
@@ -283,6 +292,7 @@ def findings(
 ) -> dict[str, list[str]]:
     return {
         "What the runs show": fit_sentences(conditional) + knob_sentences(conditional, runs),
+        "Effects against seed noise (no fitted law)": effect_sentences(runs),
         "Fit verdicts (identifiability guards)": guard_sentences(conditional),
         "Cross-scale validation": validation_sentences(validation),
         "Throughput cost model": cost_model_sentences(cost_model),
