@@ -63,7 +63,9 @@ def test_monotone_effect_and_its_resolution():
 def test_sweeps_are_read_per_scale_and_need_three_architectures():
     a = _runs({0.1: 3.1, 0.2: 3.0, 0.4: 3.05}, seeds=2, sd=0.01, scale="a")
     b = _runs({0.1: 3.1, 0.2: 3.0}, seeds=2, sd=0.01, scale="b")
-    effects = knob_effects(pd.concat([a, b]))
+    explicit = pd.DataFrame([{"arch_id": "named", "scale": "a", "d_over_sqrt_n": 0.3, "mlp_attn_ratio": 4.5,
+                              "valid_loss": 2.0, "sweeps": None}])  # an explicit architecture: in no sweep
+    effects = knob_effects(pd.concat([a, b, explicit]))
     assert [e.scale for e in effects] == ["a"]
     no_sweeps = a.drop(columns="sweeps")
     assert knob_effects(no_sweeps) == []

@@ -108,7 +108,7 @@ def _sweep_groups(runs: pd.DataFrame, knob: str) -> dict[tuple[str, str], list[s
     if "sweeps" not in runs:
         return {}
     for arch, scale, sweeps in runs[["arch_id", "scale", "sweeps"]].drop_duplicates("arch_id").itertuples(index=False):
-        for m in (sweeps or "").split(";"):
+        for m in (sweeps if isinstance(sweeps, str) else "").split(";"):  # null (NaN): no grid sweep
             if m.startswith(f"{knob}@"):
                 groups.setdefault((str(scale), m.split("@", 1)[1]), set()).add(arch)
     return {k: sorted(v) for k, v in groups.items()}
