@@ -154,12 +154,16 @@ def main(argv=None) -> int:
                     help="budget for two models and their caches (24 GiB machines: 14; the OS, the logits and allocator slack need the rest; 20 was OOM-killed at B=32, T=4096)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--quick", action="store_true", help="smoke test at tiny shapes")
+    ap.add_argument("--models-only", action="store_true", help="skip the ablations")
+    ap.add_argument("--settings", help="model settings as B:T[,B:T...] (default 8:1024,32:1024,8:4096,32:4096)")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     q = args.quick
     ablation_setting = (4, 64) if q else (32, 2048)
     model_settings = [(2, 32), (4, 64)] if q else [(8, 1024), (32, 1024), (8, 4096), (32, 4096)]
+    if args.settings:
+        model_settings = [tuple(int(v) for v in bt.split(":")) for bt in args.settings.split(",")]
     max_seq = max(t for _, t in model_settings + [ablation_setting]) + args.steps
     runtime = resolve_runtime(cuda_available=False, te_installed=False)
     decs = Decoders(runtime, max_seq, args.seed)
@@ -176,7 +180,7 @@ def main(argv=None) -> int:
         return res
 
     b, t = ablation_setting
-    for group, cands in ablations().items():
+    for group, cands in ({} if args.models_only else ablations()).items():
         print(f"{group} (B={b}, T={t}):", file=sys.stderr)
         out["ablations"][group] = []
         for c in cands:
