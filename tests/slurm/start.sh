@@ -11,7 +11,7 @@
 #   - one node "localhost" with every core of this machine, RealMemory a bit below `slurmd -C`,
 #     and a FAKE a100 GPU (gres File=/dev/null): `--gpus=a100:1` is scheduled and the job sees
 #     CUDA_VISIBLE_DEVICES=0, but there is no GPU, so code must still run on the CPU;
-#   - no accounting (no slurmdbd): job status through `squeue`, kept for MinJobAge=600 s.
+#   - no accounting (no slurmdbd): job status through `squeue`, kept for MinJobAge=3600 s (a loaded run of the tiny workflow outlasted 600 s and its first jobs left squeue).
 # An existing /etc/slurm/slurm.conf that this script did not write is moved aside and restored
 # by stop.sh. Needs root (Debian/Ubuntu, no systemd needed).
 set -euo pipefail
@@ -102,7 +102,7 @@ SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=500
 ReturnToService=2
 # Finished jobs stay visible to squeue for 10 min (the status source without accounting).
-MinJobAge=600
+MinJobAge=3600
 # SIGTERM -> SIGKILL grace at scancel/timeout/preemption: time for a final checkpoint.
 KillWait=30
 JobRequeue=1
