@@ -101,7 +101,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=500
 ReturnToService=2
-# Finished jobs stay visible to squeue for 10 min (the status source without accounting).
+# Finished jobs stay visible to squeue for an hour (the status source without accounting).
 MinJobAge=3600
 # SIGTERM -> SIGKILL grace at scancel/timeout/preemption: time for a final checkpoint.
 KillWait=30
