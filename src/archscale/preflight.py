@@ -3,6 +3,7 @@
 :func:`check_study` collects, each with its key path:
 
 * schema violations and non-finite numbers (:func:`archscale.config.config_problems`);
+* ``tokenizer.vocab_size`` below a byte-level BPE's minimum when the BPE is trained here;
 * ``training.micro_batch`` not dividing ``training.global_batch``;
 * two explicit architectures with one name and different shapes (the search and the
   selectors would silently take one of them);
@@ -37,6 +38,17 @@ def _recipe_problems(config: dict) -> list[str]:
     if tr["global_batch"] % tr["micro_batch"]:
         return [f"key 'training.micro_batch': {tr['micro_batch']} does not divide training.global_batch "
                 f"({tr['global_batch']}); gradient accumulation needs a whole number of micro-batches"]
+    return []
+
+
+def _tokenizer_problems(config: dict) -> list[str]:
+    from .data.tokenizer import MIN_BPE_VOCAB
+
+    tok = config["tokenizer"]
+    if not tok.get("file") and tok["vocab_size"] < MIN_BPE_VOCAB:
+        return [f"key 'tokenizer.vocab_size': {tok['vocab_size']} is too small for the byte-level BPE trained "
+                f"when tokenizer.file is null (needs at least {MIN_BPE_VOCAB}: 256 bytes + the "
+                "end-of-document token)"]
     return []
 
 
@@ -85,7 +97,7 @@ def check_study(config: dict, source: str = "config") -> Preflight:
     problems = config_problems(config, source)
     if any(NON_FINITE not in p for p in problems):  # the checks below need a schema-valid config
         return Preflight(problems=problems)
-    problems += _recipe_problems(config) + _architecture_problems(config)
+    problems += _recipe_problems(config) + _tokenizer_problems(config) + _architecture_problems(config)
     if any(NON_FINITE in p for p in problems):  # the plan needs finite numbers
         return Preflight(problems=problems)
     study = Study.from_config(config, source=source)

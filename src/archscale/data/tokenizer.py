@@ -21,6 +21,10 @@ from archscale.data.split import is_valid
 from archscale.io import atomic_path, read_json, write_json
 
 
+# A byte-level BPE holds the 256 byte symbols plus the end-of-document token, at least.
+MIN_BPE_VOCAB = 257
+
+
 class TokenizerError(ValueError):
     """A tokenizer that does not fit the config; the message says what to change."""
 
@@ -99,10 +103,11 @@ def train_bpe(texts: Iterable[str], vocab_size: int, eod_token: str):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    if vocab_size < len(alphabet) + 1:
+    assert len(alphabet) + 1 == MIN_BPE_VOCAB
+    if vocab_size < MIN_BPE_VOCAB:
         raise TokenizerError(
             f"tokenizer.vocab_size {vocab_size} is too small for a byte-level BPE "
-            f"(needs at least {len(alphabet) + 1}: 256 bytes + the end-of-document token)"
+            f"(needs at least {MIN_BPE_VOCAB}: 256 bytes + the end-of-document token)"
         )
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
