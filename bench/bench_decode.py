@@ -31,7 +31,7 @@ from archscale.io import write_json
 from archscale.config import schema_default
 from archscale.model import build_model, resolve_runtime, setup_runtime
 from archscale.throughput.engine import random_prompts
-from archscale.throughput.fastdecode import FastDecoder
+from archscale.throughput.fastdecode import FastDecoder, model_weights
 from archscale.export import megatron_to_hf_state_dict
 from archscale.throughput.hf_config import hf_llama_model
 from archscale.throughput.nvml import cpu_model
@@ -74,7 +74,7 @@ def bench_arch(arch: Architecture, input_len: int, output_len: int, batches, rep
     mcore = build_model(arch, runtime, max_sequence_length=input_len + output_len, rope_base=ROPE).eval()
     hf = hf_llama_model(arch, dtype="float32", max_position_embeddings=input_len + output_len, rope_base=ROPE)
     hf.load_state_dict(megatron_to_hf_state_dict(mcore.state_dict(), arch), strict=False)
-    dec = FastDecoder(mcore, runtime, input_len + output_len)
+    dec = FastDecoder(model_weights(mcore), runtime, input_len + output_len)
     rows = []
     for b in batches:
         prompts = random_prompts(arch.vocab, b, input_len, seed=b)

@@ -40,7 +40,8 @@ from archscale.io import write_json
 from archscale.model import resolve_runtime
 from archscale.throughput.compare import build_decoder, measure_interleaved
 from archscale.throughput.nvml import cpu_model
-from archscale.throughput.roofline import _spearman, decode_roofline_s, measure_device
+from archscale.ranks import spearman
+from archscale.throughput.roofline import decode_roofline_s, measure_device
 from archscale.throughput.stats import Estimate
 
 PAPER_SUREFIRE_1B_SPEEDUP = 1.42  # vLLM, A100 40GB, 4096 in / 1024 out (the paper's headline)
@@ -141,7 +142,7 @@ def ranking(comparisons: list[dict], dev: dict, steps: int) -> dict:
         measured = res["architectures"][cand.name]["vs_baseline"]["ratio"]["value"]
         points.append({"candidate": cand.name, "batch_size": b, "context": t,
                        "measured_ratio": measured, "roofline_ratio": roof})
-    return {"points": points, "spearman": _spearman([p["roofline_ratio"] for p in points],
+    return {"points": points, "spearman": spearman([p["roofline_ratio"] for p in points],
                                                     [p["measured_ratio"] for p in points])}
 
 

@@ -109,6 +109,17 @@ def setup_runtime(runtime: Runtime, seed: int) -> None:
         model_parallel_cuda_manual_seed(seed, inference_rng_tracker=True)
 
 
+#: RMSNorm epsilon of every archscale model (megatron's config and the static-cache decoder).
+LAYERNORM_EPSILON = 1e-5
+
+
+def rope_inv_freq(head_dim: int, rope_base: float) -> torch.Tensor:
+    """Inverse frequencies of the rotary embedding over a full head (megatron's ``RotaryEmbedding``
+    with ``rotary_percent`` 1, base ``int(rope_base)`` as :func:`build_model` passes it)."""
+    exponent = torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim
+    return 1.0 / (int(rope_base) ** exponent)
+
+
 def transformer_config(arch: Architecture, runtime: Runtime, init_std: float = 0.02, **extra):
     from megatron.core.transformer.transformer_config import TransformerConfig
 
@@ -125,7 +136,7 @@ def transformer_config(arch: Architecture, runtime: Runtime, init_std: float = 0
         gated_linear_unit=True,
         activation_func=F.silu,
         normalization="RMSNorm",
-        layernorm_epsilon=1e-5,
+        layernorm_epsilon=LAYERNORM_EPSILON,
         add_bias_linear=False,
         add_qkv_bias=False,
         hidden_dropout=0.0,

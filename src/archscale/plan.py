@@ -226,6 +226,14 @@ class Plan:
     def rows(self) -> list[dict[str, Any]]:
         return [run.row(self.compute) for run in self.runs.values()]
 
+    def train_priorities(self) -> dict[str, int]:
+        """Each training run's rank by estimated training FLOPs, 1 for the cheapest (ties by run
+        id). The workflow gives it as the train job's priority: the longest jobs start first and
+        the short ones fill the free slots at the end, so no long job runs alone at the end
+        (longest-processing-time order; the same order on SLURM puts the big jobs in first)."""
+        order = sorted(self.train_ids, key=lambda rid: (self.of_run(rid)[0].flops, rid))
+        return {rid: rank for rank, rid in enumerate(order, start=1)}
+
     def baseline(self, name: str) -> PlannedRun:
         for run in self.runs.values():
             if run.arch.name == name:

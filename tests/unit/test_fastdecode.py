@@ -6,7 +6,7 @@ import torch
 from archscale.arch import Architecture
 from archscale.model import build_model, resolve_runtime, setup_runtime
 from archscale.throughput import engine
-from archscale.throughput.fastdecode import FastDecoder
+from archscale.throughput.fastdecode import FastDecoder, model_weights, random_weights
 
 CPU = resolve_runtime(cuda_available=False, te_installed=False)
 
@@ -29,7 +29,7 @@ def _model(arch, seed=7):
 def test_fast_decoder_matches_megatron_greedy_tokens(arch):
     model = _model(arch)
     prompts = engine.random_prompts(arch.vocab, 3, 12, seed=1)
-    fast = FastDecoder(model, CPU, max_seq=40).generate(prompts, 10)
+    fast = FastDecoder(model_weights(model), CPU, max_seq=40).generate(prompts, 10)
     ref = engine.StaticDecoder(model, CPU).generate(prompts, 10).tokens
     assert len(torch.unique(ref)) > 3, "degenerate reference: tokens do not vary"
     assert torch.equal(fast.tokens, ref)
@@ -39,7 +39,7 @@ def test_fast_decoder_matches_megatron_greedy_tokens(arch):
 
 def test_cache_allocated_once_per_batch_and_runs_repeat():
     arch = Architecture(d_model=96, ffn=144, layers=2, heads=4, kv_heads=2, head_dim=8, vocab=512)
-    dec = FastDecoder(_model(arch), CPU, max_seq=32)
+    dec = FastDecoder(model_weights(_model(arch)), CPU, max_seq=32)
     prompts = engine.random_prompts(arch.vocab, 2, 8, seed=3)
     first = dec.generate(prompts, 6).tokens
     ptr = dec._caches[2].data_ptr()
@@ -58,7 +58,7 @@ def test_cache_allocated_once_per_batch_and_runs_repeat():
 
 def test_decode_at_context_grows_the_cache_from_T_and_yields_the_requested_tokens():
     arch = Architecture(d_model=96, ffn=144, layers=2, heads=4, kv_heads=2, head_dim=8, vocab=512)
-    dec = FastDecoder(_model(arch), CPU, max_seq=64)
+    dec = FastDecoder(model_weights(_model(arch)), CPU, max_seq=64)
     kv = dec.cache(3)  # max_seq positions: long enough for the run, so the run writes into it
     before = kv.clone()
     gen = dec.decode_at_context(batch=3, context=40, steps=7)
@@ -75,5 +75,39 @@ def test_decode_step_matches_megatron_at_a_filled_context():
     arch = Architecture(d_model=96, ffn=144, layers=2, heads=4, kv_heads=2, head_dim=8, vocab=512)
     model = _model(arch, seed=11)
     prompts = engine.random_prompts(arch.vocab, 2, 20, seed=9)
-    dec = FastDecoder(model, CPU, max_seq=40)
+    dec = FastDecoder(model_weights(model), CPU, max_seq=40)
     assert torch.equal(dec.generate(prompts, 8).tokens, engine.generate_without_cache(model, prompts, 8))
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [
+        Architecture(d_model=96, ffn=144, layers=2, heads=4, kv_heads=2, head_dim=8, vocab=512),
+        Architecture(d_model=64, ffn=96, layers=3, heads=4, kv_heads=4, head_dim=16, vocab=300, tied=False),
+        Architecture(d_model=64, ffn=96, layers=1, heads=8, kv_heads=1, head_dim=8, vocab=256),
+    ],
+    ids=["gqa2-tied", "mha-untied", "mqa"],
+)
+def test_random_weights_have_the_megatron_models_layout(arch):
+    """The megatron-free random weights (throughput on random weights) are shaped, typed, tied and
+    rotated exactly like a built megatron model's; only the values differ."""
+    built, drawn = model_weights(_model(arch)), random_weights(arch, CPU, rope_base=500000.0, seed=3)
+    for name in ("emb", "final_ln", "out"):
+        assert getattr(drawn, name).shape == getattr(built, name).shape, name
+        assert getattr(drawn, name).dtype == getattr(built, name).dtype, name
+    assert (drawn.out is drawn.emb) == arch.tied == (built.out.data_ptr() == built.emb.data_ptr())
+    assert len(drawn.layers) == len(built.layers) == arch.layers
+    for mine, theirs in zip(drawn.layers, built.layers):
+        for field in ("ln1", "qkv", "proj", "ln2", "fc1", "fc2"):
+            assert getattr(mine, field).shape == getattr(theirs, field).shape, field
+    assert (drawn.heads, drawn.kv_heads, drawn.head_dim, drawn.eps) == (built.heads, built.kv_heads,
+                                                                          built.head_dim, built.eps)
+    assert torch.equal(drawn.inv_freq, built.inv_freq)
+    # seeded: the same seed draws the same weights, another seed others
+    again = random_weights(arch, CPU, rope_base=500000.0, seed=3)
+    assert torch.equal(again.layers[0].qkv, drawn.layers[0].qkv)
+    assert not torch.equal(random_weights(arch, CPU, rope_base=500000.0, seed=4).layers[0].qkv, drawn.layers[0].qkv)
+    dec = FastDecoder(drawn, CPU, max_seq=48)
+    gen = dec.decode_at_context(batch=2, context=30, steps=5)
+    assert gen.tokens.shape == (2, 5) and gen.decode_s > 0
+

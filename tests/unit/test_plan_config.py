@@ -165,6 +165,21 @@ def test_adding_seeds_keeps_every_existing_run_id(default_config):
         after.of_run(f"{first[0].arch_id}-s9")
 
 
+def test_train_priorities_start_the_costliest_runs_first(default_config):
+    cfg = copy.deepcopy(default_config)
+    cfg["scales"][0]["seeds"] = [cfg["training"]["seed"], 1]
+    plan = build_plan(cfg)
+    prio = plan.train_priorities()
+    assert sorted(prio) == sorted(plan.train_ids) and sorted(prio.values()) == list(range(1, len(prio) + 1))
+    flops = {rid: plan.of_run(rid)[0].flops for rid in prio}
+    by_rank = sorted(prio, key=prio.get)
+    assert [flops[r] for r in by_rank] == sorted(flops.values())  # rank follows the estimated cost
+    assert flops[by_rank[-1]] == max(flops.values()) > flops[by_rank[0]] == min(flops.values())
+    seeded = [r for r in by_rank if r.endswith("-s1")]
+    assert seeded and all(abs(prio[r] - prio[r[: -len("-s1")]]) == 1 for r in seeded)  # seeds of a run side by side
+    assert build_plan(cfg).train_priorities() == prio  # deterministic
+
+
 def test_seeds_of_a_duplicated_point_are_merged(default_config):
     cfg = copy.deepcopy(default_config)
     dup = copy.deepcopy(cfg["scales"][0]["grid"][0])

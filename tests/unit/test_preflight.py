@@ -119,6 +119,18 @@ def test_same_name_same_shape_is_not_a_duplicate(default_config):
     assert not [p for p in check_study(default_config).problems if "different shape" in p]
 
 
+def test_byte_level_bpe_vocabulary_below_257_is_a_problem_only_when_trained_here(default_config, tmp_path):
+    default_config["tokenizer"]["vocab_size"] = 256
+    problems = check_study(copy.deepcopy(default_config)).problems
+    assert [p for p in problems if "key 'tokenizer.vocab_size'" in p and "at least 257" in p], problems
+    default_config["tokenizer"]["vocab_size"] = 257
+    assert not check_study(copy.deepcopy(default_config)).problems
+    # a tokenizer file brings its own vocabulary: 256 is then the file's business, not this check's
+    default_config["tokenizer"]["vocab_size"] = 256
+    default_config["tokenizer"]["file"] = str(tmp_path / "tokenizer.json")
+    assert not [p for p in check_study(default_config).problems if "too small for the byte-level" in p]
+
+
 def test_skipped_points_are_notices(default_config):
     default_config["model"]["on_infeasible"] = "skip"
     default_config["scales"][0]["grid"][1]["r"] = [40.0, 1.0]

@@ -121,9 +121,16 @@ def test_predict_unmeasured_architecture_and_errors():
         roofline.fit_cost_model([])
 
 
-def test_spearman_needs_three_points():
-    assert roofline._spearman([1, 2], [2, 1]) is None
-    assert math.isclose(roofline._spearman([1, 2, 3], [3, 2, 1]), -1.0)
+def test_spearman_needs_three_points_and_variation():
+    from archscale.ranks import spearman
+
+    assert spearman([1, 2], [2, 1]) is None
+    assert math.isclose(spearman([1, 2], [2, 1], min_points=2), -1.0)
+    assert math.isclose(spearman([1, 2, 3], [3, 2, 1]), -1.0)
+    assert spearman([1, 1, 1], [3, 2, 1]) is None and spearman([1, 2, 3], [5, 5, 5]) is None
+    assert math.isclose(spearman([1, 2, 3, 4], [1, 3, 2, 4]), 0.8)
+    with pytest.raises(ValueError, match="3 values against 2"):
+        spearman([1, 2, 3], [1, 2])
 
 
 def _context_job(arch, batches=(1, 8), context=256, output_len=8):

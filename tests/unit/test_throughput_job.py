@@ -156,3 +156,22 @@ def test_run_job_decode_at_context():
         run_job(ARCH.to_dict(), {**w, "mode": "context"}, HW, rope_base=ROPE)
     with pytest.raises(ValueError, match="decode_at_context runs on"):
         run_job(ARCH.to_dict(), w, {**HW, "megatron_engine": "static"}, rope_base=ROPE)
+
+
+def test_random_weights_on_the_fast_decoder_never_import_megatron():
+    """A throughput job on random weights measures archscale's decoder on weights drawn in
+    megatron's layout: megatron-core is not imported (seconds of every CPU job), and the record
+    is the same kind of record."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from archscale.throughput import run_job\n"
+        f"rec = run_job({ARCH.to_dict()!r}, {WORKLOAD!r}, {HW!r}, rope_base={ROPE!r})\n"
+        "print(json.dumps({'engine': rec['engine'], 'n': len(rec['records']),\n"
+        "                  'megatron': sorted(m for m in sys.modules if m.startswith('megatron'))}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"engine": "archscale-static", "n": 2, "megatron": []}

@@ -106,6 +106,14 @@ def train_runtime(wildcards, attempt):
     )
 
 
+TRAIN_PRIORITY = PLAN.train_priorities()
+
+
+def train_priority(wildcards):
+    """Longest first: the run's rank by estimated training FLOPs (Plan.train_priorities)."""
+    return TRAIN_PRIORITY[wildcards.run]
+
+
 def train_gpus(wildcards):
     """GPUs of one training job: the scale's `gpus`, else compute.gpus_per_job (0 = CPU)."""
     return PLAN.of_run(wildcards.run)[0].gpus

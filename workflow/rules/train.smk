@@ -16,6 +16,7 @@ rule train:
         "logs/train/{run}.log",
     benchmark:
         "benchmarks/train/{run}.tsv"
+    priority: train_priority
     conda:
         "../../environment.yml"
     threads: config["training"]["threads"]

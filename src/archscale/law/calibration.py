@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, stats
 
+from ..ranks import spearman
 from .chinchilla import FitError
 from .guards import capture_warnings, knob_support, optimum_in_range, rank_check
 
@@ -201,11 +202,7 @@ def _resample_index(rng, groups: np.ndarray | None, n: int) -> np.ndarray:
 
 
 def _metrics(pred, loss) -> tuple[float | None, float | None]:
-    mse = float(np.mean((pred - loss) ** 2))
-    if loss.size < 2 or np.ptp(pred) == 0 or np.ptp(loss) == 0:
-        return mse, None
-    rho = stats.spearmanr(pred, loss).statistic
-    return mse, _finite_or_none(rho)
+    return float(np.mean((pred - loss) ** 2)), spearman(pred, loss, min_points=2)
 
 
 def _check_arrays(form, x, r, loss, l_opt):

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ..ranks import spearman
 from .calibration import FORMS, fit_form, predict_loss
 from .chinchilla import FitError, fit_chinchilla
 from .chinchilla import predict_loss as chinchilla_predict
@@ -70,21 +71,13 @@ def _scale_label(runs: pd.DataFrame, mask, n_value) -> str:
     return f"N={n_value:.4g}"
 
 
-def _spearman(pred, y) -> float | None:
-    if len(y) < 2 or np.ptp(pred) == 0 or np.ptp(y) == 0:
-        return None
-    from scipy.stats import spearmanr
-
-    rho = spearmanr(pred, y).statistic
-    return float(rho) if np.isfinite(rho) else None
-
 
 def _evaluate(form, train, test, lo_train, lo_test, cols) -> tuple[dict, float, float | None]:
     fit = fit_form(form, train[cols["x"]], train[cols["r"]], train[cols["loss"]], lo_train, bootstrap=0,
                    groups=run_ids(train, cols))
     pred = predict_loss(fit, test[cols["x"]].to_numpy(float), test[cols["r"]].to_numpy(float), lo_test)
     y = test[cols["loss"]].to_numpy(float)
-    return fit, float(np.mean((pred - y) ** 2)), _spearman(pred, y)
+    return fit, float(np.mean((pred - y) ** 2)), spearman(pred, y, min_points=2)
 
 
 def _tasks(groups: list, kinds) -> list[tuple[str, list, object]]:

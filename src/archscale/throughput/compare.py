@@ -18,13 +18,10 @@ from .measure import check_mode, machine_state, medians, repeat_record, run_once
 
 
 def build_decoder(arch: Architecture, runtime, max_seq: int, seed: int, *, rope_base: float):
-    """Random-weight megatron model of ``arch`` and its :class:`FastDecoder`."""
-    from ..model import build_model, setup_runtime
-    from .fastdecode import FastDecoder
+    """:class:`FastDecoder` of ``arch`` on seeded random weights (no megatron model is built)."""
+    from .fastdecode import FastDecoder, random_weights
 
-    setup_runtime(runtime, seed)
-    model = build_model(arch, runtime, max_sequence_length=max_seq, rope_base=rope_base)
-    return FastDecoder(model, runtime, max_seq)
+    return FastDecoder(random_weights(arch, runtime, rope_base=rope_base, seed=seed), runtime, max_seq)
 
 
 def measure_interleaved(

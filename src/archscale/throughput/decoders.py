@@ -9,21 +9,30 @@ from __future__ import annotations
 from ..arch import Architecture
 from ..model import Runtime
 from .engine import DynamicDecoder, StaticDecoder
-from .fastdecode import FastDecoder
+from .fastdecode import FastDecoder, model_weights
+
+
+KINDS = ("auto", "fast", "static", "dynamic")
+
+
+def resolve_kind(kind: str, runtime: Runtime) -> str:
+    """``auto``: the dynamic engine on GPU (CUDA graphs), archscale's static-cache decoder on CPU."""
+    if kind not in KINDS:
+        raise ValueError(f"throughput.megatron_engine: unknown value '{kind}' (use auto, fast, static or dynamic)")
+    if kind == "auto":
+        return "dynamic" if runtime.on_gpu else "fast"
+    return kind
 
 
 def make_decoder(kind: str, model, arch: Architecture, runtime: Runtime, max_batch: int, max_seq: int, seed: int):
-    """``auto``: the dynamic engine on GPU (CUDA graphs), archscale's static-cache decoder on CPU.
+    """The decoder of ``kind`` (:func:`resolve_kind`) over a megatron model.
 
     ``fast`` (:class:`~archscale.throughput.fastdecode.FastDecoder`) runs on both; ``static`` is
     megatron's own forward with its ``StaticInferenceContext`` (milliseconds of Python per step).
     """
-    if kind == "auto":
-        kind = "dynamic" if runtime.on_gpu else "fast"
+    kind = resolve_kind(kind, runtime)
     if kind == "fast":
-        return FastDecoder(model, runtime, max_seq)
+        return FastDecoder(model_weights(model), runtime, max_seq)
     if kind == "dynamic":
         return DynamicDecoder(model, arch, runtime, max_batch, max_seq, seed)
-    if kind == "static":
-        return StaticDecoder(model, runtime)
-    raise ValueError(f"throughput.megatron_engine: unknown value '{kind}' (use auto, fast, static or dynamic)")
+    return StaticDecoder(model, runtime)

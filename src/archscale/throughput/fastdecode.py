@@ -3,8 +3,11 @@
 Why: megatron's ``GPTModel`` forward costs milliseconds of Python per decode step (module
 hooks, inference-context bookkeeping, rotary tables rebuilt per call), which at the default's
 100k-parameter models is the whole step: every architecture then measures the same. This
-decoder takes the trained or random weights from the megatron model (so checkpoints still
-work; no copy of the values), preallocates one static KV cache ``[layers, 2, batch, kv_heads,
+decoder takes the weights of a megatron model (:func:`model_weights`: trained checkpoints
+work, no copy of the values) or draws random ones in the same layout without building a
+megatron model at all (:func:`random_weights`: throughput does not depend on the values, and
+a throughput job on random weights then never imports megatron-core, seconds per job on
+CPU), preallocates one static KV cache ``[layers, 2, batch, kv_heads,
 positions, head_dim]`` per batch size, and runs a decode step as a handful of tensor ops per
 layer. The same code runs on CPU and GPU (tensors on the model's device).
 
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..arch import Architecture
 from .engine import Generation, _sync, _without_cpu_redirect
 
 MODE_GENERATE = "prefill+decode"
@@ -50,6 +54,64 @@ def _weight(module, *names):
         if isinstance(w, torch.Tensor) and w.numel():
             return w.detach()
     raise ValueError(f"{type(module).__name__}: none of the weights {names} found (unsupported layer spec)")
+
+
+@dataclass
+class DecoderWeights:
+    """What the decoder computes with: the tensors in megatron's layout and the attention shape.
+
+    ``qkv`` of a layer is megatron's fused ``[kv_heads * (gqa + 2) * head_dim, d_model]``
+    (per key/value group: its ``gqa`` queries, then key, then value); ``fc1`` is SwiGLU's
+    ``[2 * ffn, d_model]`` (gate, then up); ``out`` is ``emb`` itself when tied.
+    """
+
+    emb: torch.Tensor
+    layers: list[_Layer]
+    final_ln: torch.Tensor
+    out: torch.Tensor
+    heads: int
+    kv_heads: int
+    head_dim: int
+    eps: float
+    inv_freq: torch.Tensor
+
+
+def model_weights(model) -> DecoderWeights:
+    """The weights of a megatron ``GPTModel`` (views, not copies) and its attention shape."""
+    cfg = model.config
+    if getattr(cfg, "rotary_interleaved", False) or getattr(cfg, "qk_layernorm", False):
+        raise ValueError("FastDecoder supports non-interleaved rotary embeddings without QK norm")
+    emb, layers, final_ln, out = extract_weights(model)
+    return DecoderWeights(emb, layers, final_ln, out, heads=cfg.num_attention_heads,
+                          kv_heads=cfg.num_query_groups or cfg.num_attention_heads, head_dim=cfg.kv_channels,
+                          eps=cfg.layernorm_epsilon, inv_freq=model.rotary_pos_emb.inv_freq.detach().float())
+
+
+def random_weights(arch: Architecture, runtime, *, rope_base: float, seed: int, init_std: float = 0.02) -> DecoderWeights:
+    """Seeded random weights of ``arch`` in megatron's layout (normal(0, ``init_std``) matrices, unit
+    norms, as :func:`archscale.model.build_model` initialises), on the runtime's device and dtype."""
+    from ..model import LAYERNORM_EPSILON, rope_inv_freq
+
+    gen = torch.Generator().manual_seed(seed)
+    dtype, device = runtime.params_dtype, runtime.device
+    d, hd = arch.d_model, arch.head_dim
+    qkv_rows = (arch.heads + 2 * arch.kv_heads) * hd
+
+    def normal(*shape):
+        return (torch.randn(shape, generator=gen) * init_std).to(device=device, dtype=dtype)
+
+    def ones(n):
+        return torch.ones(n, device=device, dtype=dtype)
+
+    layers = [
+        _Layer(ones(d), normal(qkv_rows, d), normal(d, arch.heads * hd), ones(d), normal(2 * arch.ffn, d),
+               normal(d, arch.ffn))
+        for _ in range(arch.layers)
+    ]
+    emb = normal(arch.vocab, d)
+    out = emb if arch.tied else normal(arch.vocab, d)
+    return DecoderWeights(emb, layers, ones(d), out, heads=arch.heads, kv_heads=arch.kv_heads, head_dim=hd,
+                          eps=LAYERNORM_EPSILON, inv_freq=rope_inv_freq(hd, rope_base))
 
 
 def extract_weights(model) -> tuple[torch.Tensor, list[_Layer], torch.Tensor, torch.Tensor]:
@@ -85,21 +147,18 @@ class FastDecoder:
 
     name = "archscale-static"
 
-    def __init__(self, model, runtime, max_seq: int):
-        cfg = model.config
-        if getattr(cfg, "rotary_interleaved", False) or getattr(cfg, "qk_layernorm", False):
-            raise ValueError("FastDecoder supports non-interleaved rotary embeddings without QK norm")
+    def __init__(self, weights: DecoderWeights, runtime, max_seq: int):
+        """``weights``: :func:`model_weights` of a megatron model, or :func:`random_weights`."""
+        w = weights
         self.runtime = runtime
         self.device = runtime.device
-        self.heads = cfg.num_attention_heads
-        self.kv_heads = cfg.num_query_groups or cfg.num_attention_heads
+        self.heads, self.kv_heads, self.head_dim = w.heads, w.kv_heads, w.head_dim
         self.gqa = self.heads // self.kv_heads
-        self.head_dim = cfg.kv_channels
-        self.eps = cfg.layernorm_epsilon
+        self.eps = w.eps
         self.max_seq = max_seq
-        self.emb, self.layers, self.final_ln, self.out_w = extract_weights(model)
+        self.emb, self.layers, self.final_ln, self.out_w = w.emb, w.layers, w.final_ln, w.out
         self.dtype = self.emb.dtype
-        inv_freq = model.rotary_pos_emb.inv_freq.detach().float().to(self.device)
+        inv_freq = w.inv_freq.float().to(self.device)
         freqs = torch.outer(torch.arange(max_seq, device=self.device, dtype=torch.float32), inv_freq)
         emb = torch.cat((freqs, freqs), dim=-1)
         self.cos, self.sin = emb.cos().to(self.dtype), emb.sin().to(self.dtype)  # [max_seq, head_dim]

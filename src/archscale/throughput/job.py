@@ -156,14 +156,23 @@ def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None =
             kind = "fast"
         t_setup = time.perf_counter()
         if w["engine"] == "megatron":
-            from ..model import setup_runtime
-            from .decoders import make_decoder
+            from .decoders import make_decoder, resolve_kind
 
-            setup_runtime(runtime, seed)
-            model = build_megatron_model(
-                a, runtime, max_seq, rope_base, checkpoint if w["weights"] == "trained" else None
-            )
-            decoder = make_decoder(kind, model, a, runtime, max_batch, max_seq, seed)
+            kind = resolve_kind(kind, runtime)
+            if kind == "fast" and w["weights"] == "random":
+                # the static-cache decoder on random weights in megatron's layout: no megatron
+                # model to build (nor megatron-core to import), seconds per job on CPU
+                from .fastdecode import FastDecoder, random_weights
+
+                decoder = FastDecoder(random_weights(a, runtime, rope_base=rope_base, seed=seed), runtime, max_seq)
+            else:
+                from ..model import setup_runtime
+
+                setup_runtime(runtime, seed)
+                model = build_megatron_model(
+                    a, runtime, max_seq, rope_base, checkpoint if w["weights"] == "trained" else None
+                )
+                decoder = make_decoder(kind, model, a, runtime, max_batch, max_seq, seed)
         else:
             from .vllm_engine import VllmDecoder
 

@@ -19,13 +19,13 @@ the search can rank architectures that were never measured, and knows how far to
 
 from __future__ import annotations
 
-import math
 import time
 from collections import defaultdict
 from statistics import fmean
 
 from ..arch import Architecture
 from ..cost import inference_flops_per_token, logits_flops_per_token
+from ..ranks import spearman
 
 
 # ---- analytic costs -----------------------------------------------------------------
@@ -144,15 +144,6 @@ def _nnls_fit(roof: list[float], layers: list[int], y: list[float]) -> dict:
     coef, _ = nnls(a / col_scale, np.asarray(y, float))
     coef = coef / col_scale
     return {"scale": float(coef[0]), "overhead_s": float(coef[1]), "overhead_per_layer_s": float(coef[2])}
-
-
-def _spearman(a: list[float], b: list[float]) -> float | None:
-    from scipy.stats import spearmanr
-
-    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
-        return None
-    rho = spearmanr(a, b).statistic
-    return None if math.isnan(rho) else float(rho)
 
 
 def device_key(record: dict) -> str:
@@ -275,10 +266,10 @@ def fit_cost_model(jobs: list[dict]) -> dict:
             sel = [p for p in points if p["batch_size"] == b]
             per_batch[str(b)] = {
                 "n": len(sel),
-                "spearman_calibrated": _spearman(
+                "spearman_calibrated": spearman(
                     [p["predicted_output_tokens_per_s"] for p in sel], [p["output_tokens_per_s"] for p in sel]
                 ),
-                "spearman_roofline": _spearman(
+                "spearman_roofline": spearman(
                     [p["roofline_output_tokens_per_s"] for p in sel], [p["output_tokens_per_s"] for p in sel]
                 ),
             }
@@ -288,7 +279,7 @@ def fit_cost_model(jobs: list[dict]) -> dict:
         dev["spearman"] = {
             "within_batch_size_mean": fmean(within) if within else None,
             "by_batch_size": per_batch,
-            "all_points": _spearman(pred, meas),
+            "all_points": spearman(pred, meas),
         }
         dev["mean_abs_rel_error"] = fmean(abs(a / b - 1.0) for a, b in zip(pred, meas))
         dev["points"] = points
