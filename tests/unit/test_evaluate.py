@@ -9,23 +9,18 @@ import pytest
 import torch
 
 from archscale.arch import Architecture
+from archscale.eval_tasks import PAPER_TASKS, EvaluationError, find_local_tasks, local_task_files, resolve_tasks, task_registry
 from archscale.evaluate import (
     AVERAGE_COLUMN,
-    PAPER_TASKS,
-    EvaluationError,
     accuracy_columns,
     accuracy_table,
     evaluate_model,
-    find_local_tasks,
     lm_eval_command,
-    local_task_files,
     parse_metrics,
     plot_accuracy_vs_loss,
     primary_metric,
-    resolve_tasks,
     select_architectures,
     summarise,
-    task_registry,
 )
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -250,7 +250,7 @@ def evaluate_spec():
 
 def evaluate_task_files(wildcards):
     """Files of the local tasks evaluated: editing a task re-runs its evaluations."""
-    from archscale.evaluate import EvaluationError, local_task_files
+    from archscale.eval_tasks import EvaluationError, local_task_files
 
     ev = config["evaluate"]
     try:
