@@ -1,31 +1,16 @@
-"""No process of a trainer survives it: after SIGKILL of the trainer (or of the checkpoint
-writer's owner alone), the writer's Manager server (which ignores SIGTERM by design) and the
-multiprocessing resource tracker exit within seconds."""
+"""No process of a trainer survives it: after SIGKILL of the trainer, whatever it started (the
+checkpoint writer's forked workers, the multiprocessing resource tracker) exits within seconds.
+The writer's results stay in the trainer's process (no Manager server: test_train)."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 
 import psutil
 import pytest
 from test_train import make_job, manifest, run_job, start  # noqa: F401 - manifest is a fixture
-
-WRITER_ALONE = """
-import sys, time
-from megatron.core.dist_checkpointing.strategies import filesystem_async
-from archscale.train import checkpointing
-checkpointing._signal_proof_writer_queue()
-q = filesystem_async._results_queue
-q.put("x"); assert q.get(timeout=30) == "x"
-from multiprocessing import resource_tracker
-resource_tracker.ensure_running()  # as dist_checkpointing's writer processes do
-print("ready", checkpointing._WRITER_MANAGER._process.pid, flush=True)
-time.sleep(600)
-"""
-
 
 def descendants(pid: int) -> list[psutil.Process]:
     return psutil.Process(pid).children(recursive=True)
@@ -50,25 +35,6 @@ def kill_and_check(proc: subprocess.Popen, children: list[psutil.Process]) -> No
     assert not left, [(p.pid, names[p.pid]) for p in left]
 
 
-def test_writer_helpers_exit_when_their_owner_is_killed():
-    proc = subprocess.Popen([sys.executable, "-c", WRITER_ALONE], stdout=subprocess.PIPE, text=True)
-    children: list[psutil.Process] = []
-    try:
-        line = proc.stdout.readline().split()
-        assert line[:1] == ["ready"], line
-        server = int(line[1])
-        children = descendants(proc.pid)
-        cmdlines = [" ".join(p.cmdline()) for p in children]
-        assert server in [p.pid for p in children]
-        assert any("resource_tracker" in c for c in cmdlines), cmdlines
-        # the server still ignores SIGTERM (SLURM signals every process of a step)
-        psutil.Process(server).send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        assert psutil.Process(server).is_running()
-    finally:
-        kill_and_check(proc, children)
-
-
 @pytest.mark.slow
 def test_killed_trainer_leaves_no_process_behind(tmp_path, manifest):
     job = make_job(tmp_path, manifest, tokens=60 * 512, hardware={"checkpoint_interval": 5})
@@ -80,8 +46,7 @@ def test_killed_trainer_leaves_no_process_behind(tmp_path, manifest):
             break
     assert seen and seen[-1].startswith("[archscale] checkpoint "), "".join(seen)[-3000:]
     proc.send_signal(signal.SIGSTOP)  # frozen, holding its lock, until the SIGKILL below
-    children = descendants(proc.pid)
-    assert children, "the trainer should have started the checkpoint writer's helper processes"
+    children = descendants(proc.pid)  # whatever is left of the writer's helpers must die with it
     # a second trainer of the same checkpoint directory is refused, naming the first
     code, out = run_job(job)
     assert code == 1 and f"{job.checkpoint_dir}: checkpoint directory in use by another trainer, PID {proc.pid}" in out

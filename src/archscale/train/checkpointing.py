@@ -27,12 +27,9 @@ architecture: :func:`load_final` builds the model and loads it.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import re
 import shutil
-import signal
-from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
 
@@ -155,79 +152,32 @@ def keep_result(root: str | Path, job) -> None:
         supersede.keep_result(root, job.metrics, job.curve, job.final)
 
 
-_WRITER_MANAGER: SyncManager | None = None
+def _in_process_writer_queue() -> None:
+    """Give dist_checkpointing's writer an in-process results queue (idempotent).
 
-
-def _ignore_stop_signals() -> None:
-    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
-        signal.signal(sig, signal.SIG_IGN)
-
-
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Make the calling (child) process exit when ``parent_pid``, its parent, dies.
-
-    On Linux the kernel delivers SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``;
-    SIGKILL because the writer's server ignores the stop signals); elsewhere a daemon thread
-    polls the parent PID. If the parent died before this ran, exit now.
+    The torch_dist save strategy collects its write results in a queue that by default lives in
+    a ``multiprocessing`` Manager server, spawned on the first save for the async path, where
+    the write runs in another process. archscale saves synchronously: the write runs in this
+    process (its forked workers report through their own queue) and the results are put and
+    read here, so a ``queue.Queue`` does, and no server process is started. That server was a
+    hazard and a cost: SLURM delivers SIGTERM to every process of the job step, so it died with
+    the trainer's stop signal and the checkpoint written *because of* the signal failed with
+    BrokenPipeError; and to hold the write results it imported torch (1-3 s of CPU and about
+    250 MB per training job, on top of the spawn's latency before the first checkpoint).
     """
-    import sys
+    import queue
 
-    armed = False
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            armed = libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
-        except (OSError, AttributeError):
-            armed = False
-    if not armed:
-        import threading
-        import time
-
-        def watch() -> None:
-            while os.getppid() == parent_pid:
-                time.sleep(1.0)
-            os._exit(1)
-
-        threading.Thread(target=watch, name="archscale-parent-watchdog", daemon=True).start()
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
-def _writer_server_init(parent_pid: int) -> None:
-    """Initializer of the writer's Manager server: survive stop signals, not the trainer."""
-    _ignore_stop_signals()
-    die_with_parent(parent_pid)
-
-
-def _signal_proof_writer_queue() -> None:
-    """Give dist_checkpointing's writer a results queue whose server ignores stop signals.
-
-    The torch_dist save strategy collects write results through a ``multiprocessing`` Manager
-    that it starts on the first save and keeps for the life of the process. SLURM delivers
-    SIGTERM (or the ``--signal`` of a time limit) to every process of the job step, so that
-    server died together with the trainer's signal and the checkpoint written *because of*
-    the signal failed with BrokenPipeError. Starting the Manager ourselves, with the stop
-    signals ignored in its server process, keeps it alive until the trainer has saved.
-    """
     from megatron.core.dist_checkpointing.strategies import filesystem_async
 
-    global _WRITER_MANAGER
-    if getattr(filesystem_async, "_results_queue", None) is None:
-        _WRITER_MANAGER = SyncManager(ctx=multiprocessing.get_context("spawn"))
-        _WRITER_MANAGER.start(initializer=_writer_server_init, initargs=(os.getpid(),))
-        filesystem_async._results_queue = _WRITER_MANAGER.Queue()
+    if not isinstance(getattr(filesystem_async, "_results_queue", None), queue.Queue):
+        filesystem_async._results_queue = queue.Queue()
 
 
 def collective_save(sharded_state_dict: dict, target: str | Path) -> None:
     """All ranks save into ``target`` + ``.tmp``; rank 0 renames it onto ``target`` when complete."""
     from megatron.core import dist_checkpointing
 
-    _signal_proof_writer_queue()
+    _in_process_writer_queue()
     target = Path(target)
     tmp = target.with_name(target.name + ".tmp")
     if _rank() == 0:
