@@ -120,7 +120,7 @@ def test_findings_state_the_fitted_optimum_and_the_tiny_scale_caveat(study, buil
     assert "interior optimum at d/sqrt(N) = 0.3" in shows  # a2/a1 of the fixture law
     assert "interior optimum at r = 1.5" in shows
     caveats = " ".join(text["What the runs do not show"])
-    assert "tiny models" in caveats and "not the paper's U-shapes" in caveats
+    assert "tiny models" in caveats and "they are not the paper's U-shapes" in caveats
     assert "a fitted optimum is not a finding" in caveats
     effects = " ".join(text["Effects against seed noise (no fitted law)"])
     assert "seed noise not measured" in effects

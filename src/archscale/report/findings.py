@@ -237,9 +237,10 @@ def caveat_sentences(
                 opt_txt = " Consistently, the fit finds no interior optimum inside the sampled range."
             out.append(
                 f"These are tiny models (N = {n_min:,.0f}-{n_max:,.0f} non-embedding parameters{emb_txt}). "
-                "Runs of this size can show the direction of the d and r effects, not the paper's U-shapes "
-                "(optima near d/sqrt(N) = 0.08 and r = 1-1.2 at 80M-1B); neither the fitted optima nor the picks "
-                f"transfer to models of that size.{opt_txt}"
+                "Runs of this size show the direction of the d and r effects and, with seeds and a grid that spans "
+                "both sides, this size's own optima; they are not the paper's U-shapes (optima near d/sqrt(N) = 0.08 "
+                "and r = 1-1.2 at 80M-1B), and neither the fitted optima nor the picks transfer to models of that "
+                f"size.{opt_txt}"
             )
     if "scale" in runs and len(runs):
         seeds = runs.groupby("arch_id").size() if "arch_id" in runs else pd.Series([1] * len(runs))
