@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 def _config(steps: int) -> dict:
     cfg = default_config()
     cfg["data"]["corpus_dir"] = str(SAMPLE)
-    cfg["tokenizer"]["vocab_size"] = 256
+    cfg["tokenizer"]["vocab_size"] = 257
     cfg["scales"] = [{
         "name": "r20k", "n_target": 20_000, "layers": 2, "head_dim": 8, "tokens": steps * 512,
         "grid": [{"d_model": [40], "r": [1.0], "gqa": [2]}],
@@ -45,8 +45,8 @@ def _setup(root: Path, steps: int) -> str:
     cfg = _config(steps)
     write_config(root, cfg)
     data = root / "results" / "data"
-    write_synthetic_manifest(data, vocab_size=256, train_tokens=40_000, valid_tokens=6_000, seed=1)
-    meta = {"vocab_size": 256, "eod_id": 255, "eod_token": "<eod>", "source": "trained", "path": "x"}
+    write_synthetic_manifest(data, vocab_size=257, train_tokens=40_000, valid_tokens=6_000, seed=1)
+    meta = {"vocab_size": 257, "eod_id": 256, "eod_token": "<eod>", "source": "trained", "path": "x"}
     (root / "results" / "tokenizer").mkdir(parents=True)
     (root / "results" / "tokenizer" / "tokenizer.meta.json").write_text(json.dumps(meta))
     (arch_id,) = build_plan(validate_config(cfg)).ids

@@ -138,7 +138,13 @@ def test_rope_base_reaches_the_throughput_jobs(tmp_path, monkeypatch, script):
     def fake_decoder(a, runtime, max_seq, seed, *, rope_base):
         fake_build(a, runtime, max_seq, rope_base, None)
 
+    def fake_random_weights(a, runtime, *, rope_base, seed, **kw):  # random weights: no megatron model
+        fake_build(a, runtime, None, rope_base, None)
+
+    from archscale.throughput import fastdecode
+
     monkeypatch.setattr(tjob, "build_megatron_model", fake_build)
+    monkeypatch.setattr(fastdecode, "random_weights", fake_random_weights)
     monkeypatch.setattr(compare, "build_decoder", fake_decoder)
     monkeypatch.setattr(tp, "run_job", tjob.run_job)
     if script == "throughput.py":
