@@ -9,6 +9,13 @@ from archscale.throughput import engine
 from archscale.throughput.fastdecode import FastDecoder, model_weights, random_weights
 
 CPU = resolve_runtime(cuda_available=False, te_installed=False)
+#: Grouped-query with tied embeddings, multi-head untied, multi-query.
+SHAPES = [
+    Architecture(d_model=96, ffn=144, layers=2, heads=4, kv_heads=2, head_dim=8, vocab=512),
+    Architecture(d_model=64, ffn=96, layers=3, heads=4, kv_heads=4, head_dim=16, vocab=300, tied=False),
+    Architecture(d_model=64, ffn=96, layers=1, heads=8, kv_heads=1, head_dim=8, vocab=256),
+]
+SHAPE_IDS = ["gqa2-tied", "mha-untied", "mqa"]
 
 
 def _model(arch, seed=7):
@@ -17,15 +24,7 @@ def _model(arch, seed=7):
     return build_model(arch, CPU, max_sequence_length=64, rope_base=500000.0, init_std=0.5)
 
 
-@pytest.mark.parametrize(
-    "arch",
-    [
-        Architecture(d_model=96, ffn=144, layers=2, heads=4, kv_heads=2, head_dim=8, vocab=512),
-        Architecture(d_model=64, ffn=96, layers=3, heads=4, kv_heads=4, head_dim=16, vocab=300, tied=False),
-        Architecture(d_model=64, ffn=96, layers=1, heads=8, kv_heads=1, head_dim=8, vocab=256),
-    ],
-    ids=["gqa2-tied", "mha-untied", "mqa"],
-)
+@pytest.mark.parametrize("arch", SHAPES, ids=SHAPE_IDS)
 def test_fast_decoder_matches_megatron_greedy_tokens(arch):
     model = _model(arch)
     prompts = engine.random_prompts(arch.vocab, 3, 12, seed=1)
@@ -79,15 +78,7 @@ def test_decode_step_matches_megatron_at_a_filled_context():
     assert torch.equal(dec.generate(prompts, 8).tokens, engine.generate_without_cache(model, prompts, 8))
 
 
-@pytest.mark.parametrize(
-    "arch",
-    [
-        Architecture(d_model=96, ffn=144, layers=2, heads=4, kv_heads=2, head_dim=8, vocab=512),
-        Architecture(d_model=64, ffn=96, layers=3, heads=4, kv_heads=4, head_dim=16, vocab=300, tied=False),
-        Architecture(d_model=64, ffn=96, layers=1, heads=8, kv_heads=1, head_dim=8, vocab=256),
-    ],
-    ids=["gqa2-tied", "mha-untied", "mqa"],
-)
+@pytest.mark.parametrize("arch", SHAPES, ids=SHAPE_IDS)
 def test_random_weights_have_the_megatron_models_layout(arch):
     """The megatron-free random weights (throughput on random weights) are shaped, typed, tied and
     rotated exactly like a built megatron model's; only the values differ."""
