@@ -3,12 +3,14 @@
 megatron-core assumes CUDA in a handful of places (``torch.cuda.current_device()`` for RoPE
 and buffers, tensors created on ``device="cuda"``, CUDA events and synchronisation, an
 assertion on CUDA gradients in gradient clipping). :func:`activate` patches exactly those,
-process-wide, and only when CUDA is absent. The GPU path never imports this module (a test
+process-wide, and only when CUDA is absent. It also imports megatron-core the CPU way
+(:func:`import_megatron`): without ``torch.compile`` behind megatron's fused-kernel decorator. The GPU path never imports this module (a test
 asserts it), so the same model and training code runs unmodified on GPUs.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 
 import torch
@@ -87,6 +89,37 @@ def _clip_grad_by_total_norm(parameters, max_norm, total_norm, use_decoupled_gra
                 g.mul_(coeff)
 
 
+def _eager(model=None, **_):
+    """``torch.compile``'s signature, compiling nothing (megatron's ``noop_decorator`` as both
+    ``@torch.compile`` and ``@torch.compile(...)``)."""
+    return model if model is not None else (lambda fn: fn)
+
+
+def import_megatron() -> None:
+    """Import megatron-core with its ``jit_fuser`` as megatron's own no-op decorator.
+
+    ``megatron.core.jit`` sets ``jit_fuser = torch.compile`` at import, and 38 functions are
+    decorated with it while ``import megatron.core`` runs (bias-GELU/SwiGLU/GEGLU fusions, L2
+    norm, activations). Wrapping them loads ``torch._dynamo`` and inductor's configuration:
+    about 1.5 s of every CPU job's start-up (a training job of the embedded default trains for
+    6-90 s), for kernels the CPU path never calls (archscale keeps megatron's defaults, which
+    turn the bias, activation and RoPE fusions and the qk L2 norm off). Here
+    ``torch.compile`` is the no-op :func:`_eager` for the duration of that import only, then
+    :func:`megatron.core.jit.disable_jit_fuser` (megatron's switch) keeps later imports eager.
+    A no-op when megatron-core is already imported.
+    """
+    if "megatron.core" in sys.modules:
+        return
+    compile_ = torch.compile
+    torch.compile = _eager
+    try:
+        import megatron.core  # noqa: F401 - the import is the point
+        from megatron.core import jit
+    finally:
+        torch.compile = compile_
+    jit.disable_jit_fuser()
+
+
 def activate() -> None:
     """Install the layer (idempotent). Refuses to run when CUDA is available."""
     global _ACTIVE
@@ -94,6 +127,7 @@ def activate() -> None:
         return
     if torch.cuda.is_available():
         raise RuntimeError("archscale.compat is the CPU-only layer; CUDA is available, do not activate it")
+    import_megatron()
     torch.cuda.current_device = lambda: "cpu"
     torch.cuda.synchronize = lambda *a, **k: None
     torch.cuda.Event = _CpuEvent

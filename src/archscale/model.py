@@ -83,15 +83,16 @@ def resolve_runtime(
 def setup_runtime(runtime: Runtime, seed: int) -> None:
     """Initialise torch.distributed, megatron's parallel state and RNG for this process."""
     import torch.distributed as dist
-    from megatron.core import parallel_state
-    from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
     if not runtime.on_gpu:
         from . import compat
 
-        compat.activate()
+        compat.activate()  # first: it imports megatron-core the CPU way
     else:
         torch.cuda.set_device(runtime.local_rank)
+    from megatron.core import parallel_state
+    from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
+
     if not dist.is_initialized():
         if runtime.world_size > 1:
             # torchrun's env:// rendezvous; gloo runs data parallelism on CPU (tests, laptops)

@@ -76,3 +76,30 @@ def test_setup_runtime_activates_compat_only_without_cuda():
     """)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "OK"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the layer is for machines without CUDA")
+def test_megatron_imports_without_torch_compile_on_cpu():
+    """activate() imports megatron-core with its jit_fuser as megatron's no-op: torch._dynamo is
+    not loaded by the import, the decorated functions are the plain ones, and later imports of
+    megatron modules stay eager; torch.compile itself is restored."""
+    out = _run("""
+        import sys
+        import torch
+        compile_ = torch.compile
+        from archscale import compat
+        compat.activate()
+        assert "torch._dynamo" not in sys.modules, "megatron's import loaded torch._dynamo"
+        assert torch.compile is compile_
+        from megatron.core import jit
+        assert jit.jit_fuser is jit.noop_decorator
+        from megatron.core.transformer.utils import gelu_impl       # decorated at megatron's import
+        from megatron.core.fusions.fused_bias_swiglu import swiglu  # imported after activate()
+        for fn in (gelu_impl, swiglu):
+            assert type(fn).__name__ == "function" and not hasattr(fn, "_torchdynamo_orig_callable"), fn
+        x = torch.linspace(-2, 2, 5)
+        assert torch.allclose(gelu_impl(x), torch.nn.functional.gelu(x, approximate="tanh"), atol=1e-3)
+        print("OK")
+    """)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "OK"

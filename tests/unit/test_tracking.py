@@ -210,3 +210,27 @@ def test_resumed_tracker_hides_steps_logged_after_the_checkpoint(tmp_path, manif
     assert [v for _, v in scalars(events(Path(job.metrics).parent / "tb"), "train/tokens_per_s")] == [512.0] * 6
     rank1 = tracking.Tracker.open(job, SimpleNamespace(rank=1), 0, 0.0)
     assert rank1.tb is None and rank1.wandb_run is None
+
+
+def test_a_job_without_wandb_does_not_import_it():
+    """block_unused_wandb: megatron's optional `import wandb` fails (it falls back) unless the job
+    logs to W&B; a job with training.wandb set imports wandb as usual."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from archscale.train.__main__ import block_unused_wandb
+block_unused_wandb({"wandb": %s})
+import megatron.core
+print("wandb" in sys.modules and sys.modules["wandb"] is None,
+      getattr(sys.modules.get("wandb"), "__name__", None))
+"""
+    off = subprocess.run([sys.executable, "-W", "ignore", "-c", code % "None"], capture_output=True, text=True, timeout=120)
+    assert off.returncode == 0, off.stderr[-3000:]
+    assert off.stdout.split() == ["True", "None"]
+    pytest.importorskip("wandb")
+    on = subprocess.run([sys.executable, "-W", "ignore", "-c", code % "{'project': 'p'}"], capture_output=True,
+                        text=True, timeout=120)
+    assert on.returncode == 0, on.stderr[-3000:]
+    assert on.stdout.split() == ["False", "wandb"]
