@@ -113,6 +113,7 @@ def test_report_rule_and_html_report(searched):
     assert "tiny models" in findings_html
     # The validation table under both references (own L_opt flagged optimistic) and the guards' verdicts.
     assert "Validation table (both references)" in findings_html and "optimistic" in findings_html
+    assert "Effects against seed noise (table)" in findings_html
     assert "Conditional fit status:" in findings_html and "Fit verdicts (identifiability guards)" in index["findings"]
     assert index["validation_table"] and "MSE (L_opt extrapolated)" in index["validation_table"][0]
     # The picks carry the bootstrap probability of meeting the target, or why it is withheld.

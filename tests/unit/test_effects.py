@@ -89,3 +89,29 @@ def test_sweep_memberships_name_the_knob_and_the_values_held():
                                              "r@scales[1].grid[2]|d_model=96,gqa=1"]
     assert sweep_memberships({"d_model": [64], "r": [1.0], "gqa": [1]},
                              GridPoint(r=1.0, gqa=1, d_model=64, origin="o")) == []
+
+
+def test_effects_table_rows_match_the_effects_and_the_report_renders_them():
+    from archscale.analysis.effects import effects_table
+    from archscale.report.tables import effects_html
+
+    runs = pd.concat([
+        _runs({0.1: 3.1, 0.2: 2.95, 0.4: 2.9, 0.8: 2.98}, seeds=3, sd=0.02),             # resolved interior
+        _runs({0.5: 3.2, 1.0: 3.1, 4.0: 3.0}, seeds=2, sd=0.01, knob="r", scale="s2"),     # falls, resolved
+        _runs({0.5: 3.02, 1.0: 3.0, 4.0: 3.01}, seeds=2, sd=0.02, knob="r", scale="s3"),   # interior, not resolved
+    ], ignore_index=True)
+    table = effects_table(runs)
+    assert len(table) == 3
+    rows = {r["scale"]: r for r in table.to_dict("records")}
+    assert rows["s1"]["verdict"] == "interior optimum resolved, in [0.2, 0.8]"
+    assert rows["s1"]["rise_low_sd"] == pytest.approx(10.0) and rows["s1"]["rise_high_sd"] == pytest.approx(4.0)
+    assert (rows["s1"]["best_at"], rows["s1"]["seeds"], rows["s1"]["architectures"]) == (0.4, "3", 4)
+    assert rows["s2"]["verdict"] == "falls, resolved" and rows["s2"]["knob"] == "r"
+    assert rows["s2"]["rise_low"] == pytest.approx(0.2) and rows["s2"]["rise_low_sd"] == pytest.approx(20.0)
+    assert rows["s2"]["rise_high"] is None or np.isnan(rows["s2"]["rise_high"])  # the best point is the high end
+    assert rows["s3"]["verdict"] == "interior minimum not resolved"
+    assert rows["s3"]["rise_low_sd"] == pytest.approx(1.0)
+    page = effects_html(runs)
+    assert page.count("</tr>") == 4 and "interior optimum resolved, in [0.2, 0.8]" in page
+    assert "No one-knob sweep" in effects_html(runs.drop(columns="sweeps"))
+    assert "seed noise not measured" in effects_table(_runs({0.1: 3.3, 0.2: 2.9, 0.4: 3.3}, seeds=1, sd=0.0))["verdict"].tolist()

@@ -57,6 +57,31 @@ class SweepEffect:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def verdict(self) -> str:
+        """The sweep's verdict in a few words (the table's column; :meth:`sentence` spells it out)."""
+        if self.noise_sd is None:
+            return "seed noise not measured"
+        if self.shape == "interior minimum":
+            if self.resolved:
+                return f"interior optimum resolved, in [{self.bracket[0]:.3g}, {self.bracket[1]:.3g}]"
+            return "interior minimum not resolved"
+        return f"{self.shape}, resolved" if self.resolved else "not resolved"
+
+    def row(self) -> dict:
+        """One row of :func:`effects_table` (rises in loss and in seed-noise sd)."""
+        def in_sd(v):
+            return None if v is None or not self.noise_sd else v / self.noise_sd
+        seeds = sorted({p["n_seeds"] for p in self.points})
+        return {
+            "scale": self.scale, "knob": KNOB_LABELS.get(self.knob, self.knob), "sweep": self.sweep,
+            "from": self.points[0]["x"], "to": self.points[-1]["x"], "architectures": len(self.points),
+            "seeds": f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}",
+            "best_at": self.best_x, "best_mean_loss": self.best_loss,
+            "rise_low": self.rise_low, "rise_low_sd": in_sd(self.rise_low),
+            "rise_high": self.rise_high, "rise_high_sd": in_sd(self.rise_high),
+            "seed_noise_sd": self.noise_sd, "verdict": self.verdict(),
+        }
+
     def sentence(self, k: float = RESOLVE_SIGMAS) -> str:
         label = KNOB_LABELS.get(self.knob, self.knob)
         xs = f"{label} {self.points[0]['x']:.3g} to {self.points[-1]['x']:.3g} ({len(self.points)} architectures)"
@@ -152,6 +177,13 @@ def knob_effects(runs: pd.DataFrame, k: float = RESOLVE_SIGMAS, value: str = "va
             if sub["arch_id"].nunique() >= 3:
                 out.append(sweep_effect(sub, scale, knob, sweep, noise.get(scale), k, value))
     return out
+
+
+def effects_table(runs: pd.DataFrame, k: float = RESOLVE_SIGMAS, value: str = "valid_loss") -> pd.DataFrame:
+    """Every sweep's effect as a table (one row per sweep; :meth:`SweepEffect.row`)."""
+    if not len(runs) or value not in runs:
+        return pd.DataFrame()
+    return pd.DataFrame([e.row() for e in knob_effects(runs, k, value)])
 
 
 def effect_sentences(runs: pd.DataFrame, k: float = RESOLVE_SIGMAS) -> list[str]:

@@ -100,7 +100,7 @@ def build_report(
     planned = plan_vs_fit_sentences(load_science(science), cond) if science else []
     if planned:  # what the science plan (results/plan/science.json) had predicted for these optima
         text["what the plan predicted"] = planned
-    tables.findings_page(title, text, outputs["findings"], extra_html=validation_html(val))
+    tables.findings_page(title, text, outputs["findings"], extra_html=tables.effects_html(runs_df) + validation_html(val))
     made["findings"] = {"sentences": sum(len(v) for v in text.values())}
     summary = validation_summary(val)
 

@@ -89,6 +89,31 @@ def chosen_table(results: list[dict], path: str | Path) -> pd.DataFrame:
     return df
 
 
+#: Columns of the effects table as the report labels them.
+EFFECT_COLUMNS = {
+    "scale": "scale", "knob": "knob", "sweep": "sweep (fixed)", "from": "from", "to": "to",
+    "architectures": "architectures", "seeds": "seeds each", "best_at": "best at", "best_mean_loss": "best mean loss",
+    "rise_low": "rise to low end", "rise_low_sd": "(sd)", "rise_high": "rise to high end", "rise_high_sd": "(sd) ",
+    "seed_noise_sd": "seed noise sd", "verdict": "verdict",
+}
+
+
+def effects_html(runs: pd.DataFrame) -> str:
+    """The effects of d/sqrt(N) and r read from the runs, one row per one-knob sweep (for the findings page)."""
+    from ..analysis.effects import RESOLVE_SIGMAS, effects_table
+
+    df = effects_table(runs)
+    head = "<h3>Effects against seed noise (table)</h3>"
+    if df.empty:
+        return head + "<p>No one-knob sweep of three or more architectures in the runs table.</p>"
+    note = (f"<p>Per sweep, each architecture's validation loss is its mean over seeds. Rises are from the best "
+            "point to the worst point on each side, in loss and in units of the scale's seed noise (pooled "
+            f"within-architecture sd). Resolved: more than {RESOLVE_SIGMAS:g} sd, on both sides for an interior "
+            "optimum, whose interval is then the best point's grid neighbours.</p>")
+    return head + note + df.rename(columns=EFFECT_COLUMNS).to_html(
+        index=False, na_rep="-", float_format=lambda v: f"{v:.3g}", border=0)
+
+
 def findings_page(title: str, sections: dict[str, list[str]], path: str | Path, extra_html: str = "") -> None:
     """The findings as lists, one per section, then ``extra_html`` (e.g. the validation table)."""
     body = ""
