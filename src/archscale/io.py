@@ -1,7 +1,9 @@
 """Atomic output helpers: a killed job never leaves a file that looks finished.
 
 Every writer writes to a temporary sibling and renames it into place (``os.replace`` is
-atomic on POSIX within one file system).
+atomic on POSIX within one file system). The temporary is created owner-only (``mkstemp``,
+``mkdtemp``); before the rename it gets the mode a plain ``open``/``mkdir`` would have given
+(0666/0777 less the umask), so results on a shared project directory stay readable by the team.
 """
 
 from __future__ import annotations
@@ -15,6 +17,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _plain_mode(path: Path, directory: bool = False) -> None:
+    """Give ``path`` the mode ``open``/``mkdir`` would have (0666/0777 less the umask)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
@@ -25,6 +38,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            _plain_mode(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -39,6 +54,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _plain_mode(tmp, directory=True)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
