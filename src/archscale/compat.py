@@ -4,8 +4,9 @@ megatron-core assumes CUDA in a handful of places (``torch.cuda.current_device()
 and buffers, tensors created on ``device="cuda"``, CUDA events and synchronisation, an
 assertion on CUDA gradients in gradient clipping). :func:`activate` patches exactly those,
 process-wide, and only when CUDA is absent. It also imports megatron-core the CPU way
-(:func:`import_megatron`): without ``torch.compile`` behind megatron's fused-kernel decorator. The GPU path never imports this module (a test
-asserts it), so the same model and training code runs unmodified on GPUs.
+(:func:`import_megatron`): without ``torch.compile`` behind megatron's fused-kernel decorator.
+The GPU path never imports this module (a test asserts it), so the same model and training
+code runs unmodified on GPUs.
 """
 
 from __future__ import annotations

@@ -18,6 +18,15 @@ from typing import Any, Iterator
 
 
 def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (``/proc/self/status``);
+    elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -57,6 +57,11 @@ class SweepEffect:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def seeds_text(self) -> str:
+        """Seeds per architecture along the sweep: "3", or "2-3" where they differ."""
+        seeds = sorted({p["n_seeds"] for p in self.points})
+        return f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+
     def verdict(self) -> str:
         """The sweep's verdict in a few words (the table's column; :meth:`sentence` spells it out)."""
         if self.noise_sd is None:
@@ -71,11 +76,10 @@ class SweepEffect:
         """One row of :func:`effects_table` (rises in loss and in seed-noise sd)."""
         def in_sd(v):
             return None if v is None or not self.noise_sd else v / self.noise_sd
-        seeds = sorted({p["n_seeds"] for p in self.points})
         return {
             "scale": self.scale, "knob": KNOB_LABELS.get(self.knob, self.knob), "sweep": self.sweep,
             "from": self.points[0]["x"], "to": self.points[-1]["x"], "architectures": len(self.points),
-            "seeds": f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}",
+            "seeds": self.seeds_text(),
             "best_at": self.best_x, "best_mean_loss": self.best_loss,
             "rise_low": self.rise_low, "rise_low_sd": in_sd(self.rise_low),
             "rise_high": self.rise_high, "rise_high_sd": in_sd(self.rise_high),
@@ -85,9 +89,7 @@ class SweepEffect:
     def sentence(self, k: float = RESOLVE_SIGMAS) -> str:
         label = KNOB_LABELS.get(self.knob, self.knob)
         xs = f"{label} {self.points[0]['x']:.3g} to {self.points[-1]['x']:.3g} ({len(self.points)} architectures)"
-        seeds = sorted({p["n_seeds"] for p in self.points})
-        seeds_txt = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
-        head = f"{self.scale}, {label} along {self.sweep} ({xs}, {seeds_txt} seed(s) each): "
+        head = f"{self.scale}, {label} along {self.sweep} ({xs}, {self.seeds_text()} seed(s) each): "
         if self.noise_sd is None:
             return head + (f"lowest mean loss {self.best_loss:.3f} at {label} = {self.best_x:.3g}; the seed noise "
                            "was not measured at this scale (one seed per architecture), so no difference is resolved.")

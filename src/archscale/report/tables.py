@@ -93,7 +93,8 @@ def chosen_table(results: list[dict], path: str | Path) -> pd.DataFrame:
 EFFECT_COLUMNS = {
     "scale": "scale", "knob": "knob", "sweep": "sweep (fixed)", "from": "from", "to": "to",
     "architectures": "architectures", "seeds": "seeds each", "best_at": "best at", "best_mean_loss": "best mean loss",
-    "rise_low": "rise to low end", "rise_low_sd": "(sd)", "rise_high": "rise to high end", "rise_high_sd": "(sd) ",
+    "rise_low": "rise to low end", "rise_low_sd": "rise to low end (sd)", "rise_high": "rise to high end",
+    "rise_high_sd": "rise to high end (sd)",
     "seed_noise_sd": "seed noise sd", "verdict": "verdict",
 }
 
