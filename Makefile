@@ -11,11 +11,12 @@ CORES ?= 2
 
 .PHONY: install run test test-fast lint format dry-run plan report bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints/cpu-lock.txt
 	@test -x $(BIN)/python || { py=$$(tools/find-python $(PYTHON)) && echo "creating $(VENV) with $$py" && "$$py" -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch is pinned (2.13.0) in pyproject.toml: pip never resolves an unpinned CUDA build.
-	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	# constraints/cpu-lock.txt locks every package (torch 2.13.0, megatron-core 0.16.1) within
+	# pyproject.toml's ranges: reproducible, and pip never resolves an unpinned CUDA build.
+	$(BIN)/python -m pip install -q -e '.[dev,bench]' -c constraints/cpu-lock.txt
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -26,12 +27,17 @@ run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html
 	@echo "report: results/report.html"
 
-## Unit, rule-level and integration tests.
+## Unit, rule-level and integration tests: two pytest-xdist workers (the tests that read the one
+## tiny study share a worker: --dist loadgroup), then the tests that need both cores alone
+## (marker `serial`). Every test has a timeout (pyproject.toml); the 15 slowest are listed.
+PYTEST := PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest -q
 test: $(STAMP)
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest -q tests
+	$(PYTEST) -n 2 --dist loadgroup --durations=15 -m "not serial$(if $(MARKERS), and ($(MARKERS)))" tests
+	$(PYTEST) --durations=5 -m "serial$(if $(MARKERS), and ($(MARKERS)))" tests
 
+## Library unit tests that train nothing and run no workflow (marker `slow` excluded): seconds.
 test-fast: $(STAMP)
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest -q tests/unit
+	$(PYTEST) -n 2 -m "not slow" tests/unit
 
 lint: $(STAMP)
 	$(BIN)/snakefmt --check Snakefile workflow/

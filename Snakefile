@@ -1,6 +1,7 @@
 # archscale: architecture-conditional scaling laws for inference-efficient LLMs.
 # Thin entry point: config + schema validation and the rules live in workflow/rules/.
 
+import os
 from pathlib import Path
 
 from archscale.config import ConfigError, read_yaml
@@ -18,6 +19,11 @@ except ConfigError as exc:
 configfile: "config/config.yaml"
 
 
+# Every job in this image when ARCHSCALE_CONTAINER is set (profiles/slurm turns on apptainer;
+# docs/install.md, "In a container"); unset, jobs run in the current environment.
+container: os.environ.get("ARCHSCALE_CONTAINER", "")
+
+
 report: "workflow/report/workflow.rst"
 
 
@@ -28,6 +34,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/throughput.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/search.smk"
+include: "workflow/rules/lifetime.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/evaluate.smk"

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -150,9 +151,80 @@ def non_finite_numbers(config: Any, schema: dict | None = None, path: tuple = ()
     return problems
 
 
+_NUMBER_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _schema_types(schema: Any) -> set[str]:
+    """Every JSON type ``schema`` (or one of its oneOf/anyOf/allOf branches) allows."""
+    types: set[str] = set()
+    for s in _subschemas(schema):
+        t = s.get("type", [])
+        types.update([t] if isinstance(t, str) else t)
+    return types
+
+
+def _number_default(schema: Any) -> Any:
+    for s in _subschemas(schema):
+        d = s.get("default")
+        if isinstance(d, (int, float)) and not isinstance(d, bool):
+            return d
+    return None
+
+
+def canonical_scalar(value: Any, schema: Any) -> Any:
+    """The one spelling of a number under ``schema``, so that equivalent configs give identical
+    job params (Snakemake compares params by ``repr``: ``32.0`` is not ``32``):
+
+    * an integer key: an integral float becomes an int (``32.0`` -> ``32``);
+    * a number key whose schema default is an int takes an int when integral (``rope_base:
+      500000.0`` -> ``500000``); any other number key is a float (``clip_grad: 1`` -> ``1.0``,
+      ``r: [1, 2]`` -> ``[1.0, 2.0]``, a mixture weight ``1`` -> ``1.0``);
+    * a number written as text where no string is allowed (PyYAML reads ``3e-3`` as a string:
+      YAML 1.1 wants ``3.0e-3``) becomes that number.
+
+    Schema defaults are canonical already, so a config that spells every value like its default
+    keeps every existing param. Anything else (non-integral floats under integer keys, NaN,
+    bools) is left for the schema and the finiteness check to report."""
+    types = _schema_types(schema)
+    if not types & {"number", "integer"} or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if "string" in types or not _NUMBER_TEXT.match(value.strip()):
+            return value
+        value = float(value.strip())
+        if "number" not in types and not value.is_integer():
+            return value
+    if not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
+        return value
+    if "number" not in types:  # integer only
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+    if isinstance(_number_default(schema), int):
+        return int(value) if isinstance(value, float) and value.is_integer() and abs(value) < 2**63 else value
+    return float(value) if isinstance(value, int) and abs(value) < 2**53 else value
+
+
+def canonicalise(config: Any, schema: Any = None, path: tuple = ()) -> Any:
+    """Rewrite every number of ``config`` in place to its canonical spelling
+    (:func:`canonical_scalar`) and return it. The workflow calls it (through
+    :func:`config_problems`) on Snakemake's own ``config``, so every rule sees canonical values."""
+    schema = cached_schema() if schema is None and not path else (schema or {})
+    if isinstance(config, dict):
+        for k in list(config):
+            sub = _child_schema(schema, str(k))
+            config[k] = canonicalise(config[k], sub, path + (k,))
+        return config
+    if isinstance(config, list):
+        for i in range(len(config)):
+            config[i] = canonicalise(config[i], _child_schema(schema, i), path + (i,))
+        return config
+    return canonical_scalar(config, schema)
+
+
 def config_problems(config: dict, source: str = "config") -> list[str]:
     """Every schema violation and non-finite number of ``config`` (defaults filled in place),
-    each as one line naming ``source`` and the key path; [] when valid."""
+    each as one line naming ``source`` and the key path; [] when valid. Numbers are made
+    canonical in place first (:func:`canonicalise`)."""
+    canonicalise(config)
     errors = sorted(_validator().iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     lines = [f"{source}: key '{_key_path(e)}': {e.message}" for e in errors]
     seen = {f"key '{_key_path(e)}'" for e in errors}
@@ -176,23 +248,54 @@ def validate_config(config: dict, source: str = "config") -> dict:
     return config
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one
+    silently, so a duplicated ``lr:`` would override the first without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None,
+                    f"duplicate key '{key}' (first at line {first.line + 1}, column {first.column + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> ConfigError:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    return ConfigError(f"{where}: YAML syntax error: {problem}" + (f" ({context})" if context else ""))
+
+
 def read_yaml(path: str | Path) -> dict:
-    """A config file as a dict; a syntax error names the file, line and column."""
+    """A config file as a dict; a syntax error or a duplicated key names the file, line and
+    column; an empty file (or one of comments only) is an error, not an empty study."""
     path = Path(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except (IsADirectoryError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read as text ({exc.__class__.__name__})") from None
     try:
-        config = yaml.safe_load(text) or {}
+        config = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        context = getattr(exc, "context", None)
-        raise ConfigError(f"{where}: YAML syntax error: {problem}" + (f" ({context})" if context else "")) from None
+        raise _yaml_error(path, exc) from None
+    if config is None:
+        raise ConfigError(f"config file {path} is empty (no keys); give at least one key, e.g. 'scales:'")
     if not isinstance(config, dict):
-        raise ConfigError(f"config file {path}: the top level must be a mapping")
+        raise ConfigError(f"config file {path}: the top level must be a mapping, not a {type(config).__name__}")
     return config
 
 

@@ -9,15 +9,25 @@ training budget and the estimated cost of each. The Snakemake workflow and
 Seeds are a grid dimension: each architecture trains once per seed of its ``seeds`` (a grid
 sweep's or explicit architecture's, else its scale's, else ``[training.seed]``). The run of
 the base seed (``training.seed``) keeps the architecture's id, so adding seeds never renames a
-finished run; any other seed ``s`` is the run ``<arch_id>-s<s>`` (:func:`run_id`). Throughput,
-export and evaluation stay per architecture, on its primary run (:attr:`PlannedRun.primary_run_id`).
+finished run; any other seed ``s`` is the run ``<arch_id>-s<s>`` (:func:`run_id`).
+
+Token horizons are a second dimension: a scale (or the whole study, ``horizons:``) may declare
+several token budgets. Each (architecture, seed) then trains one warmup-stable-decay run whose
+stable phase is shared and which branches into a short decay at each horizon; every branch is
+a training run of its own, ``<run>-D<tokens>`` (:func:`branch_id`), with its own outputs, and
+its row in runs.parquet carries its token budget. Without horizons a run is one cosine run of
+the scale's budget, as before.
+
+:class:`TrainRun` is the typed identity of one training job (architecture, seed, tokens,
+branch); :attr:`Plan.train_runs` maps run ids to them, so no id is ever parsed back. Throughput,
+export and evaluation stay per architecture, on its primary run (:attr:`PlannedRun.primary_run_id`:
+the base seed at the longest horizon).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -26,18 +36,64 @@ from .config import ConfigError, validate_config
 from .cost import PEAK_FLOPS, gpu_hours, inference_flops_per_token, training_cost
 
 
-_SEED_SUFFIX = re.compile(r"^(?P<arch>.+)-s(?P<seed>[0-9]+)$")
-
-
 def run_id(arch_id: str, seed: int, base_seed: int) -> str:
     """The training run id of ``arch_id`` at ``seed``: the arch id itself for the base seed."""
     return arch_id if int(seed) == int(base_seed) else f"{arch_id}-s{int(seed)}"
 
 
-def split_run_id(run: str) -> tuple[str, int | None]:
-    """(arch_id, seed) of a run id; seed None for a base-seed run (the bare arch id)."""
-    m = _SEED_SUFFIX.match(run)
-    return (m["arch"], int(m["seed"])) if m else (run, None)
+def tokens_label(tokens: int) -> str:
+    """Exact, short spelling of a token count: 150000 -> 150k, 2000000 -> 2M, 1234567 -> 1234567."""
+    tokens = int(tokens)
+    for unit, size in (("T", 10**12), ("G", 10**9), ("M", 10**6), ("k", 10**3)):
+        if tokens >= size and tokens % size == 0:
+            return f"{tokens // size}{unit}"
+    return str(tokens)
+
+
+def branch_id(run: str, tokens: int) -> str:
+    """The run id of the decay branch of ``run`` (an arch id at a seed) ending at ``tokens``."""
+    return f"{run}-D{tokens_label(tokens)}"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The learning-rate schedule of a multi-horizon run: linear warm-up over ``warmup_steps``
+    (the same for every branch of a run), the stable phase at the peak, then a decay of
+    ``decay_fraction`` of each branch's steps in ``decay_style`` (megatron-core's WSD styles)."""
+
+    warmup_steps: int
+    decay_fraction: float
+    decay_style: str
+
+    def decay_steps(self, steps: int) -> int:
+        """Steps of the decay of a branch of ``steps`` steps (at least one)."""
+        return max(1, int(round(self.decay_fraction * steps)))
+
+    def branch_step(self, steps: int) -> int:
+        """The step at which a branch of ``steps`` steps leaves the stable phase."""
+        return steps - self.decay_steps(steps)
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """One training job: an architecture at one seed, trained to ``tokens``.
+
+    ``trunk`` is the id shared by the branches of one multi-horizon run (the arch id at the
+    seed; its stable phase lives in ``results/checkpoints/<trunk>/stable``); ``schedule`` is
+    None for a plain cosine run. ``previous`` is the run id of the next shorter branch of the
+    same trunk (it trains the stable phase this branch continues), or None."""
+
+    run_id: str
+    arch_id: str
+    seed: int
+    tokens: int
+    trunk: str
+    schedule: Schedule | None = None
+    previous: str | None = None
+
+    @property
+    def horizon(self) -> bool:
+        return self.schedule is not None
 
 
 @dataclass
@@ -54,40 +110,64 @@ class PlannedRun:
     seeds: list[int] = field(default_factory=list)
     base_seed: int = 1234
     sweeps: list[str] = field(default_factory=list)
+    horizons: list[int] = field(default_factory=list)  # token budgets of the decay branches ([]: one cosine run)
+    schedule: Schedule | None = None  # warm-up/decay of the branches (None without horizons)
 
     @property
     def arch_id(self) -> str:
         return self.arch.arch_id
 
+    def train_runs(self) -> list[TrainRun]:
+        """Every training job of this architecture: one per seed, or per seed and horizon."""
+        out = []
+        for s in self.seeds:
+            trunk = run_id(self.arch_id, s, self.base_seed)
+            if not self.horizons:
+                out.append(TrainRun(trunk, self.arch_id, s, self.tokens, trunk))
+                continue
+            previous = None
+            for tokens in self.horizons:
+                rid = branch_id(trunk, tokens)
+                out.append(TrainRun(rid, self.arch_id, s, tokens, trunk, self.schedule, previous))
+                previous = rid
+        return out
+
     @property
     def run_ids(self) -> list[str]:
-        """Training run ids, one per seed (the base seed's is the arch id)."""
-        return [run_id(self.arch_id, s, self.base_seed) for s in self.seeds]
+        """Training run ids: one per seed (the base seed's is the arch id), or per seed and horizon."""
+        return [r.run_id for r in self.train_runs()]
 
     @property
     def primary_run_id(self) -> str:
         """The run whose weights stand for the architecture (throughput, export): the base
-        seed's when it is among the seeds, else the first seed's."""
+        seed's when it is among the seeds, else the first seed's; its longest horizon."""
         seed = self.base_seed if self.base_seed in self.seeds else self.seeds[0]
-        return run_id(self.arch_id, seed, self.base_seed)
-
-    def seed_of(self, run: str) -> int:
-        for s, rid in zip(self.seeds, self.run_ids):
-            if rid == run:
-                return s
-        raise KeyError(f"run '{run}' is not a seed of {self.arch_id} (seeds {self.seeds})")
+        rid = run_id(self.arch_id, seed, self.base_seed)
+        return branch_id(rid, self.horizons[-1]) if self.horizons else rid
 
     @property
     def steps(self) -> int:
-        return max(1, math.ceil(self.tokens / (self.global_batch * self.seq_length)))
+        return steps_for(self.tokens, self.global_batch, self.seq_length)
 
     @property
     def flops(self) -> float:
-        return training_cost(self.arch, self.tokens, self.seq_length).flops
+        """Training FLOPs of one seed: the longest branch plus every other branch's decay."""
+        return training_cost(self.arch, self.trained_tokens, self.seq_length).flops
+
+    @property
+    def trained_tokens(self) -> int:
+        """Tokens one seed trains: the budget, or with horizons the longest branch plus the
+        decay of every shorter one (the stable phase is shared)."""
+        if not self.horizons:
+            return self.tokens
+        per_step = self.global_batch * self.seq_length
+        decays = sum(self.schedule.decay_steps(steps_for(t, self.global_batch, self.seq_length))
+                     for t in self.horizons[:-1])
+        return self.horizons[-1] + decays * per_step
 
     def row(self, compute: dict) -> dict[str, Any]:
         a = self.arch
-        cost = training_cost(a, self.tokens, self.seq_length)
+        cost = training_cost(a, self.trained_tokens, self.seq_length)
         hours = estimated_hours(cost.flops, compute, self.gpus)
         return {
             "arch_id": a.arch_id,
@@ -108,6 +188,7 @@ class PlannedRun:
             "mlp_attn_ratio": a.mlp_attn_ratio,
             "d_over_sqrt_n": a.d_over_sqrt_n,
             "tokens": self.tokens,
+            "trained_tokens": self.trained_tokens,
             "steps": self.steps,
             "train_flops": cost.flops,
             "train_flops_6nd": cost.flops_6nd,
@@ -121,8 +202,14 @@ class PlannedRun:
             "sweeps": ";".join(sorted(set(self.sweeps))),
             "seeds": ",".join(str(x) for x in self.seeds),
             "n_seeds": len(self.seeds),
+            "horizons": ",".join(str(t) for t in self.horizons),
             "primary_run_id": self.primary_run_id,
         }
+
+
+def steps_for(tokens: int, global_batch: int, seq_length: int) -> int:
+    """Optimizer steps that cover ``tokens`` (the last may overshoot by less than one batch)."""
+    return max(1, math.ceil(int(tokens) / (int(global_batch) * int(seq_length))))
 
 
 def peak_flops(compute: dict) -> float:
@@ -208,20 +295,47 @@ class Plan:
         return list(self.runs)
 
     @property
+    def train_runs(self) -> dict[str, TrainRun]:
+        """Every training job by run id: each seed (and horizon) of every architecture."""
+        return {r.run_id: r for planned in self.runs.values() for r in planned.train_runs()}
+
+    @property
     def train_ids(self) -> list[str]:
-        """Training run ids: every seed of every architecture."""
-        return [rid for run in self.runs.values() for rid in run.run_ids]
+        """Training run ids: every seed (and horizon) of every architecture."""
+        return list(self.train_runs)
 
     def __getitem__(self, arch_id: str) -> PlannedRun:
         return self.runs[arch_id]
 
+    def train_run(self, run: str) -> TrainRun:
+        """The typed training job of a run id; KeyError naming it if unplanned."""
+        try:
+            return self.train_runs[run]
+        except KeyError:
+            raise KeyError(f"run '{run}' is not in the plan") from None
+
     def of_run(self, run: str) -> tuple[PlannedRun, int]:
         """(the planned architecture, the seed) of a training run id; KeyError if unplanned."""
-        arch_id, _ = split_run_id(run)
-        planned = self.runs.get(run) or self.runs.get(arch_id)
-        if planned is None:
-            raise KeyError(f"run '{run}' is not in the plan")
-        return planned, planned.seed_of(run)
+        tr = self.train_run(run)
+        return self.runs[tr.arch_id], tr.seed
+
+    def budget(self, run: str) -> dict[str, Any]:
+        """The ``budget`` identity of a training job (the train rule's param): its tokens, scale
+        and N target; a branch of a multi-horizon run adds its schedule and the trunk whose
+        stable phase it shares (plain cosine runs keep exactly the keys they always had)."""
+        tr = self.train_run(run)
+        planned = self.runs[tr.arch_id]
+        out: dict[str, Any] = {"tokens": tr.tokens, "scale": planned.scale.name, "n_target": planned.scale.n_target}
+        if tr.schedule is not None:
+            out["schedule"] = {"style": "wsd", "trunk": tr.trunk, "warmup_steps": tr.schedule.warmup_steps,
+                               "decay_fraction": tr.schedule.decay_fraction, "decay_style": tr.schedule.decay_style}
+        return out
+
+    def run_rows(self) -> list[dict[str, Any]]:
+        """One row per training job: run id, architecture, seed, token budget, trunk (the
+        typed columns runs.parquet joins on)."""
+        return [{"run_id": r.run_id, "arch_id": r.arch_id, "seed": r.seed, "tokens": r.tokens, "trunk": r.trunk,
+                 "schedule": "wsd" if r.horizon else "cosine"} for r in self.train_runs.values()]
 
     def rows(self) -> list[dict[str, Any]]:
         return [run.row(self.compute) for run in self.runs.values()]
@@ -231,7 +345,14 @@ class Plan:
         id). The workflow gives it as the train job's priority: the longest jobs start first and
         the short ones fill the free slots at the end, so no long job runs alone at the end
         (longest-processing-time order; the same order on SLURM puts the big jobs in first)."""
-        order = sorted(self.train_ids, key=lambda rid: (self.of_run(rid)[0].flops, rid))
+        runs = self.train_runs
+
+        def cost(rid: str) -> float:
+            # the first branch of a trunk trains the stable phase up to its branch point
+            planned = self.runs[runs[rid].arch_id]
+            return training_cost(planned.arch, runs[rid].tokens, planned.seq_length).flops
+
+        order = sorted(runs, key=lambda rid: (cost(rid), rid))
         return {rid: rank for rank, rid in enumerate(order, start=1)}
 
     def baseline(self, name: str) -> PlannedRun:
@@ -260,6 +381,12 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
             continue
         scales[scale.name] = scale
         tokens = scale.train_tokens
+        horizons, schedule, why = scale_horizons(entry, i, config, tokens)
+        if why:
+            problems.append(why)
+            continue
+        if horizons:
+            tokens = horizons[-1]
         gpus = int(entry.get("gpus", config["compute"]["gpus_per_job"]))
         scale_seeds = list(entry.get("seeds") or [base_seed])
         archs: list[tuple[Architecture, str, list[int], list[str]]] = []
@@ -291,7 +418,8 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
             run = runs.get(arch.arch_id)
             if run is None:
                 runs[arch.arch_id] = PlannedRun(arch, scale, tokens, seq, batch, [origin], gpus,
-                                                seeds=[], base_seed=base_seed, sweeps=list(sweeps))
+                                                seeds=[], base_seed=base_seed, sweeps=list(sweeps),
+                                                horizons=list(horizons), schedule=schedule)
                 _merge_seeds(runs[arch.arch_id].seeds, seeds)
             else:
                 run.origins.append(origin)
@@ -308,13 +436,54 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
     return Plan(runs=runs, compute=config["compute"], scales=scales, skipped=skipped)
 
 
+def scale_horizons(entry: Mapping[str, Any], index: int, config: Mapping[str, Any],
+                   reference_tokens: int) -> tuple[list[int], Schedule | None, str | None]:
+    """(token budgets in increasing order, their schedule, a problem or None) of ``scales[index]``.
+
+    The budgets are the scale's ``horizon_tokens``, else its ``horizons`` (tokens per parameter
+    of n_target), else the study's ``horizons.tokens_per_param``; none: ``([], None, None)``.
+    The warm-up is ``training.warmup_fraction`` of the reference budget's steps (the scale's
+    tokens / tokens_per_param), so adding a horizon never changes a branch already trained."""
+    where = f"scales[{index}] '{entry['name']}'"
+    if entry.get("horizons") and entry.get("horizon_tokens"):
+        return [], None, f"{where}: give horizons or horizon_tokens, not both"
+    n = int(entry["n_target"])
+    if entry.get("horizon_tokens"):
+        budgets = [int(t) for t in entry["horizon_tokens"]]
+    else:
+        per_param = entry.get("horizons") or config["horizons"]["tokens_per_param"]
+        budgets = [int(round(float(x) * n)) for x in per_param]
+    if not budgets:
+        return [], None, None
+    budgets = sorted(set(budgets))
+    tr, hz = config["training"], config["horizons"]
+    seq, batch = int(tr["seq_length"]), int(tr["global_batch"])
+    schedule = Schedule(
+        warmup_steps=int(round(float(tr["warmup_fraction"]) * steps_for(reference_tokens, batch, seq))),
+        decay_fraction=float(hz["decay_fraction"]),
+        decay_style=str(hz["decay_style"]),
+    )
+    shortest = steps_for(budgets[0], batch, seq)
+    if schedule.branch_step(shortest) < max(1, schedule.warmup_steps):
+        return [], None, (
+            f"{where}: the shortest horizon ({budgets[0]:,} tokens, {shortest} steps) leaves its stable phase at "
+            f"step {schedule.branch_step(shortest)}, before the warm-up ends (step {schedule.warmup_steps}, "
+            "training.warmup_fraction of the scale's tokens); drop that horizon, lower warmup_fraction or "
+            "horizons.decay_fraction"
+        )
+    return budgets, schedule, None
+
+
 def plan_totals(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Totals over the plan's rows (one per architecture; each trains ``n_seeds`` times)."""
+    """Totals over the plan's rows (one per architecture; each trains ``n_seeds`` times, and with
+    horizons one job per seed and horizon whose stable phase is shared: ``trained_tokens``)."""
     n = [int(r.get("n_seeds", 1)) for r in rows]
+    jobs = [k * max(1, len(str(r.get("horizons") or "").split(",")) if r.get("horizons") else 1)
+            for k, r in zip(n, rows)]
     return {
         "architectures": len(rows),
-        "training_runs": sum(n),
+        "training_runs": sum(jobs),
         "train_flops": sum(k * r["train_flops"] for k, r in zip(n, rows)),
         "est_device_hours": sum(k * r["est_device_hours"] for k, r in zip(n, rows)),
-        "tokens": sum(k * r["tokens"] for k, r in zip(n, rows)),
+        "tokens": sum(k * r.get("trained_tokens", r["tokens"]) for k, r in zip(n, rows)),
     }

@@ -133,6 +133,8 @@ class TrainingRecord(_Record):
     resumed_from_step: int | None
     recipe: dict | None
     versions: dict[str, str | None]
+    tokens_budget: int | None = None  # the run's token budget D (a horizon of a multi-horizon run)
+    schedule: str | None = None  # "cosine" or "wsd" (a decay branch); None in records before horizons
 
     @classmethod
     def from_dict(cls, rec: dict, where: str = "training record") -> TrainingRecord:
@@ -149,6 +151,7 @@ class TrainingRecord(_Record):
             resumed_from_step=get("resumed_from_step", "int", True),
             recipe=rec.get("recipe") if isinstance(rec.get("recipe"), dict) else None,
             versions={k: _str_or_none(versions.get(k)) for k in ("torch", "megatron_core", "archscale")},
+            tokens_budget=get("tokens_budget", "int", True), schedule=get("schedule", "str", True),
         )
         if out.tokens_seen <= 0:
             raise RecordError(f"{where}: tokens_seen must be positive, got {out.tokens_seen}")

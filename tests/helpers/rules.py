@@ -4,17 +4,14 @@ corpus from the shipped sample, and Snakemake run on the repository's Snakefile.
 from __future__ import annotations
 
 import itertools
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from archscale.data.corpus import read_documents, write_shard
 
-REPO = Path(__file__).resolve().parents[2]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+from .workflow import REPO, SNAKEMAKE, Run, env_for_runs, snakemake
+
 SAMPLE = REPO / "resources" / "sample"
 
 
@@ -32,24 +29,26 @@ def write_config(root: Path, cfg: dict, sort_keys: bool = True) -> Path:
 
 
 def snakemake_env(**extra: str) -> dict[str, str]:
-    """The environment of a Snakemake run: this interpreter's bin first on PATH."""
-    return {**os.environ, "PATH": f"{SNAKEMAKE.parent}:{os.environ['PATH']}", **extra}
+    """The environment of a Snakemake run (:func:`helpers.workflow.env_for_runs`) plus ``extra``."""
+    return {**env_for_runs(), **extra}
 
 
 def snakemake_cmd(root: Path, *args: str, snakefile: Path | None = None) -> list[str]:
-    """``snakemake --cores 2`` in ``root`` on the repository's Snakefile (or ``snakefile``)."""
+    """``snakemake --cores 2`` in ``root`` on the repository's Snakefile (or ``snakefile``), for
+    tests that drive the process themselves (signals); others call :func:`run_snakemake`."""
     snakefile = snakefile or REPO / "Snakefile"
     return [str(SNAKEMAKE), "--cores", "2", "--directory", str(root), "--snakefile", str(snakefile), *args]
 
 
 def run_snakemake(root: Path, *args: str, timeout: int = 900, env: dict[str, str] | None = None,
-                  snakefile: Path | None = None) -> subprocess.CompletedProcess:
-    """Run :func:`snakemake_cmd` with ``root`` as the current directory; output captured as text."""
-    return subprocess.run(snakemake_cmd(root, *args, snakefile=snakefile), cwd=root, env=env or snakemake_env(),
-                          capture_output=True, text=True, timeout=timeout)
+                  snakefile: Path | None = None) -> Run:
+    """The one runner (:func:`helpers.workflow.snakemake`) on the repository's Snakefile (or
+    ``snakefile``) with ``root`` as the working directory; the exit code is the caller's to check."""
+    return snakemake(Path(root), *args, timeout=timeout, check=False, env=env,
+                     snakefile=snakefile or REPO / "Snakefile")
 
 
-def job_counts(proc: subprocess.CompletedProcess) -> dict[str, int]:
+def job_counts(proc: Run) -> dict[str, int]:
     """Jobs a `-n --quiet rules` dry-run would run, from its 'Job stats' table ({} when nothing to do)."""
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = (proc.stdout + proc.stderr).splitlines()

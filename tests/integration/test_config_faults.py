@@ -1,4 +1,4 @@
-"""Issue 16 acceptance, on the tiny test config (config/test-tiny.yaml layered on the default):
+"""Faults on a finished run of the tiny study (tests/conftest.py: tiny_study):
 
 * fault injection: after a finished training run, a config with ``training.lr: .nan`` fails at
   validation, before any job, and loses nothing (every metrics.json, curve and checkpoint file
@@ -7,8 +7,7 @@
 * kill: SIGKILL of snakemake mid-training, ``snakemake --unlock``, rerun: the orphaned trainer
   stops by itself, one trainer at a time, no process left behind, bit-identical losses.
 
-One module-scoped run trains every architecture of the tiny config (``--until train``: data,
-tokenizer and training, not the throughput, fit and search stages these checks do not need).
+The kill test changes the study (it deletes and retrains one run), so it works on a copy.
 """
 
 from __future__ import annotations
@@ -24,12 +23,11 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from workflow_helpers import SNAKEMAKE, copy_workflow, env_for_runs, snakemake
+from archscale.plan import build_plan
+from helpers.workflow import SNAKEMAKE, TINY_CONFIG, copy_workflow, env_for_runs, snakemake
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-TINY = ("--configfile", "config/test-tiny.yaml")
-TRAIN_TIMEOUT = 1800
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("tiny_study"),
+              pytest.mark.timeout(1200)]
 
 
 def digests(workdir: Path, *dirs: str) -> dict[str, str]:
@@ -42,28 +40,20 @@ def digests(workdir: Path, *dirs: str) -> dict[str, str]:
     return out
 
 
-@pytest.fixture(scope="module")
-def tiny_trained(tmp_path_factory) -> Path:
-    workdir = copy_workflow(tmp_path_factory.mktemp("tiny-trained"))
-    snakemake(workdir, "--cores", "2", *TINY, "--until", "train", timeout=TRAIN_TIMEOUT)
-    return workdir
-
-
 def arch_ids(workdir: Path) -> list[str]:
     return sorted(p.parent.name for p in (workdir / "results" / "train").glob("*/metrics.json"))
 
 
-def test_nan_learning_rate_fails_at_validation_and_loses_nothing(tiny_trained):
-    workdir = tiny_trained
-    archs = arch_ids(workdir)
-    assert len(archs) == 8
+def test_nan_learning_rate_fails_at_validation_and_loses_nothing(tiny_study):
+    workdir = tiny_study.workdir
+    runs = arch_ids(workdir)
+    assert runs == sorted(build_plan(tiny_study.config_copy()).train_ids)
     before = digests(workdir, "results/train", "results/checkpoints")
-    assert sum(k.startswith("results/train/") and k.endswith("/metrics.json") for k in before) == 8
+    assert sum(k.startswith("results/train/") and k.endswith("/metrics.json") for k in before) == len(runs)
     nan = workdir / "config" / "nan-lr.yaml"
     nan.write_text("training:\n  lr: .nan\n  global_batch: 30\n")
     for extra in (("-n",), ()):
-        run = snakemake(workdir, "--cores", "2", "--configfile", TINY[1], str(nan), "--until", "train", *extra,
-                        check=False)
+        run = tiny_study.snakemake("--until", "train", *extra, configfiles=(str(nan),), check=False)
         assert run.returncode != 0, run.tail()
         # one message, every problem with its key path, before any job
         assert "training.lr" in run.output and "not a finite number" in run.output, run.tail()
@@ -73,7 +63,7 @@ def test_nan_learning_rate_fails_at_validation_and_loses_nothing(tiny_trained):
     assert not (workdir / "results" / "superseded").exists()
 
 
-def test_yaml_syntax_error_names_file_line_and_column_under_snakemake(tiny_trained, tmp_path):
+def test_yaml_syntax_error_names_file_line_and_column_under_snakemake(tmp_path):
     workdir = copy_workflow(tmp_path / "yaml")
     config = workdir / "config" / "config.yaml"
     config.write_text(config.read_text().replace("  lr: 0.003\n", "  lr: [0.003\n", 1))
@@ -105,8 +95,8 @@ def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
     return out
 
 
-def test_sigkill_of_snakemake_unlock_rerun(tiny_trained):
-    workdir = tiny_trained
+def test_sigkill_of_snakemake_unlock_rerun(tiny_copy):
+    workdir = tiny_copy.workdir
     arch = arch_ids(workdir)[-1]
     reference = json.loads((workdir / "results" / "train" / arch / "metrics.json").read_text())
     ref_curve = pq.read_table(workdir / "results" / "train" / arch / "curve.parquet").to_pandas()
@@ -119,7 +109,7 @@ def test_sigkill_of_snakemake_unlock_rerun(tiny_trained):
     knobs.write_text("training:\n  checkpoint_interval: 10\n  checkpoint_min_s: 0\n")
     target = f"results/train/{arch}/metrics.json"
     # the target before --configfile, which takes every value that follows it
-    args = [SNAKEMAKE, "--cores", "2", target, "--configfile", TINY[1], str(knobs)]
+    args = [SNAKEMAKE, "--cores", "2", target, "--configfile", TINY_CONFIG, str(knobs)]
     ckpt = workdir / "results" / "checkpoints" / arch
     with open(workdir / "test-logs" / "kill-first.log", "w") as log:
         proc = subprocess.Popen(args, cwd=workdir, env=env_for_runs(), stdout=log, stderr=subprocess.STDOUT,
@@ -143,7 +133,7 @@ def test_sigkill_of_snakemake_unlock_rerun(tiny_trained):
     assert not left, [(p.pid, " ".join(p.cmdline())) for p in left]
     assert not (workdir / target).exists()
 
-    snakemake(workdir, "--unlock", "--configfile", TINY[1], str(knobs))
+    snakemake(workdir, "--unlock", "--configfile", TINY_CONFIG, str(knobs))
     with open(workdir / "test-logs" / "kill-rerun.log", "w") as log:
         rerun = subprocess.Popen(args, cwd=workdir, env=env_for_runs(), stdout=log, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL)

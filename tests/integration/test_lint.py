@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from workflow_helpers import BIN, REPO, SNAKEMAKE, env_for_runs
+from helpers.workflow import BIN, REPO, SNAKEMAKE, env_for_runs
 
 pytestmark = [pytest.mark.integration]
 

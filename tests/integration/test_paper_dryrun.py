@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from workflow_helpers import job_stats
+from helpers.workflow import job_stats
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))

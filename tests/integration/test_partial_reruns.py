@@ -1,4 +1,4 @@
-"""Partial reruns on top of ONE complete run of the embedded default (issue 7, item 4).
+"""Partial reruns on top of ONE complete run of the tiny study (tests/conftest.py: tiny_study).
 
 (a) adding one grid point schedules exactly that architecture's training and throughput jobs plus
     the jobs that summarise all runs (plan table, cost model, aggregate, fit, search, report);
@@ -15,11 +15,12 @@ import time
 
 import pytest
 
-from archscale.plan import build_plan, split_run_id
+from archscale.plan import build_plan
 
-from workflow_helpers import job_stats, nothing_to_do, output_mtimes, parse_jobs, snakemake, write_config
+from helpers.workflow import job_stats, nothing_to_do, output_mtimes, parse_jobs, snakemake, write_config
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("tiny_study"),
+              pytest.mark.timeout(1200)]
 
 #: Per-architecture rules: a change of one grid point may schedule them for that point only.
 PER_ARCH = {"train", "throughput"}
@@ -30,11 +31,11 @@ SUMMARY = {"plan", "cost_model", "aggregate", "fit", "search_candidates", "throu
 DATA = {"tokenizer", "tokenize", "data_manifest"}
 
 
-def arch_of(job) -> str | None:
-    """The architecture of a per-architecture job: training jobs are per run ({run}: the arch id
-    at the base seed, ``<arch id>-s<seed>`` otherwise), throughput jobs per architecture."""
+def arch_of(job, config: dict) -> str | None:
+    """The architecture of a per-architecture job: training jobs are per run (the plan's typed
+    runs name their architecture), throughput jobs per architecture."""
     if "run" in job.wildcards:
-        return split_run_id(job.wildcards["run"])[0]
+        return build_plan(config).train_run(job.wildcards["run"]).arch_id
     return job.wildcards.get("arch")
 
 
@@ -42,15 +43,16 @@ def plan_ids(config: dict) -> set[str]:
     return set(build_plan(config).ids)
 
 
-def dry_run(default_run, config: dict, name: str):
-    path = write_config(default_run.workdir, config, name)
-    run = snakemake(default_run.workdir, "-n", "--configfile", str(path.relative_to(default_run.workdir)))
+def dry_run(study, config: dict, name: str):
+    """A dry-run of ``config`` (a complete config: it replaces every key of the study's)."""
+    path = write_config(study.workdir, config, name)
+    run = snakemake(study.workdir, "-n", "--configfile", str(path.relative_to(study.workdir)))
     # `all` (the local target rule) is listed whenever anything below it re-runs: not a job.
     return run, [j for j in parse_jobs(run.output) if j.rule != "all"]
 
 
 def added_point(config: dict) -> tuple[dict, str]:
-    """The default config plus one new feasible d_over_sqrt_n in the first sweep of a scale, and
+    """The study's config plus one new feasible d_over_sqrt_n in the first sweep of a scale, and
     the id of the one architecture it adds."""
     before = plan_ids(config)
     for scale_index, scale in enumerate(config["scales"]):
@@ -66,7 +68,7 @@ def added_point(config: dict) -> tuple[dict, str]:
                 continue
             if len(new) == 1 and before <= plan_ids(cand):
                 return cand, new.pop()
-    pytest.fail("found no single feasible grid point to add to the default config")
+    pytest.fail("found no single feasible grid point to add to the study's config")
 
 
 def default_copy(config: dict) -> dict:
@@ -75,19 +77,20 @@ def default_copy(config: dict) -> dict:
     return copy.deepcopy(config)
 
 
-def test_default_run_completed(default_run):
-    out = default_run.workdir / "results"
+def test_tiny_study_completed(tiny_study):
+    out = tiny_study.workdir / "results"
     for path in ("plan/plan.parquet", "runs.parquet", "fit/conditional.json", "report/index.json"):
         assert (out / path).is_file(), f"the default run did not produce results/{path}"
     trained = {p.parent.name for p in out.glob("train/*/metrics.json")}
-    assert trained == plan_ids(default_run.config)
+    assert len(trained) > len(plan_ids(tiny_study.config_copy())), "the tiny study trains several seeds"
+    assert trained == set(build_plan(tiny_study.config_copy()).train_ids)
 
 
-def test_a_adding_one_grid_point_schedules_only_its_jobs_and_the_summaries(default_run):
-    config, new_arch = added_point(default_run.config_copy())
-    run, jobs = dry_run(default_run, config, "added-point.yaml")
+def test_a_adding_one_grid_point_schedules_only_its_jobs_and_the_summaries(tiny_study):
+    config, new_arch = added_point(tiny_study.config_copy())
+    run, jobs = dry_run(tiny_study, config, "added-point.yaml")
     rules = {j.rule for j in jobs}
-    per_arch = {(j.rule, arch_of(j)) for j in jobs if j.rule in PER_ARCH}
+    per_arch = {(j.rule, arch_of(j, default_copy(config))) for j in jobs if j.rule in PER_ARCH}
     assert per_arch == {("train", new_arch), ("throughput", new_arch)}, run.tail()
     assert not rules & DATA, f"data jobs re-scheduled: {rules & DATA}\n{run.tail()}"
     assert rules - PER_ARCH <= SUMMARY, f"unexpected jobs {rules - PER_ARCH - SUMMARY}\n{run.tail()}"
@@ -98,24 +101,42 @@ def test_a_adding_one_grid_point_schedules_only_its_jobs_and_the_summaries(defau
     assert counts["train"] == 1 and counts["throughput"] == 1, counts
 
 
-def test_b_report_title_reruns_only_the_report(default_run):
-    config = default_run.config_copy()
+def test_a_adding_a_horizon_trains_only_its_branches(tiny_study):
+    """A longer token horizon continues each run's kept stable phase: only the new decay
+    branches train (one per architecture and seed of the scale), nothing that exists reruns."""
+    config = tiny_study.config_copy()
+    (index,) = [i for i, s in enumerate(config["scales"]) if s.get("horizons")]
+    before = build_plan(default_copy(config)).train_runs
+    config["scales"][index]["horizons"] = config["scales"][index]["horizons"] + [7.5]
+    after = build_plan(default_copy(config)).train_runs
+    new = set(after) - set(before)
+    assert set(before) <= set(after) and new
+    assert {after[r].tokens for r in new} == {int(7.5 * config["scales"][index]["n_target"])}
+    run, jobs = dry_run(tiny_study, config, "added-horizon.yaml")
+    assert {j.wildcards["run"] for j in jobs if j.rule == "train"} == new, run.tail()
+    rules = {j.rule for j in jobs}
+    assert not rules & (DATA | {"throughput"}), run.tail()
+    assert rules - {"train"} <= SUMMARY, run.tail()
+
+
+def test_b_report_title_reruns_only_the_report(tiny_study):
+    config = tiny_study.config_copy()
     config["report"]["title"] = config["report"].get("title", "") + " (edited)"
-    run, jobs = dry_run(default_run, config, "title.yaml")
+    run, jobs = dry_run(tiny_study, config, "title.yaml")
     assert [j.rule for j in jobs] == ["report"], run.tail()
 
 
-def test_b_hardware_knob_reruns_nothing(default_run):
-    config = default_run.config_copy()
+def test_b_hardware_knob_reruns_nothing(tiny_study):
+    config = tiny_study.config_copy()
     # Threads and micro-batch are hardware knobs: kept out of every job's identity.
     config["training"]["threads"] = int(config["training"].get("threads", 1)) + 1
     config["training"]["micro_batch"] = max(1, int(config["training"]["global_batch"]) // 2)
-    run, jobs = dry_run(default_run, config, "hardware.yaml")
+    run, jobs = dry_run(tiny_study, config, "hardware.yaml")
     assert jobs == [] and nothing_to_do(run.output), run.tail()
 
 
-def test_b_replacing_a_grid_point_does_not_rerun_its_neighbours(default_run):
-    config = default_run.config_copy()
+def test_b_replacing_a_grid_point_does_not_rerun_its_neighbours(tiny_study):
+    config = tiny_study.config_copy()
     before = plan_ids(config)
     # Replace the last r of the second sweep of the first scale; the other points of that sweep
     # (its neighbours) must not re-run.
@@ -132,19 +153,19 @@ def test_b_replacing_a_grid_point_does_not_rerun_its_neighbours(default_run):
     else:
         pytest.fail("found no feasible replacement of a grid point")
     new_arch = (after - before).pop()
-    run, jobs = dry_run(default_run, trial, "replaced.yaml")
-    trained = {arch_of(j) for j in jobs if j.rule == "train"}
+    run, jobs = dry_run(tiny_study, trial, "replaced.yaml")
+    trained = {arch_of(j, default_copy(trial)) for j in jobs if j.rule == "train"}
     assert trained == {new_arch}, run.tail()
     assert {j.wildcards["arch"] for j in jobs if j.rule == "throughput"} == {new_arch}, run.tail()
     assert not {j.rule for j in jobs} & DATA, run.tail()
 
 
-def test_c_nothing_to_do_exits_without_running_anything(default_run):
-    before = output_mtimes(default_run.workdir)
+def test_c_nothing_to_do_exits_without_running_anything(tiny_study):
+    before = output_mtimes(tiny_study.workdir)
     start = time.perf_counter()
-    run = snakemake(default_run.workdir)  # the same command as the complete run
+    run = tiny_study.snakemake()  # the same command as the complete run
     seconds = time.perf_counter() - start
     assert nothing_to_do(run.output), run.tail()
     assert parse_jobs(run.output) == [], run.tail()
-    assert output_mtimes(default_run.workdir) == before, "a no-op run touched results/"
-    print(f"no-op run of the complete default workflow: {seconds:.1f} s")
+    assert output_mtimes(tiny_study.workdir) == before, "a no-op run touched results/"
+    print(f"no-op run of the complete tiny study: {seconds:.1f} s")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from archscale.plan import build_plan, split_run_id
-from workflow_helpers import REPO, copy_workflow, parse_jobs, snakemake, write_config
+from archscale.plan import build_plan
+from helpers.workflow import REPO, copy_workflow, parse_jobs, snakemake, write_config
 
 pytestmark = [pytest.mark.integration]
 
@@ -57,7 +57,7 @@ def test_training_and_throughput_resources_come_from_the_compute_plan(workdir):
     assert len(trains) == len(plan.ids)
     gpus_seen = set()
     for job in trains:
-        row = plan[split_run_id(job.wildcards["run"])[0]].row(plan.compute)  # train jobs are per run
+        row = plan[plan.train_run(job.wildcards["run"]).arch_id].row(plan.compute)  # train jobs are per run
         res = job.resources
         assert int(res["gpu"]) == row["gpus"] > 0, (job.wildcards, res)
         assert res["gpu_model"] == model

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from archscale.plan import build_plan
-from workflow_helpers import (
+from helpers.workflow import (
     SNAKEMAKE,
     copy_workflow,
     env_for_runs,
@@ -43,12 +43,16 @@ CHECKPOINT_WAIT = 600
 
 
 def resume_config(tiny: dict) -> dict:
-    """test-tiny.yaml reduced to its first scale, trained 2x longer, checkpointing often, with
-    one GPU of model a100 per training job (the fake GPU of tests/slurm/start.sh)."""
+    """test-tiny.yaml reduced to its first scale (one cosine run per architecture: no horizons,
+    no extra seeds), trained long enough to be interrupted, checkpointing often, with one GPU of
+    model a100 per training job (the fake GPU of tests/slurm/start.sh)."""
     config = json.loads(json.dumps(tiny))
     scale = config["scales"][0]
     scale["tokens_per_param"] = 40
     scale.pop("architectures", None)
+    scale.pop("horizons", None)
+    for sweep in scale["grid"]:
+        sweep.pop("seeds", None)
     config["scales"] = [scale]
     config["training"]["checkpoint_interval"] = 10
     config["training"]["checkpoint_min_s"] = 0  # checkpoint at every interval, however short the run

@@ -15,7 +15,7 @@ import re
 import pytest
 import yaml
 
-from workflow_helpers import (
+from helpers.workflow import (
     copy_workflow,
     job_stats,
     nothing_to_do,

@@ -113,7 +113,13 @@ def test_report_rule_and_html_report(searched):
     assert "tiny models" in findings_html
     # The validation table under both references (own L_opt flagged optimistic) and the guards' verdicts.
     assert "Validation table (both references)" in findings_html and "optimistic" in findings_html
-    assert "Effects against seed noise (table)" in findings_html
+    assert "Effects against seed noise (no fitted law)" in index["findings"]
+    # The answer first: the picks with their measured speed against the baseline, its interval from the
+    # search's interleaved rounds (results/search/<target>/throughput.json) and the verdict.
+    assert "id='answer'" in findings_html and findings_html.index("id='answer'") < findings_html.index("Figures")
+    sure = next(r for r in index["answer"] if r["role"] == "surefire")
+    if sure["arch_id"] != result["baseline"]["arch_id"]:
+        assert sure["speed_low"] is not None and sure["speed_verdict"] in ("faster", "not resolved", "slower")
     assert "Conditional fit status:" in findings_html and "Fit verdicts (identifiability guards)" in index["findings"]
     assert index["validation_table"] and "MSE (L_opt extrapolated)" in index["validation_table"][0]
     # The picks carry the bootstrap probability of meeting the target, or why it is withheld.

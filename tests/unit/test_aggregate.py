@@ -237,14 +237,20 @@ def test_several_seeds_give_one_row_per_run(workspace):
     assert spread.loc[a0, "mean"] == pytest.approx(mine["valid_loss"].mean())
     assert spread.loc[a0, "std"] == pytest.approx(mine["valid_loss"].std())
     assert spread.loc[rows[2]["arch_id"], "n_seeds"] == 1 and pd.isna(spread.loc[rows[2]["arch_id"], "std"])
-    # a record whose recipe seed disagrees with its run id is stale
+    # the plan's typed runs (the workflow passes them): a record whose recipe seed disagrees
+    # with its planned run's seed is stale
+    typed = [{"run_id": f"{r['arch_id']}-s{s}", "arch_id": r["arch_id"], "seed": s, "tokens": int(r["tokens"])}
+             for r in rows[:2] for s in (1, 2)]
+    again = aggregate_runs(workspace["root"] / "results/plan/plan.parquet", metrics, workspace["throughput"],
+                           batch_sizes=BATCH_SIZES, train_runs=typed).to_pandas()
+    assert again.set_index("run_id").loc[f"{a0}-s2", "seed"] == 2
     bad = workspace["root"] / f"results/train/{a0}-s1/metrics.json"
     rec = json.loads(bad.read_text())
     rec["recipe"]["seed"] = 3
     write_json(bad, rec)
-    with pytest.raises(RecordError, match=r"-s1/metrics.json: recipe.seed = 3"):
+    with pytest.raises(RecordError, match=r"-s1/metrics.json: recipe.seed = 3 but the plan trains run"):
         aggregate_runs(workspace["root"] / "results/plan/plan.parquet", metrics, workspace["throughput"],
-                       batch_sizes=BATCH_SIZES)
+                       batch_sizes=BATCH_SIZES, train_runs=typed)
 
 
 def test_fits_resample_seed_runs_as_runs(workspace):
@@ -267,6 +273,7 @@ def test_fits_resample_seed_runs_as_runs(workspace):
     assert len(set(run_ids(df, {**cols, "run": "arch_id"}))) == len(df) - 1  # not pooled by architecture
 
 
+@pytest.mark.slow
 def test_conditional_fit_uses_every_seed_run():
     import numpy as np
     from helpers.study import true_loss

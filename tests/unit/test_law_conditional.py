@@ -206,3 +206,32 @@ def test_bad_input_fails_clearly():
         fit_conditional(runs, r_range=(5, 0.5))
     with pytest.raises(FitError, match="no fitted Chinchilla law"):
         fit_conditional(runs, reference="chinchilla", chinchilla={"fitted": False})
+
+
+def test_authors_table_identifies_chinchilla_and_states_the_d_over_sqrt_n_optimum():
+    """The authors' width/depth table (Bian et al., 80M-1B at 20, 40 and 160 tokens per parameter) has
+    d_model and N but no knob columns: d/sqrt(N) is derived, r (one value) is withheld with the reason,
+    the Chinchilla reference has finite intervals on alpha and beta, and the d/sqrt(N) optimum is stated."""
+    from pathlib import Path
+
+    df = pd.read_csv(Path(__file__).parents[1] / "data" / "bian2025_morph_aspect_ratio_losses.csv")
+    assert df["D_tokens"].nunique() >= 3 and "mlp_attn_ratio" not in df
+    out = fit_conditional(df, reference="chinchilla", columns={"n": "N_params", "d": "D_tokens", "loss": "loss"},
+                          bootstrap=60, forms=["additive"])
+    chin = out["chinchilla"]
+    for k in ("alpha", "beta"):
+        lo, hi = chin["ci"][k]
+        assert np.isfinite([lo, hi]).all() and 0 < lo <= chin["params"][k] <= hi < 2
+    assert any("d_model / sqrt(N_params)" in n for n in out["notes"])
+    opt = out["forms"]["additive"]["optimum"]
+    x = df["d_model"] / np.sqrt(df["N_params"])
+    assert x.min() < opt["d_over_sqrt_n_ci"][0] < opt["d_over_sqrt_n"] < opt["d_over_sqrt_n_ci"][1] < x.max()
+    assert opt["d_over_sqrt_n"] == pytest.approx(0.052, abs=0.004)
+    assert opt["r"] is None and "the table has no r column" in opt["r_reason"]
+    # the empirical reference cannot group these runs (each (N, D) holds one run) and says what to do
+    with pytest.raises(FitError, match="use the chinchilla reference"):
+        fit_conditional(df, columns={"n": "N_params", "d": "D_tokens", "loss": "loss"}, bootstrap=0)
+    # a knob column named by the caller is never derived
+    with pytest.raises(FitError, match="missing column"):
+        fit_conditional(df, reference="chinchilla", columns={"n": "N_params", "d": "D_tokens", "loss": "loss",
+                                                             "x": "dx"}, bootstrap=0)

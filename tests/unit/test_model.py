@@ -163,6 +163,7 @@ def test_gpu_transformer_config_and_te_spec(monkeypatch):
     assert layer_spec(rt_local) != "TE-SPEC" and calls == ["te"]
 
 
+@pytest.mark.slow
 def test_gpu_path_never_imports_the_cpu_compat_layer(tmp_path):
     """The GPU branch (config, spec, launcher, job) runs without archscale.compat being imported."""
     code = textwrap.dedent("""

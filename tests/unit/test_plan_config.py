@@ -138,7 +138,7 @@ def test_seeds_default_to_the_training_seed(default_config):
 
 
 def test_adding_seeds_keeps_every_existing_run_id(default_config):
-    from archscale.plan import plan_totals, split_run_id
+    from archscale.plan import plan_totals
 
     before = build_plan(default_config)
     base = default_config["training"]["seed"]
@@ -152,7 +152,8 @@ def test_adding_seeds_keeps_every_existing_run_id(default_config):
         assert run.run_ids == [run.arch_id, f"{run.arch_id}-s1", f"{run.arch_id}-s2"]
         assert run.primary_run_id == run.arch_id
         assert after.of_run(f"{run.arch_id}-s2") == (run, 2) and after.of_run(run.arch_id) == (run, base)
-        assert split_run_id(f"{run.arch_id}-s2") == (run.arch_id, 2) and split_run_id(run.arch_id) == (run.arch_id, None)
+        typed = after.train_run(f"{run.arch_id}-s2")
+        assert (typed.arch_id, typed.seed, typed.tokens, typed.schedule) == (run.arch_id, 2, run.tokens, None)
     swept = [r for r in after.runs.values() if any("(scales[1].grid[0])" in o for o in r.origins)]
     assert swept and all(7 in r.seeds for r in swept)
     only7 = [r for r in swept if r.seeds == [7]]
@@ -161,7 +162,7 @@ def test_adding_seeds_keeps_every_existing_run_id(default_config):
     new = set(after.train_ids) - set(before.train_ids)
     assert new == {f"{r.arch_id}-s{s}" for r in first for s in (1, 2)} | {f"{r.arch_id}-s7" for r in only7}
     assert plan_totals(after.rows())["training_runs"] == len(after.train_ids)
-    with pytest.raises(KeyError, match="not a seed"):
+    with pytest.raises(KeyError, match="is not in the plan"):
         after.of_run(f"{first[0].arch_id}-s9")
 
 
@@ -197,3 +198,92 @@ def test_bad_seeds_are_config_errors(default_config, seeds):
     cfg["scales"][0]["seeds"] = seeds
     with pytest.raises(ConfigError, match="seeds"):
         validate_config(cfg)
+
+
+# ---- canonical numbers: an equivalent spelling never changes a job's params -------------------
+def job_params(config: dict) -> dict[str, str]:
+    """Every job's params as Snakemake records them (``repr``), built the way the rules build
+    them (common.smk: one preflight of Snakemake's ``config``, then STUDY/PLAN and ``config``)."""
+    from archscale.preflight import preflight
+
+    study = preflight(config, notify=lambda line: None)
+    plan, cfg = study.plan, study.config
+    out = {}
+    for run in plan.train_ids:
+        entry, seed = plan.of_run(run)
+        recipe = {**study.training_recipe(), "seed": seed}
+        budget = {"tokens": entry.tokens, "scale": entry.scale.name, "n_target": entry.scale.n_target}
+        out[f"train/{run}"] = repr([entry.arch.to_dict(), budget, recipe, cfg["model"]["rope_base"]])
+    for arch in plan.ids:
+        out[f"throughput/{arch}"] = repr([plan[arch].arch.to_dict(), study.throughput_workload()])
+    out["tokenizer"] = repr([cfg["tokenizer"], cfg["data"]["valid_fraction"], cfg["data"]["on_bad_record"]])
+    out["data_manifest"] = repr([cfg["data"]["mixture"], cfg["data"]["seed"]])
+    out["plan"] = repr([plan.rows(), plan.skipped])
+    out["fit"] = repr(study.fit)
+    out["search"] = repr(study.search_settings.to_dict())
+    return out
+
+
+def respell(value):
+    """An equivalent spelling of a config value: 32 -> 32.0, 0.1 -> 1 / 10 as text '1e-1' style,
+    1.0 -> 1; lists element by element; anything else unchanged."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else f"{value:e}"  # '3.000000e-03': PyYAML's reading of 3e-3
+    if isinstance(value, list):
+        return [respell(v) for v in value]
+    return value
+
+
+EQUIVALENT_KEYS = (
+    [("training", k) for k in ("seq_length", "global_batch", "lr", "min_lr_ratio", "warmup_fraction",
+                               "weight_decay", "adam_beta1", "adam_beta2", "clip_grad", "init_std", "seed",
+                               "eval_tokens", "eval_interval", "micro_batch", "threads")]
+    + [("throughput", k) for k in ("context", "input_len", "output_len", "batch_sizes", "warmup", "repeats",
+                                   "threads", "nvml_interval_s")]
+    + [("model", "rope_base"), ("data", "seed"), ("data", "valid_fraction"), ("tokenizer", "vocab_size"),
+       ("fit", "r_min"), ("fit", "r_max"), ("fit", "bootstrap"), ("compute", "peak_flops")]
+)
+
+
+@pytest.mark.parametrize("section,key", EQUIVALENT_KEYS, ids=[f"{s}.{k}" for s, k in EQUIVALENT_KEYS])
+def test_an_equivalent_spelling_changes_no_job_params(default_config, section, key):
+    before = job_params(copy.deepcopy(default_config))
+    cfg = copy.deepcopy(default_config)
+    value = validate_config(copy.deepcopy(default_config))[section][key]
+    cfg.setdefault(section, {})[key] = respell(value)
+    assert repr(respell(value)) != repr(value) or value is None
+    assert job_params(cfg) == before, f"{section}.{key}: {value!r} spelt {respell(value)!r} changed params"
+
+
+def test_the_issue_spellings_read_from_yaml_change_nothing(default_config, tmp_path):
+    """global_batch: 32.0, repeats: 7.0, lr: 3e-3 (a string to PyYAML), rope_base: 500000.0."""
+    from archscale.config import deep_merge, read_yaml
+
+    overlay = tmp_path / "respelt.yaml"
+    overlay.write_text("training:\n  global_batch: 32.0\n  lr: 3e-3\n  clip_grad: 1\n"
+                       "throughput:\n  repeats: 7.0\n  batch_sizes: [8.0, 32]\nmodel:\n  rope_base: 500000.0\n")
+    base = copy.deepcopy(default_config)
+    base["training"]["lr"] = 0.003
+    respelt = deep_merge(copy.deepcopy(base), read_yaml(overlay))
+    assert job_params(respelt) == job_params(base)
+    assert respelt["training"]["global_batch"] == 32 and type(respelt["training"]["global_batch"]) is int
+
+
+def test_schema_defaults_are_canonical():
+    from archscale.config import canonicalise
+
+    cfg = validate_config({"scales": [{"name": "a", "n_target": 1000, "layers": 1, "head_dim": 8}]})
+    assert repr(canonicalise(copy.deepcopy(cfg))) == repr(cfg)
+
+
+def test_shipped_study_configs_are_canonical():
+    """The studies users run keep every param when their numbers are made canonical."""
+    from archscale.config import canonicalise, read_yaml
+
+    for path in (ROOT / "config" / name for name in ("config.yaml", "paper.yaml", "study-cpu.yaml")):
+        raw = read_yaml(path)
+        assert repr(canonicalise(copy.deepcopy(raw))) == repr(raw), path

@@ -218,3 +218,22 @@ def test_non_finite_numbers_and_batch_problems_in_one_message(default_config):
     default_config["training"]["micro_batch"] = 5
     problems = check_study(default_config).problems
     assert any("training.lr" in p for p in problems) and any("training.micro_batch" in p for p in problems)
+
+
+def test_preflight_makes_snakemakes_config_canonical_in_place(default_config):
+    """common.smk hands Snakemake's own ``config`` to preflight: every rule that reads ``config``
+    directly then sees canonical numbers (32.0 -> 32)."""
+    default_config["training"]["global_batch"] = 32.0
+    default_config["throughput"]["repeats"] = 7.0
+    default_config["training"]["lr"] = "3e-3"
+    preflight(default_config, notify=lambda line: None)
+    assert type(default_config["training"]["global_batch"]) is int
+    assert type(default_config["throughput"]["repeats"]) is int
+    assert default_config["training"]["lr"] == 0.003
+
+
+def test_duplicate_keys_in_a_layered_file_name_file_line_and_column(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("fit:\n  r_min: 0.5\n  r_min: 0.7\n")
+    with pytest.raises(ConfigError, match=r"dup\.yaml, line 3, column 3: .*duplicate key 'r_min'"):
+        load_layered([path], base=None)

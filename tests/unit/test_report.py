@@ -81,7 +81,9 @@ def test_report_writes_every_figure_and_table_and_lists_them(study, built):
             img = mpimg.imread(path)
             assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
     by_name = {i["name"]: i for i in index["items"]}
-    assert by_name["loss_vs_d"]["panels"] == 3 and by_name["loss_vs_r"]["panels"] == 3
+    # One panel per knob (scales as colours), each with the caption the findings page shows.
+    assert by_name["loss_vs_d"]["panels"] == 1 and by_name["loss_vs_r"]["panels"] == 1
+    assert all(by_name[k]["caption"] for k in ("loss_vs_d", "loss_vs_r", "throughput", "pareto", "validation"))
     assert by_name["loss_curves"]["curves"] == len(study["runs"])
     # Progressive s30k->s50k and s30k+s50k->s100k, and the one-scale-to-next task s50k->s100k.
     assert by_name["validation"]["panels"] == 3
@@ -93,9 +95,9 @@ def test_report_writes_every_figure_and_table_and_lists_them(study, built):
     assert len(table) == 6 and {"MSE (own L_opt, optimistic)", "MSE (L_opt extrapolated)"} <= set(table[0])
     page = open(out["findings"]).read()
     assert "Validation table (both references)" in page and "optimistic" in page
-    # Grid records at the search's batch size plus the search's own measurements.
-    assert by_name["throughput"]["batch_size"] == read_json(study["results"][0])["batch_size"]
-    assert by_name["throughput"]["points"] > len(study["runs"])
+    # Every measured batch size of the grid's sweeps at the search's scale, plus the GQA walk.
+    assert by_name["throughput"]["batch_sizes"] == study["config"]["throughput"]["batch_sizes"]
+    assert by_name["throughput"]["points"] >= 2 * 6
     assert by_name["plan"]["rows"] == len(study["runs"])
     assert read_json(out["index"]) == json.loads(json.dumps(index))
 
@@ -108,7 +110,7 @@ def test_report_writes_every_figure_and_table_and_lists_them(study, built):
                                   "probability_within_target": {"panda": None, "surefire": None, "baseline": None}}]
     # The fixture's fit kept no bootstrap samples: the pick probabilities are withheld, with the reason.
     assert "no bootstrap samples" in res["surefire"]["probability_reason"]
-    assert "probability of meeting the target withheld" in " ".join(index["findings"]["Search"])
+    assert "probability of meeting the target withheld for panda and surefire" in " ".join(index["findings"]["Search"]).lower()
     plan_html = open(out["plan"]).read()
     assert all(a in plan_html for a in study["runs"]["arch_id"])
 
@@ -119,17 +121,22 @@ def test_findings_state_the_fitted_optimum_and_the_tiny_scale_caveat(study, buil
     shows = " ".join(text["What the runs show"])
     assert "interior optimum at d/sqrt(N) = 0.3" in shows  # a2/a1 of the fixture law
     assert "interior optimum at r = 1.5" in shows
-    caveats = " ".join(text["What the runs do not show"])
-    assert "tiny models" in caveats and "they are not the paper's U-shapes" in caveats
-    assert "a fitted optimum is not a finding" in caveats
+    assert "tiny models" in shows and "they are not the paper's U-shapes" in shows
     effects = " ".join(text["Effects against seed noise (no fitted law)"])
-    assert "seed noise not measured" in effects
-    assert "measured on CPU" in caveats
-    search = " ".join(text["Search"])
+    assert "seed noise not measured" in effects.lower()
+    points = index["key_points"]
+    assert list(points) == ["Resolved", "Not resolved", "Conditions"]
+    assert "d/sqrt(N) 0.300 [0.250, 0.350] and r 1.50 [1.20, 1.80]" in points["Resolved"]
+    assert "archscale plan --science" in points["Not resolved"] and "three seeds" in points["Not resolved"]
+    assert "fixture-cpu" in points["Conditions"] and "does not transfer to GPU serving" in points["Conditions"]
     res = read_json(study["results"][0])
-    assert f"Surefire {res['surefire']['arch_id']}" in search and "1.0" in search
+    answer = {r["role"]: r for r in index["answer"]}
+    assert answer["surefire"]["arch_id"] == res["surefire"]["arch_id"]
+    assert answer["surefire"]["speed_ratio"] == pytest.approx(
+        res["surefire"]["measured_output_tokens_per_s"] / res["baseline"]["measured_output_tokens_per_s"])
     html = open(out["findings"]).read()
-    assert "tiny models" in html and "<li>" in html
+    # The answer table comes before the figures and the details.
+    assert html.index("id='answer'") < html.index("<h3>Figures</h3>") < html.index("What the runs show")
 
 
 def test_no_interior_optimum_when_the_fit_has_none(study):
@@ -143,7 +150,7 @@ def test_no_interior_optimum_when_the_fit_has_none(study):
     assert "no interior optimum of the hidden size" in shows and "loss falls as it grows" in shows
     assert "no interior optimum of the MLP-to-attention ratio" in shows
     assert "interior optimum at" not in shows
-    assert "finds no interior optimum inside the sampled range" in " ".join(text["What the runs do not show"])
+    assert "finds no interior optimum inside the sampled range" in shows
     assert text["Cross-scale validation"][0].startswith("No progressive cross-scale validation")
 
 
@@ -219,8 +226,8 @@ def test_guard_verdicts_and_withheld_optima_in_the_findings(study):
     verdicts = text["Fit verdicts (identifiability guards)"]
     assert verdicts == guard_sentences(cond)
     joined = " ".join(verdicts)
-    assert "Conditional fit status: flagged" in joined and "r factor over [1, 2]: left out: r takes 2 distinct" in joined
-    assert "d_over_sqrt_n factor over [0.2, 0.51]: fitted." in joined and "ConvergenceWarning" in joined
+    assert "Conditional fit status: flagged" in joined and "r factor over [1, 2]: left out: r takes 2 distinct values" in joined
+    assert "d/sqrt(N) factor over [0.200, 0.510]: fitted." in joined and "ConvergenceWarning" in joined
 
 
 def test_surefire_ratio_interval_and_verdict_are_reported():
@@ -259,24 +266,144 @@ def test_report_states_the_cost_models_spearman():
     assert cost_model_sentences(None) == []
 
 
-def test_loss_figures_show_seed_spread_and_the_law_at_each_run(study, tmp_path):
-    """Several seeds: one point per architecture with its seed range; the law is drawn at each
-    architecture's own (d/sqrt(N), r); the optimum's interval is shaded when the fit gives one."""
+def test_loss_figures_show_seed_spread_and_the_law_only_where_it_is_a_finding(study, tmp_path):
+    """Several seeds: one point per architecture with its seed sd as error bar; one panel per knob
+    (scales as colours); the law with its optimum's interval only where the optimum is resolved."""
     from archscale.report.figures import _seed_means, loss_vs_knob
+    from archscale.report.findings import resolved_optima
 
     runs = study["runs"].copy()
     runs["run_id"] = runs["arch_id"]
-    extra = runs.iloc[:4].copy()
+    extra = runs.iloc[:4].copy()  # three points of s30k's d/sqrt(N) sweep and one of its r sweep
     extra["run_id"] = extra["arch_id"] + "-s1"
     extra["valid_loss"] = extra["valid_loss"] + 0.03
     seeded = pd.concat([runs, extra], ignore_index=True)
     cond = read_json(study["root"] / "results/fit/conditional.json")
-    for knob in ("d", "r"):
-        got = loss_vs_knob(seeded, cond, knob, tmp_path / f"{knob}.png")
-        assert got["panels"] == 3 and got["seeded_architectures"] == 4
+    resolved = resolved_optima(cond, runs)
+    assert set(resolved) == {"d_over_sqrt_n", "r"} and resolved["r"]["ci"] == [1.2, 1.8]
+    for knob, n_seeded in (("d", 3), ("r", 1)):
+        got = loss_vs_knob(seeded, cond, knob, tmp_path / f"{knob}.png", resolved)
+        assert got["panels"] == 1 and got["seeded_architectures"] == n_seeded and got["law_drawn"]
+        assert "error bars are the seed sd" in got["caption"] and "[" in got["caption"]
         assert mpimg.imread(tmp_path / f"{knob}.png").ndim == 3
     first = seeded[seeded["arch_id"] == extra["arch_id"].iloc[0]]
     means = _seed_means(first, "d_over_sqrt_n", "mlp_attn_ratio").iloc[0]
     assert means["n_seeds"] == 2 and means["valid_loss"] == pytest.approx(first["valid_loss"].mean())
-    assert means["hi"] - means["lo"] == pytest.approx(0.03)
-    assert loss_vs_knob(runs, cond, "d", tmp_path / "one.png")["seeded_architectures"] == 0
+    one = loss_vs_knob(runs, cond, "d", tmp_path / "one.png", resolved)
+    assert one["seeded_architectures"] == 0 and "one seed each" in one["caption"]
+
+
+def test_numbers_sweeps_and_plurals_in_the_readers_words():
+    from archscale.report.words import humanize, interval, num, sweep_name
+
+    assert num(17412.3) == "17,400" and num(17412.3, "tokens/s") == "17,400 tokens/s"
+    assert num(0.000271) == "0.000271" and num(3.98251) == "3.98" and num(99.96) == "100" and num(96.0) == "96"
+    assert num(2.3e12) == "2.30 trillion" and num(None) == "-" and num(float("nan")) == "-"
+    assert interval(1.07, 1.642) == "[1.07, 1.64]" and interval(None, 2.0) == ""
+    assert sweep_name("r@scales[2].grid[1]|d_over_sqrt_n=0.35,gqa=1", "s100k") == "s100k, r sweep at d/sqrt(N) 0.35"
+    assert sweep_name("d_over_sqrt_n@scales[0].grid[0]|r=1,gqa=2") == "d/sqrt(N) sweep at r 1 and GQA 2"
+    text = humanize("s100k along scales[2].grid[0]|r=1,gqa=1, 1 seed(s) each, 3 distinct value(s), 1.74e+04 tokens/s")
+    assert text == "s100k along sweep at r 1, 1 seed each, 3 distinct values, 17,400 tokens/s"
+
+
+def test_repeated_causes_are_said_once_with_the_checks_they_hold_for():
+    from archscale.report.findings import validation_causes, validation_sentences
+    from archscale.report.words import group_causes, repeated_sentences
+
+    why = "Chinchilla law not identifiable: D takes {} distinct value(s). Add runs at more (N, D) budgets"
+    val = pd.DataFrame([
+        {"task": f"t{i}", "form": f, "kind": "progressive", "mse": 1e-4, "spearman": 0.9,
+         "status": f"ok; extrapolated reference: {why.format(1 + i % 2)}"}
+        for i in range(3) for f in ("multiplicative", "additive")])
+    causes = validation_causes(val)
+    assert causes == ["The extrapolated reference is withheld: Chinchilla law not identifiable: D takes 1 or 2 "
+                      "distinct values. Add runs at more (N, D) budgets (in all 6 validation checks)."]
+    assert not repeated_sentences(" ".join(validation_sentences(val)))
+    assert group_causes([("a", "x"), ("b", "y")], "checks") == ["X (in 1 of 2 checks: a).", "Y (in 1 of 2 checks: b)."]
+    assert repeated_sentences("Seed noise not measured here. Seed noise not measured here. Other text is fine.") == {
+        "Seed noise not measured here.": 2}
+
+
+def test_numerical_warnings_become_a_sentence_not_output(recwarn):
+    import numpy as np
+
+    from archscale.report.findings import clean_status
+    from archscale.report.words import caught
+
+    notes = []
+    with caught(notes, "the effects"):
+        np.float64(1.0) / np.float64(0.0)
+        import warnings
+        warnings.warn("divide by zero encountered in scalar divide", RuntimeWarning)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert notes == ["the effects: divide by zero (numerical warning; the affected values are left out)."]
+    assert "RuntimeWarning" not in clean_status("ok; RuntimeWarning: divide by zero encountered in scalar divide")
+
+
+def test_answer_rows_carry_the_interleaved_speed_interval_and_the_loss_interval():
+    import numpy as np
+
+    from archscale.law.laws import law_from_conditional
+    from archscale.report.answer import answer_frame, answer_rows
+
+    shape = {"d_model": 96, "layers": 2, "heads": 4, "ffn": 144, "d_over_sqrt_n": 0.3}
+    res = {"target": "t", "form": "multiplicative", "l_opt": 4.0, "batch_size": 8,
+           "baseline": {**shape, "arch_id": "b", "name": "base", "kv_heads": 2, "mlp_attn_ratio": 4.5, "loss": 3.98,
+                        "measured_output_tokens_per_s": 100.0},
+           "panda": {**shape, "arch_id": "p", "kv_heads": 4, "mlp_attn_ratio": 1.5, "loss": 3.9,
+                     "measured_output_tokens_per_s": 90.0},
+           "surefire": {**shape, "arch_id": "s", "kv_heads": 1, "mlp_attn_ratio": 3.0, "loss": 3.97,
+                        "measured_output_tokens_per_s": 140.0}}
+    rng = np.random.default_rng(0)
+    rounds = {a: [{"output_tokens_per_s": v * (1 + 0.01 * rng.standard_normal())} for _ in range(9)]
+              for a, v in (("b", 100.0), ("p", 90.0), ("s", 140.0))}
+    record = {"architectures": {a: {"repeats": r} for a, r in rounds.items()}}
+    a, b = np.array(LAW["a"]), np.array(LAW["b"])
+    samples = np.column_stack([np.tile(a, (50, 1)), np.tile(b, (50, 1))]) * rng.normal(1, 0.01, (50, 6))
+    cond = {"forms": {"multiplicative": {"form": "multiplicative", "a": LAW["a"], "b": LAW["b"],
+                                         "samples": samples.tolist()}}}
+    rows = answer_rows([res], law_from_conditional(cond, "fit"), {"t": record})
+    by = {r["role"]: r for r in rows}
+    assert by["surefire"]["speed_verdict"] == "faster" and by["surefire"]["speed_low"] > 1.3
+    assert by["panda"]["speed_verdict"] == "slower" and by["panda"]["speed_high"] < 1.0
+    lo, hi = by["panda"]["loss_ci"]
+    assert lo < hi
+    table = answer_frame(rows)
+    assert table.loc[2, "speed vs baseline"].startswith("1.4") and "[" in table.loc[2, "speed vs baseline"]
+    assert table.loc[0, "heads / KV heads"] == "4 / 2" and table.loc[0, "speed vs baseline"] == "1 (reference)"
+    # Without the interleaved rounds: the ratio of the single measurements, and no interval claimed.
+    bare = {r["role"]: r for r in answer_rows([res])}
+    assert bare["surefire"]["speed_ratio"] == pytest.approx(1.4) and bare["surefire"]["speed_low"] is None
+    assert bare["surefire"]["loss_ci"] is None
+
+
+def test_findings_page_has_no_internal_key_and_no_repeated_sentence(built):
+    import re
+
+    from archscale.report.words import repeated_sentences
+
+    index, out = built
+    page = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", open(out["findings"]).read())
+    text = re.sub(r"<(h\d|li|p|dt|dd|tr|figcaption)\b", "\n<", re.sub(r"<style>.*?</style>", "", page, flags=re.S))
+    text = re.sub(r"<[^>]+>", " ", text)
+    for pattern in (r"grid\[", r"\|r=", r"\bNone\b", r"\bnan\b", r"\de\+0", r"\(s\)"):
+        assert not re.search(pattern, text), (pattern, re.search(f".{{80}}{pattern}.{{40}}", text, re.S))
+    prose = re.sub(r"<[^>]+>", " ", re.sub(r"<table.*?</table>", "\n", re.sub(
+        r"<(h\d|li|p|dt|dd|figcaption)\b", "\n<", page), flags=re.S))
+    assert repeated_sentences(prose) == {}
+    for name in ("chosen", "plan"):
+        other = open(out[name]).read()
+        assert "arch_id" not in other and "pred_output_tokens_per_s" not in other and "e+0" not in other
+
+
+def test_no_resolved_optimum_says_so_and_draws_no_law(study, tmp_path):
+    from archscale.report.findings import key_points
+    from archscale.report.figures import loss_vs_knob
+
+    cond = read_json(study["root"] / "results/fit/conditional.json")
+    for form in cond["forms"].values():
+        form["optimum"] = {"d_over_sqrt_n": None, "d_over_sqrt_n_ci": [None, None], "r": None, "r_ci": [None, None]}
+    points = key_points(cond, study["runs"], None, [], ["cpu"], ["megatron"])
+    assert points["Resolved"].startswith("No optimum is resolved")
+    got = loss_vs_knob(study["runs"], cond, "d", tmp_path / "d.png", resolved={})
+    assert got["law_drawn"] is False and "no law is drawn" in got["caption"]

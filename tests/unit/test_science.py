@@ -209,7 +209,8 @@ def test_workflow_settings_need_a_seed_noise_and_cli_estimates_it(tmp_path, caps
     with pytest.raises(ValueError, match="plan.science.seed_noise: set the seed noise"):
         science_from_config(Study.from_config(copy.deepcopy(cfg)))
     rng = np.random.default_rng(1)
-    runs = pd.DataFrame({"arch_id": np.repeat(["a", "b", "c", "d"], 4), "valid_loss": 3.5 + rng.normal(0, 0.03, 16)})
+    runs = pd.DataFrame({"arch_id": np.repeat(["a", "b", "c", "d"], 4), "seed": np.tile([1, 2, 3, 4], 4),
+                         "valid_loss": 3.5 + rng.normal(0, 0.03, 16) + np.tile(rng.normal(0, 0.03, 4), 4)})
     write_parquet(tmp_path / "runs.parquet", runs)
     import yaml
 
@@ -219,3 +220,47 @@ def test_workflow_settings_need_a_seed_noise_and_cli_estimates_it(tmp_path, caps
     out = json.loads(capsys.readouterr().out)
     assert out["seed_noise"] == pytest.approx(out["seed_noise_estimate"]["seed_noise"]) and out["law"] == PRIOR
     assert out["seed_noise_estimate"]["dof"] == 12
+    # the simulation uses the measured seed-shared part of the noise, and says so
+    assert out["seed_shared_fraction"] == pytest.approx(out["seed_noise_estimate"]["rho"])
+    assert out["seed_noise_estimate"]["anova_dof"] == [3, 9]
+    assert any("share common to a seed" in n for n in out["notes"])
+
+
+# ---- paired seed noise: measured and simulated ----------------------------------------------
+def test_seed_decomposition_recovers_the_shared_part_of_the_seed_noise():
+    from archscale.science import seed_decomposition
+
+    rng = np.random.default_rng(4)
+    archs, seeds = 6, 40
+    u = rng.normal(0, 0.04, seeds)  # shared by every architecture at a seed: rho = 0.04^2 / (0.04^2 + 0.03^2) = 0.64
+    runs = pd.DataFrame([{"arch_id": f"a{a}", "seed": s, "scale": "s", "valid_loss": 3 + 0.01 * a + u[s]
+                          + rng.normal(0, 0.03)} for a in range(archs) for s in range(seeds)])
+    est = seed_decomposition(runs)
+    assert est["rho_ci95"][0] < 0.64 < est["rho_ci95"][1] and est["rho"] == pytest.approx(0.64, abs=0.12)
+    assert est["sigma_e_ci95"][0] < 0.03 < est["sigma_e_ci95"][1]
+    assert est["seed_noise"] == pytest.approx(0.05, abs=0.01)  # the per-run sd holds both parts
+    assert seed_decomposition(runs.drop(columns="seed"))["shared"] is None
+
+
+def _r_sweep_study(seeds):
+    cfg = copy.deepcopy(PAPER)
+    scale = dict(cfg["scales"][0])
+    scale["grid"] = [{"d_over_sqrt_n": [0.08], "r": [0.5, 1.0, 3.0], "gqa": [4]}]
+    scale["seeds"] = seeds
+    cfg["scales"], cfg["search"]["targets"] = [scale], []
+    return Study.from_config(cfg)
+
+
+def test_science_plan_reads_each_sweep_with_the_paired_rule_and_the_measured_shared_noise():
+    study, law = _r_sweep_study([1, 2, 3, 4]), load_law(PRIOR)
+    indep = simulate_study(study, law, 0.004, 300, seed=1)
+    paired = simulate_study(study, law, 0.004, 300, seed=1, shared=0.8)
+    (a,), (b,) = indep["sweeps"], paired["sweeps"]
+    assert indep["runs"] == 12 and a["seeds"] == 4 and a["true_shape"] == "interior minimum"
+    # the same per-run sd, 80% of its variance shared at a seed: matched-seed differences resolve more often
+    assert b["p_interior_resolved"] > a["p_interior_resolved"] + 0.1
+    assert "Holm" in paired["sweep_rule"]
+    one = simulate_study(_r_sweep_study([1]), law, 0.004, 20)
+    assert one["sweeps"][0]["p_resolved"] == 0.0 and "never resolved" in one["sweeps"][0]["note"]
+    with pytest.raises(ValueError, match="seed-shared fraction"):
+        simulate_study(study, law, 0.004, 20, shared=1.0)

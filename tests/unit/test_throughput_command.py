@@ -80,3 +80,33 @@ def test_isolated_threads_takes_every_core_locally_only():
     assert isolated_threads(True, 2, 1) == 2  # locally: the whole run's cores
     assert isolated_threads(True, None, 1) == 1  # dry-run without --cores
     assert isolated_threads(False, 64, 4) == 4  # cluster: configured threads, exclusive node
+
+
+def test_threads_flag_refuses_zero_and_defaults_to_the_owned_cores(capsys, monkeypatch):
+    with pytest.raises(SystemExit):
+        _parser().parse_args(ARGS[:-2] + ["--threads", "0"])
+    err = capsys.readouterr().err
+    assert "argument --threads: expected a positive number of torch threads, got '0'" in err
+    assert "leave --threads out to use the cores this job owns" in err
+    with pytest.raises(SystemExit):
+        _parser().parse_args(ARGS[:-2] + ["--threads", "two"])
+    assert "--threads: expected a positive integer, got 'two'" in capsys.readouterr().err
+
+    from archscale.throughput import job
+
+    seen = {}
+    real = compare.measure
+
+    def spy(archs, batch_sizes, input_len, output_len, context, repeats, warmup, threads, *rest, **kw):
+        seen["threads"] = threads
+        result = real(archs, batch_sizes, input_len, output_len, context, repeats, warmup, threads, *rest, **kw)
+        result["results"][0]["machine_before"]["load_average_1m"] = 99.0  # a busy machine, before the repeats
+        return result
+
+    monkeypatch.setattr(compare, "measure", spy)
+    monkeypatch.setattr(job, "owned_cores", lambda: 1)
+    args = _parser().parse_args(ARGS[:-2])  # no --threads
+    assert args.threads is None and args.func(args) == 0
+    assert seen["threads"] == 1
+    text = capsys.readouterr().out
+    assert "warning: load average 99.00 before the measurement exceeds the" in text

@@ -80,17 +80,69 @@ def test_dynamic_context_sized_for_the_workload():
     need = engine.kv_cache_bytes(ARCH, 8, 5120, 2)
     assert need == 2 * 2 * 2 * 8 * 2 * 8 * 5120
     assert kw["buffer_size_gb"] * 1024**3 >= need
-    from megatron.core.inference.contexts.dynamic_context import DynamicInferenceContext
+
+
+def test_dynamic_context_arguments_fit_the_installed_megatron_core():
+    """0.16 takes every size as a keyword; 0.17+ an InferenceConfig with the rest from the model config."""
+    import dataclasses
     import inspect
 
-    assert set(kw) <= set(inspect.signature(DynamicInferenceContext.__init__).parameters)
+    from megatron.core.inference.contexts.dynamic_context import DynamicInferenceContext
+
+    from archscale.compat import megatron_api
+
+    api = megatron_api()
+    kw = engine.dynamic_context_kwargs(ARCH, GPU, max_batch=8, max_seq=5120)
+    params = set(inspect.signature(DynamicInferenceContext.__init__).parameters)
+    if not api.inference_config:
+        assert set(kw) <= params
+        return
+    from megatron.core.inference.config import InferenceConfig
+
+    assert params == {"self", "model_config", "inference_config"}
+    rest = {k: v for k, v in kw.items() if k not in engine.MODEL_CONFIG_KEYS}
+    assert set(rest) <= {f.name for f in dataclasses.fields(InferenceConfig)}
+    cfg = InferenceConfig(**rest)
+    assert cfg.max_requests == 8 and cfg.max_sequence_length == 5120 and cfg.block_size_tokens == 256
 
 
-def test_inference_wrapper_config_and_sampling():
-    cfg = engine.inference_wrapper_config(ARCH, GPU, 8, 5120)
-    assert cfg.hidden_size == 96 and cfg.padded_vocab_size == 512
-    assert cfg.inference_max_requests == 8 and cfg.inference_max_seq_length == 5120
-    assert cfg.params_dtype == torch.bfloat16
+def test_dynamic_engine_signatures_of_the_installed_megatron_core():
+    """The wrapper, controller and engine take the arguments dynamic_engine passes for this release."""
+    import inspect
+
+    from megatron.core.inference.engines import DynamicInferenceEngine
+    from megatron.core.inference.model_inference_wrappers.gpt.gpt_inference_wrapper import GPTInferenceWrapper
+
+    from archscale.compat import megatron_api
+
+    api = megatron_api()
+    engine_params = set(inspect.signature(DynamicInferenceEngine.__init__).parameters)
+    wrapper_params = list(inspect.signature(GPTInferenceWrapper.__init__).parameters)
+    if api.inference_config:
+        assert "random_seed" not in engine_params and wrapper_params[:3] == ["self", "model", "inference_context"]
+    else:
+        assert "random_seed" in engine_params and "inference_wrapper_config" in wrapper_params
+        cfg = engine.inference_wrapper_config(ARCH, GPU, 8, 5120)
+        assert cfg.hidden_size == 96 and cfg.padded_vocab_size == 512
+        assert cfg.inference_max_requests == 8 and cfg.inference_max_seq_length == 5120
+        assert cfg.params_dtype == torch.bfloat16
+
+
+def test_decode_only_state_of_each_release():
+    from types import SimpleNamespace
+
+    from archscale.compat import megatron_api
+
+    old, new = megatron_api("0.16.1"), megatron_api("0.19.2")
+    assert engine.step_was_decode_only(SimpleNamespace(is_decode_only=True), old) is True
+    assert engine.step_was_decode_only(SimpleNamespace(is_decode_only=False), old) is False
+    state = SimpleNamespace(consumed=False, launched=True)
+    assert engine.step_was_decode_only(SimpleNamespace(decode_only=state), new) is True
+    state = SimpleNamespace(consumed=True, launched=None)  # nothing launched: the consumed forward
+    assert engine.step_was_decode_only(SimpleNamespace(decode_only=state), new) is True
+
+
+def test_greedy_sampling():
     sp = engine.greedy_sampling(1024)
     assert sp.top_k == 1 and sp.num_tokens_to_generate == 1024 and sp.termination_id == -1
 

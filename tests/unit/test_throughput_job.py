@@ -175,3 +175,34 @@ def test_random_weights_on_the_fast_decoder_never_import_megatron():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {"engine": "archscale-static", "n": 2, "megatron": []}
+
+
+def test_owned_cores_are_the_affinity_capped_by_slurm(monkeypatch):
+    monkeypatch.setattr(job.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert job.owned_cores({}) == 4
+    assert job.owned_cores({"SLURM_CPUS_PER_TASK": "2"}) == 2
+    assert job.owned_cores({"SLURM_CPUS_PER_TASK": "16"}) == 4  # the mask is what it may run on
+    assert job.owned_cores({"SLURM_CPUS_PER_TASK": ""}) == 4
+
+
+def test_load_warning_when_the_load_exceeds_the_free_cores():
+    assert job.load_warning(0.3, threads=2, cores=2) is None  # quiet: rounds to 0 busy cores
+    assert job.load_warning(1.4, threads=1, cores=2) is None  # one busy core, one free
+    busy = job.load_warning(2.1, threads=2, cores=2)  # the oversubscribed case: 2 threads on 2 busy cores
+    assert busy.startswith("load average 2.10 before the measurement exceeds the 0 of 2 cores its 2 threads")
+    assert "low and noisy" in busy
+    assert job.load_warning(3.6, threads=4, cores=8) is None and job.load_warning(4.6, threads=4, cores=8)
+
+
+def test_run_job_threads_default_and_load_warning_in_the_record(monkeypatch):
+    _no_nvml()
+    monkeypatch.setattr(job, "owned_cores", lambda: 1)
+    monkeypatch.setattr(measure, "machine_state", lambda reader=None: {
+        "load_average_1m": 1e3, "load_average_5m": 0.0, "load_average_15m": 0.0})
+    hw = {k: v for k, v in HW.items() if k != "threads"}
+    rec = run_job(ARCH.to_dict(), {**WORKLOAD, "batch_sizes": [1], "repeats": 2}, hw, rope_base=ROPE)
+    assert rec["threads"] == 1
+    (r,) = rec["records"]
+    assert r["load_warning"].startswith("load average 1000.00 before the measurement exceeds")
+    with pytest.raises(ValueError, match="throughput.threads must be a positive integer, got 0"):
+        run_job(ARCH.to_dict(), WORKLOAD, {**HW, "threads": 0}, rope_base=ROPE)

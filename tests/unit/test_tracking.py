@@ -50,6 +50,7 @@ def test_settings_from_config_are_hardware_knobs_not_identity(tmp_path, manifest
     assert tags[0] == "scale:t" and "gqa:2" in tags and "d_model:32" in tags
 
 
+@pytest.mark.slow
 def test_tensorboard_events_of_a_tiny_job_hold_the_curve_and_hparams(tmp_path, manifest):
     job = make_job(tmp_path, manifest, tokens=20 * 512, recipe={"eval_interval": 10})
     code, out = run_job(job)
@@ -75,6 +76,7 @@ def test_tensorboard_events_of_a_tiny_job_hold_the_curve_and_hparams(tmp_path, m
     assert len(list(tb_dir.glob("events.out.tfevents.*"))) == 1
 
 
+@pytest.mark.slow
 def test_resumed_job_appends_to_its_tensorboard_curve(tmp_path, manifest):
     steps = 60
     job = make_job(tmp_path, manifest, tokens=steps * 512, hardware={"checkpoint_interval": 20})
@@ -140,6 +142,7 @@ def _key(item) -> str:
     return item.key or "/".join(item.nested_key)
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_files(tmp_path, manifest, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -190,6 +193,7 @@ def test_log_throughput_writes_tensorboard_events(tmp_path):
         assert "energy/j_per_output_token" not in acc.Tags()["scalars"]  # absent, never logged as 0
 
 
+@pytest.mark.slow
 def test_resumed_tracker_hides_steps_logged_after_the_checkpoint(tmp_path, manifest):
     from types import SimpleNamespace
 
@@ -212,6 +216,7 @@ def test_resumed_tracker_hides_steps_logged_after_the_checkpoint(tmp_path, manif
     assert rank1.tb is None and rank1.wandb_run is None
 
 
+@pytest.mark.slow
 def test_a_job_without_wandb_does_not_import_it():
     """block_unused_wandb: megatron's optional `import wandb` fails (it falls back) unless the job
     logs to W&B; a job with training.wandb set imports wandb as usual."""

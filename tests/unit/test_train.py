@@ -271,6 +271,7 @@ def test_short_run_skips_resumable_checkpoints(tmp_path, manifest):
     assert (Path(job.final) / "metadata.json").exists() and json.loads(Path(job.metrics).read_text())["steps"] == 30
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_bit_identically(tmp_path, manifest):
     steps = 120
     ref = make_job(tmp_path / "ref", manifest, tokens=steps * 512)
@@ -347,6 +348,7 @@ def test_architecture_that_does_not_fit_names_itself(tmp_path, manifest):
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # two ranks, one core each
 def test_data_parallel_torchrun_matches_single_process(tmp_path, manifest):
     """torchrun with 2 ranks (megatron DDP over gloo on CPU) trains like one process on the same batches."""
     single = make_job(tmp_path / "one", manifest, tokens=30 * 512)

@@ -17,6 +17,7 @@ rule aggregate:
     params:
         run_name=config["run_name"],
         batch_sizes=config["throughput"]["batch_sizes"],
+        train_runs=PLAN.run_rows(),
     script:
         "../scripts/aggregate.py"
 

@@ -29,10 +29,32 @@ ARCH_IDS = PLAN.ids
 TRAIN_IDS = PLAN.train_ids  # every seed of every architecture (archscale.plan.run_id)
 SEARCH_TARGETS = STUDY.search_target_names()
 
+# Finished outputs are checked, not trusted (archscale verify): a damaged or missing output of a
+# finished run is restored from the copy kept at completion, else deleted and rebuilt (REBUILD
+# joins the default targets: the default target never asks for final/ itself). Only the main
+# process checks: jobs (SLURM's included) re-parse this file.
+if workflow.is_main_process:
+    from archscale.verify import find_damage, repair
+
+    DAMAGED = find_damage("results", runs=TRAIN_IDS, archs=ARCH_IDS)
+else:
+    DAMAGED = []
+for _damage in DAMAGED:
+    logger.warning(f"archscale verify: {_damage.line()}")
+if DAMAGED and not workflow.dryrun:
+    REBUILD = [
+        d.target
+        for d in repair(
+            DAMAGED, log=lambda line: logger.info(f"archscale verify: {line}")
+        )
+    ]
+else:
+    REBUILD = [d.target for d in DAMAGED if d.kept is None]
+
 
 wildcard_constraints:
     arch="[A-Za-z0-9]+-L[0-9]+-d[0-9]+-h[0-9]+g[0-9]+x[0-9]+-f[0-9]+(-untied)?",
-    run="[A-Za-z0-9]+-L[0-9]+-d[0-9]+-h[0-9]+g[0-9]+x[0-9]+-f[0-9]+(-untied)?(-s[0-9]+)?",
+    run="[A-Za-z0-9]+-L[0-9]+-d[0-9]+-h[0-9]+g[0-9]+x[0-9]+-f[0-9]+(-untied)?(-s[0-9]+)?(-D[0-9]+[kMGT]?)?",
     source="[^/]+",
     shard="[^/]+",
     target="[A-Za-z0-9_][A-Za-z0-9_.-]*",
@@ -75,12 +97,16 @@ def run_params(wildcards):
 
 
 def train_budget(wildcards):
-    run = PLAN.of_run(wildcards.run)[0]
-    return {
-        "tokens": run.tokens,
-        "scale": run.scale.name,
-        "n_target": run.scale.n_target,
-    }
+    """The run's token budget (and, for a branch of a multi-horizon run, its schedule)."""
+    return PLAN.budget(wildcards.run)
+
+
+def previous_branch(wildcards):
+    """A decay branch starts after the next shorter branch of its run finished: that job
+    trained (and kept) the stable phase this one continues. [] for the first or a cosine run.
+    """
+    previous = PLAN.train_run(wildcards.run).previous
+    return [f"results/train/{previous}/metrics.json"] if previous else []
 
 
 def training_recipe():
@@ -270,9 +296,18 @@ def get_final_output():
         "results/fit/conditional.json",
         "results/fit/validation.parquet",
         *expand("results/search/{target}/result.json", target=SEARCH_TARGETS),
+        *lifetime_output(),
         "results/report/index.json",
         *science_plan_output(),
+        *REBUILD,
     ]
+
+
+def lifetime_output():
+    """results/search/{target}/lifetime.json when search.lifetime.tokens is set, else []."""
+    if STUDY.config["search"]["lifetime"]["tokens"] is None:
+        return []
+    return expand("results/search/{target}/lifetime.json", target=SEARCH_TARGETS)
 
 
 def science_plan_output():

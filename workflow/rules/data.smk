@@ -1,7 +1,14 @@
 # Corpus (Dolma format) -> tokenizer -> one Megatron indexed dataset per shard -> manifest.
+#
+# The tokenizer and the manifest feed every training job. They are checkpoints: when one of
+# them has run, Snakemake re-evaluates the jobs downstream, and a training job whose input was
+# rewritten with identical content (the checksum recorded when it ran) is not re-run. A plain
+# rule would schedule every training job as soon as the data job was scheduled. Config values
+# these jobs would reject (data.mixture, tokenizer.file) are checked at parse time
+# (archscale.preflight), before Snakemake deletes a finished output to re-run its job.
 
 
-rule tokenizer:
+checkpoint tokenizer:
     input:
         tokenizer_input,
     output:
@@ -49,7 +56,7 @@ rule tokenize:
         "../scripts/tokenize.py"
 
 
-rule data_manifest:
+checkpoint data_manifest:
     input:
         records=all_shard_records(),
         tokenizer="results/tokenizer/tokenizer.json",

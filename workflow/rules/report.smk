@@ -17,7 +17,12 @@ rule report:
         search_pareto=expand(
             "results/search/{target}/pareto.parquet", target=SEARCH_TARGETS
         ),
+        # The search's interleaved rounds: the answer table's speed intervals.
+        search_throughput=expand(
+            "results/search/{target}/throughput.json", target=SEARCH_TARGETS
+        ),
         science=science_plan_output(),
+        lifetime=lifetime_output(),
     output:
         index="results/report/index.json",
         findings=report(

@@ -14,6 +14,7 @@ with rule_logging(snakemake):
         config=snakemake.config,
         run_name=snakemake.params.run_name,
         eval_paths=snakemake.input.evaluation,
+        train_runs=snakemake.params.train_runs,
     )
     write_parquet(snakemake.output[0], table)
     print(f"{table.num_rows} runs, {table.num_columns} columns -> {snakemake.output[0]}")

@@ -17,9 +17,11 @@ with rule_logging(snakemake):
         curves=list(inp.curves),
         search_results=list(inp.search_results),
         search_pareto=list(inp.search_pareto),
+        search_throughput=list(inp.search_throughput),
         title=snakemake.params.title,
         batch_size=snakemake.params.batch_size,
         science=inp.science[0] if inp.science else None,
         cost_model=inp.cost_model,
+        lifetime=list(inp.lifetime),
     )
     print(json.dumps(index, indent=2))

@@ -30,7 +30,6 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..config import stable_hash
-from ..plan import split_run_id
 from ..records import THROUGHPUT_FIELDS, RecordError, ThroughputRecord, TrainingRecord, read_record
 
 SCHEMA_VERSION = 1
@@ -57,6 +56,7 @@ BASE_FIELDS: list[tuple[str, pa.DataType, bool]] = [
     ("params_non_embedding", pa.int64(), False),
     ("params_total", pa.int64(), False),
     ("tokens", pa.int64(), False),
+    ("schedule", pa.string(), False),
     ("D", pa.int64(), False),
     ("mlp_attn_ratio", pa.float64(), False),
     ("d_over_sqrt_n", pa.float64(), False),
@@ -143,27 +143,28 @@ def _check_arch(rec: TrainingRecord, plan_row: dict) -> None:
             )
 
 
-def _record_seed(rec: TrainingRecord, run: str, metrics_path: Path) -> int | None:
-    """The seed the run trained with (its recipe's); a run id's -s<seed> must agree."""
+def _record_seed(rec: TrainingRecord, planned: dict | None, metrics_path: Path) -> int | None:
+    """The seed the run trained with (its recipe's); the plan's seed of the run must agree."""
     seed = rec.recipe.get("seed") if isinstance(rec.recipe, dict) else None
-    _, from_id = split_run_id(run)
-    if from_id is not None and seed is not None and int(seed) != from_id:
-        raise RecordError(f"{metrics_path}: recipe.seed = {seed} but the run '{run}' is seed {from_id}; "
-                          "the record is stale, re-run its job")
-    return int(seed) if seed is not None else from_id
+    want = None if planned is None else planned.get("seed")
+    if want is not None and seed is not None and int(seed) != int(want):
+        raise RecordError(f"{metrics_path}: recipe.seed = {seed} but the plan trains run "
+                          f"'{planned['run_id']}' at seed {want}; the record is stale, re-run its job")
+    return int(seed) if seed is not None else want
 
 
-def train_columns(metrics_path: Path, plan_row: dict, run: str | None = None) -> dict[str, Any]:
-    """Columns from metrics.json and the curve.parquet next to it (``run``: the run id,
-    default the directory's name)."""
+def train_columns(metrics_path: Path, plan_row: dict, planned_run: dict | None = None) -> dict[str, Any]:
+    """Columns from metrics.json and the curve.parquet next to it (``planned_run``: the plan's
+    typed row of the run -- run id, seed, tokens -- when known)."""
     metrics_path = Path(metrics_path)
-    run = run or metrics_path.parent.name
     rec = TrainingRecord.read(metrics_path)
     if rec.arch_id != plan_row["arch_id"]:
         raise RecordError(f"{metrics_path}: arch_id '{rec.arch_id}' does not match '{plan_row['arch_id']}'")
     _check_arch(rec, plan_row)
     cols = {
-        "seed": _record_seed(rec, run, metrics_path),
+        "seed": _record_seed(rec, planned_run, metrics_path),
+        "tokens": int(rec.tokens_budget if rec.tokens_budget is not None else plan_row["tokens"]),
+        "schedule": rec.schedule or "cosine",
         "D": rec.tokens_seen,
         "valid_loss": rec.valid_loss,
         "final_train_loss": rec.final_train_loss,
@@ -293,6 +294,7 @@ def aggregate_runs(
     config: dict | None = None,
     run_name: str | None = None,
     eval_paths: Iterable[str | Path] = (),
+    train_runs: Iterable[dict] | None = None,
 ) -> pa.Table:
     """Build the runs table (see the module docstring).
 
@@ -306,7 +308,11 @@ def aggregate_runs(
     plan = _plan_rows(plan_path)
     metrics = {Path(p).parent.name: Path(p) for p in metrics_paths}
     through = {Path(p).stem: Path(p) for p in throughput_paths}
-    arch_of = {run: split_run_id(run)[0] if run not in plan else run for run in metrics}
+    planned_runs = {r["run_id"]: r for r in (train_runs or [])}
+    # a run's architecture is its record's (its plan row's when the plan's runs are given)
+    arch_of = {run: planned_runs[run]["arch_id"] if run in planned_runs
+               else run if run in plan else TrainingRecord.read(path).arch_id
+               for run, path in metrics.items()}
     for run, arch in arch_of.items():
         if arch not in plan:
             raise RecordError(f"{metrics[run]}: architecture '{arch}' of run '{run}' is not in the plan {plan_path}")
@@ -335,7 +341,6 @@ def aggregate_runs(
             "n_target": int(p["n_target"]),
             "params_non_embedding": int(p["params_non_embedding"]),
             "params_total": int(p["params_total"]),
-            "tokens": int(p["tokens"]),
             "mlp_attn_ratio": float(p["mlp_attn_ratio"]),
             "d_over_sqrt_n": float(p["d_over_sqrt_n"]),
             "train_flops": float(p["train_flops"]),
@@ -346,7 +351,7 @@ def aggregate_runs(
             "tied": bool(p["tied"]),
             **{k: int(p[k]) for k in ARCH_KEYS},
         }
-        row.update(train_columns(metrics[run], p, run))
+        row.update(train_columns(metrics[run], p, planned_runs.get(run)))
         row.update(throughput_columns(through[arch], arch, batch_sizes))
         rows.append(row)
     acc = eval_columns(eval_paths, set(arch_of.values()))

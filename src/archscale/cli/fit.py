@@ -90,6 +90,14 @@ def cmd_fit_conditional(args: argparse.Namespace) -> int:
         f"conditional law on {out['n_points']} of {out['n_runs']} runs (r in [{out['r_range'][0]:g}, "
         f"{out['r_range'][1]:g}]), reference L_opt: {out['reference']}"
     )
+    for note in out.get("notes") or []:
+        print(f"note: {note}")
+    chin = out.get("chinchilla")
+    if chin:
+        print("chinchilla reference: " + ", ".join(
+            f"{k} {_fmt(chin['params'][k])} [{_fmt(chin['ci'][k][0])}, {_fmt(chin['ci'][k][1])}]"
+            if (chin.get("ci") or {}).get(k) else f"{k} {_fmt(chin['params'][k])}"
+            for k in PARAMS))
     for form, f in out["forms"].items():
         print(f"\n{form} ({f['method']}; {f['normalisation']})")
         for name in ("a", "b"):

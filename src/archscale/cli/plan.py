@@ -23,6 +23,9 @@ PLAN_COLUMNS = [
 def cmd_plan(args: argparse.Namespace) -> int:
     if args.science:
         return cmd_science(args)
+    if args.from_results is not None or args.overlay_out is not None:
+        raise SystemExit("archscale plan: --from-results and --overlay-out belong to the science plan; use "
+                         "archscale plan CONFIG... --science --suggest --from-results DIR --overlay-out PATH")
     config = load_layered(args.config, base=None if args.no_base else args.base)
     plan = preflight(config, source=" + ".join(map(str, args.config)) or str(args.base), notify=lambda line: None).plan
     rows = plan.rows()
@@ -42,7 +45,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             print(f"  - {reason}")
     totals = plan_totals(rows)
     print(
-        f"\n{totals['architectures']} architectures ({totals['training_runs']} training runs with their seeds), "
+        f"\n{totals['architectures']} architectures ({totals['training_runs']} training jobs with their seeds and horizons), "
         f"{totals['tokens']:.3e} training tokens, "
         f"{totals['train_flops']:.3e} FLOPs, about {totals['est_device_hours']:,.1f} device-hours "
         f"(peak and MFU from compute.*)"

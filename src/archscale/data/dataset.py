@@ -127,6 +127,39 @@ def build_datasets(
     return train, valid
 
 
+class EpochStream:
+    """Training samples as a stream of epochs, each its own shuffle: sample ``i`` is sample
+    ``i % n`` of epoch ``i // n``.
+
+    megatron-core shuffles all the epochs a dataset needs at once, so its order of the first
+    samples depends on how many samples were asked for once a run needs a second epoch. The
+    branches of a multi-horizon run share their stable phase and must read the same samples
+    there whatever their length: here the order is a function of (seed, sample index) alone.
+    Epoch 0 is megatron's order for the seed; epoch ``e`` reshuffles with ``seed + e``."""
+
+    def __init__(self, epochs: list):
+        self.epochs = epochs
+        self.epoch_samples = len(epochs[0])
+
+    def __len__(self) -> int:
+        return self.epoch_samples * len(self.epochs)
+
+    def __getitem__(self, index: int):
+        epoch, i = divmod(int(index), self.epoch_samples)
+        return self.epochs[epoch][i]
+
+
+def build_stream(manifest: Manifest, seq_length: int, train_samples: int, valid_samples: int, seed: int,
+                 cache_dir: str | Path | None = None):
+    """(train :class:`EpochStream`, valid) with at least ``train_samples`` training samples, in
+    an order that does not depend on ``train_samples``."""
+    first, valid = build_datasets(manifest, seq_length, 1, valid_samples, seed, cache_dir)
+    epochs = [first]
+    while len(first) * len(epochs) < train_samples:
+        epochs.append(build_datasets(manifest, seq_length, 1, 1, seed + len(epochs), cache_dir)[0])
+    return EpochStream(epochs), valid
+
+
 @dataclass(frozen=True)
 class SampleSchedule:
     """Which dataset samples a rank reads at a step: a pure function of (step, micro-batch).

@@ -106,6 +106,30 @@ def resolve_columns(runs: pd.DataFrame, columns: dict | None = None) -> dict[str
     return cols
 
 
+def derive_knobs(runs: pd.DataFrame, columns: dict | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The knob columns a table lacks, derived where the table allows it (and what was done, in words).
+
+    A table of shapes without archscale's knob columns (the paper authors' tables) gets
+    ``d_over_sqrt_n = d_model / sqrt(N)`` from its ``d_model`` and ``--n`` columns, and then, with
+    no r column at all, every run at one r (1: all runs share the MLP-to-attention ratio), so the
+    r factor is not fitted. Only defaults are derived (a column named by the caller must exist),
+    and r only for such a table of shapes: a runs table with d/sqrt(N) but no r is an error.
+    """
+    given = {k: v for k, v in (columns or {}).items() if v}
+    notes = []
+    n_col = given.get("n", DEFAULT_COLUMNS["n"])
+    if "x" not in given and DEFAULT_COLUMNS["x"] not in runs.columns and "d_model" in runs.columns \
+            and n_col in runs.columns:
+        n = pd.to_numeric(runs[n_col], errors="coerce")
+        runs = runs.assign(**{DEFAULT_COLUMNS["x"]: pd.to_numeric(runs["d_model"], errors="coerce") / np.sqrt(n)})
+        notes.append(f"d/sqrt(N) derived as d_model / sqrt({n_col}) (the table has no '{DEFAULT_COLUMNS['x']}' column)")
+    if notes and "r" not in given and DEFAULT_COLUMNS["r"] not in runs.columns:  # a table of shapes, not of runs
+        runs = runs.assign(**{DEFAULT_COLUMNS["r"]: 1.0})
+        notes.append(f"r not fitted: the table has no r column ('{DEFAULT_COLUMNS['r']}'), so every run is taken at "
+                     "one MLP-to-attention ratio (r = 1); the r factor is left out and no optimum of r is reported")
+    return runs, notes
+
+
 def run_ids(runs: pd.DataFrame, cols: dict[str, str]):
     """One run id per row (for the bootstrap), or None when every row is its own run."""
     col = cols.get("run") or ""
@@ -233,6 +257,7 @@ def fit_conditional(
     for f in forms:
         if f not in FORMS:
             raise FitError(f"fit.forms: unknown form '{f}'; use {FORMS}")
+    runs, notes = derive_knobs(runs, columns)
     cols = resolve_columns(runs, columns)
     check_runs(runs, cols)
     chin_dict = None
@@ -261,6 +286,10 @@ def fit_conditional(
                     keep_samples=keep_samples)
         for f in forms
     }
+    for note in notes:
+        if note.startswith("r not fitted"):
+            for v in out_forms.values():
+                v["optimum"]["r_reason"] = note
     flagged = [f"{f}: {v['status']}" for f, v in out_forms.items() if v["status"] != "ok"]
     if chin_dict and chin_dict.get("warnings"):
         flagged.append("chinchilla: " + "; ".join(chin_dict["warnings"]))
@@ -274,4 +303,5 @@ def fit_conditional(
         "forms": out_forms,
         "l_opt": l_opt_records(table),
         "chinchilla": chin_dict,
+        "notes": notes,
     })

@@ -9,25 +9,30 @@ made. The Snakemake rule ``report`` declares those files with ``report(...)`` so
 
 from __future__ import annotations
 
+import html
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
 from ..io import read_json, write_json
+from ..law.laws import law_from_conditional
 from . import figures, tables
-from .findings import findings
+from .answer import answer_frame, answer_notes, answer_rows, study_sentence
+from .findings import findings, key_points, resolved_optima
+from .words import caught, humanize
 from .science import load_science, plan_vs_fit_sentences
 from .validation import validation_html, validation_points, validation_summary
 
 #: Output name -> (kind, title). The rule declares exactly these files.
 OUTPUTS = {
     "findings": ("table", "What the runs show and do not show"),
-    "loss_vs_d": ("figure", "Loss against d/sqrt(N) with the fitted law"),
-    "loss_vs_r": ("figure", "Loss against r with the fitted law"),
-    "throughput": ("figure", "Measured throughput against d_model, r and GQA"),
-    "pareto": ("figure", "Predicted loss against predicted throughput: Pareto front and picks"),
-    "validation": ("figure", "Predicted against observed loss on held-out scales"),
+    "loss_vs_d": ("figure", "Loss against d/sqrt(N)"),
+    "loss_vs_r": ("figure", "Loss against r"),
+    "throughput": ("figure", "Measured throughput against each knob"),
+    "pareto": ("figure", "Pareto front and picks"),
+    "validation": ("figure", "Predicted against measured loss on the held-out scale"),
     "loss_curves": ("figure", "Training loss curves"),
     "plan": ("table", "Compute plan"),
     "chosen": ("table", "Chosen architectures"),
@@ -40,6 +45,18 @@ def _read_parquet(path: str | None) -> pd.DataFrame | None:
     return pd.read_parquet(path)
 
 
+def _figures(runs_df, cond, val, results, spaces, curve_dfs, outputs, resolved) -> dict[str, dict]:
+    made: dict[str, dict] = {}
+    made["loss_vs_d"] = figures.loss_vs_knob(runs_df, cond, "d", outputs["loss_vs_d"], resolved)
+    made["loss_vs_r"] = figures.loss_vs_knob(runs_df, cond, "r", outputs["loss_vs_r"], resolved)
+    made["throughput"] = figures.throughput_figure(runs_df, results, outputs["throughput"])
+    made["pareto"] = figures.pareto_figure(list(zip(results, spaces)), outputs["pareto"])
+    per_run = validation_points(runs_df, cond, val)
+    made["validation"] = figures.validation_figure(val, outputs["validation"], per_run)
+    made["loss_curves"] = figures.loss_curves_figure(curve_dfs, runs_df, outputs["loss_curves"])
+    return made
+
+
 def build_report(
     *,
     outputs: dict[str, str],
@@ -50,12 +67,19 @@ def build_report(
     curves: Iterable[str] = (),
     search_results: Iterable[str] = (),
     search_pareto: Iterable[str] = (),
+    search_throughput: Iterable[str] = (),
     title: str = "archscale report",
     batch_size: int | None = None,
     science: str | None = None,
     cost_model: str | None = None,
+    lifetime: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """Write every output of :data:`OUTPUTS` (paths in ``outputs``) and ``outputs['index']``."""
+    """Write every output of :data:`OUTPUTS` (paths in ``outputs``) and ``outputs['index']``.
+
+    ``search_throughput``: the search's interleaved measurements (results/search/<target>/throughput.json),
+    which give the answer table's speed intervals; ``batch_size`` is kept for the rule's signature
+    (the search's own batch size is the one reported).
+    """
     missing = [k for k in [*OUTPUTS, "index"] if k not in outputs]
     if missing:
         raise ValueError(f"report: no output path for {missing}")
@@ -67,45 +91,67 @@ def build_report(
     spaces = [pd.read_parquet(p) for p in search_pareto]
     if len(results) != len(spaces):
         raise ValueError(f"report: {len(results)} search results but {len(spaces)} Pareto tables")
+    records = {Path(p).parent.name: read_json(p) for p in search_throughput if Path(p).is_file()}
     curve_dfs = {Path(p).parent.name: pd.read_parquet(p) for p in curves}
-    tput = figures.throughput_rows(runs_df)
-    search_rows = []
-    for res in results:
-        for m in res.get("measured_architectures", []):
-            search_rows.append({
-                "arch_id": m["arch_id"], "source": "search", "scale": m["scale"], "d_model": m["d_model"], "gqa": m["gqa"],
-                "mlp_attn_ratio": m["mlp_attn_ratio"], "d_over_sqrt_n": m["d_over_sqrt_n"], "batch_size": res["batch_size"],
-                "output_tokens_per_s": m["measured_output_tokens_per_s"],
-                "device": ", ".join(res.get("measurement", {}).get("devices", [])) or "unrecorded device",
-            })
-    if search_rows:
-        tput = pd.concat([tput, pd.DataFrame(search_rows)], ignore_index=True)
-    if batch_size is None and results:
-        batch_size = results[0]["batch_size"]
+    measured = [r.get("measurement", {}) for r in results]
+    devices = sorted({str(d) for d in runs_df["throughput_device_name"].dropna()} if "throughput_device_name" in runs_df
+                     else {str(d) for d in runs_df["throughput_device"]})
+    devices = sorted(set(devices) | {d for m in measured for d in m.get("devices", [])})
+    engines = sorted({str(e) for e in runs_df["throughput_engine"]} | {e for m in measured for e in m.get("engines", [])})
 
-    made: dict[str, dict] = {}
-    made["loss_vs_d"] = figures.loss_vs_knob(runs_df, cond, "d", outputs["loss_vs_d"])
-    made["loss_vs_r"] = figures.loss_vs_knob(runs_df, cond, "r", outputs["loss_vs_r"])
-    made["throughput"] = figures.throughput_figure(tput, batch_size, outputs["throughput"])
-    made["pareto"] = figures.pareto_figure(list(zip(results, spaces)), outputs["pareto"])
-    per_run = validation_points(runs_df, cond, val)
-    made["validation"] = figures.validation_figure(val, outputs["validation"], per_run)
-    made["loss_curves"] = figures.loss_curves_figure(curve_dfs, runs_df, outputs["loss_curves"])
+    form = (results[0].get("form") if results else None) or "multiplicative"
+    resolved = resolved_optima(cond, runs_df, form)
+    drawn: list[str] = []
+    with caught(drawn, "the figures"):
+        made = _figures(runs_df, cond, val, results, spaces, curve_dfs, outputs, resolved)
     made["plan"] = {"rows": len(tables.plan_table(plan_df, outputs["plan"]))}
     made["chosen"] = {"rows": len(tables.chosen_table(results, outputs["chosen"]))}
-    measured = [r.get("measurement", {}) for r in results]
-    devices = sorted({str(d) for d in runs_df["throughput_device"]} | {d for m in measured for d in m.get("devices", [])})
-    engines = sorted({str(e) for e in runs_df["throughput_engine"]} | {e for m in measured for e in m.get("engines", [])})
+
+    law = law_from_conditional(cond, "fit") if cond.get("forms") else None
+    rows = answer_rows(results, law, records)
+    study = study_sentence(runs_df, devices, engines, results[0]["batch_size"] if results else batch_size)
+    points = key_points(cond, runs_df, val, results, devices, engines)
     text = findings(cond, runs_df, val, results, devices, engines, read_json(cost_model) if cost_model else None)
+    text["Numerical warnings"] = list(dict.fromkeys(text.get("Numerical warnings", []) + drawn))
     planned = plan_vs_fit_sentences(load_science(science), cond) if science else []
     if planned:  # what the science plan (results/plan/science.json) had predicted for these optima
-        text["what the plan predicted"] = planned
-    tables.findings_page(title, text, outputs["findings"], extra_html=tables.effects_html(runs_df) + validation_html(val))
-    made["findings"] = {"sentences": sum(len(v) for v in text.values())}
-    summary = validation_summary(val)
+        text["What the plan predicted"] = planned
+    figs = [(OUTPUTS[k][1], outputs[k], made[k].get("caption", "")) for k in
+            ("loss_vs_d", "loss_vs_r", "throughput", "pareto", "validation")]
+    lead = tables.lead_html(study, answer_frame(rows), answer_notes(rows, results), points)
+    extra = humanize_html(tables.effects_html(runs_df)) + validation_html(val)
+    with tempfile.TemporaryDirectory() as tmp:  # the crossover figures are embedded in the page
+        life_html = _lifetime_html([read_json(p) for p in lifetime], Path(tmp), figs)
+        tables.findings_page(title, text, outputs["findings"], extra_html=life_html + extra, lead=lead,
+                             figures_html=tables.figures_html(figs))
+    made["findings"] = {"sentences": sum(len(v) for v in text.values()) + len(points)}
 
-    index = {
+    index = _index(title, study, rows, points, outputs, made, text, cond, val, results)
+    write_json(outputs["index"], index)
+    return index
+
+
+def _lifetime_html(records: list[dict], tmp: Path, figs: list) -> str:
+    """Per search target with a lifetime search (results/search/<target>/lifetime.json): the
+    crossover figure (appended to ``figs``) and the table of costs and crossover demands."""
+    from .lifetime import crossover_figure, lifetime_table_html
+
+    out = ""
+    for rec in records:
+        png = tmp / f"lifetime-{rec.get('target', len(figs))}.png"
+        figs.append((f"Lifetime cost, {rec.get('target')}", str(png), crossover_figure(rec, png)))
+        out += f"<h3>Lifetime cost: {html.escape(str(rec.get('target')))}</h3>" + lifetime_table_html(rec)
+    return out
+
+
+def _index(title, study, rows, points, outputs, made, text, cond, val, results) -> dict[str, Any]:
+    """index.json: what was made, the answer, the key points and the findings (JSON-ready)."""
+    summary = validation_summary(val)
+    return {
         "title": title,
+        "study": study,
+        "answer": rows,
+        "key_points": points,
         "items": [
             {"name": name, "kind": kind, "title": heading, "path": str(outputs[name]), **made[name]}
             for name, (kind, heading) in OUTPUTS.items()
@@ -121,8 +167,14 @@ def build_report(
             for r in results
         ],
     }
-    write_json(outputs["index"], index)
-    return index
+
+
+def humanize_html(fragment: str) -> str:
+    """An HTML fragment made elsewhere in the reader's words: sweep keys named, missing cells as "-"."""
+    import re
+
+    fragment = re.sub(r"<td>(None|nan|NaN)</td>", "<td>-</td>", fragment)
+    return humanize(fragment)
 
 
 __all__ = ["OUTPUTS", "build_report"]

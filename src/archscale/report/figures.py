@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 
 from ..analysis.aggregate import batch_column, table_batch_sizes  # noqa: E402
 from ..io import atomic_path  # noqa: E402
-from ..search import LawModel  # noqa: E402
+from .words import finite, num, sweep_name  # noqa: E402
 
 FORM_STYLE = {"multiplicative": "-", "additive": "--"}
 DPI = 110
@@ -28,9 +28,11 @@ def _log_x(ax) -> None:
     from matplotlib.ticker import FormatStrFormatter
 
     ax.set_xscale("log")
+    # Labels at 1, 2, 3 and 5 of each decade only: neighbouring labels never overlap.
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
     ax.xaxis.set_major_formatter(FormatStrFormatter("%.3g"))
-    ax.xaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
-    ax.tick_params(axis="x", which="minor", labelsize=6)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.tick_params(axis="x", which="both", labelsize=8)
 
 
 def _save(fig, path: str | Path) -> None:
@@ -74,82 +76,100 @@ def _seed_means(sub: pd.DataFrame, col: str, other: str) -> pd.DataFrame:
     return out.reset_index()
 
 
-def _other_groups(values: pd.Series, max_groups: int = 6) -> list[float]:
-    """Distinct values of the other knob (2 significant figures), at most ``max_groups`` (quantiles beyond)."""
-    v = np.unique(np.array([float(f"{x:.2g}") for x in values]))
-    return list(v) if len(v) <= max_groups else list(np.quantile(values, np.linspace(0, 1, max_groups)))
+def _l_opt_per_scale(runs: pd.DataFrame, conditional: dict) -> dict[str, float]:
+    """Each scale's reference loss: the fit's L_opt at its (N, D), else its lowest mean loss."""
+    table = {(int(e["n"]), int(e["d"])): float(e["l_opt"]) for e in conditional.get("l_opt") or []
+             if finite(e.get("l_opt"))}
+    out = {}
+    for scale, sub in runs.groupby("scale"):
+        key = (int(sub["n_target"].iloc[0]), int(sub["tokens"].iloc[0])) if {"n_target", "tokens"} <= set(sub) else None
+        out[scale] = table.get(key) or float(sub.groupby("arch_id")["valid_loss"].mean().min())
+    return out
 
 
-def loss_vs_knob(runs: pd.DataFrame, conditional: dict, knob: str, path: str | Path) -> dict[str, Any]:
-    """Observed validation loss against d/sqrt(N) or r per scale, with the fitted law.
+def _along(runs: pd.DataFrame, knob: str) -> pd.DataFrame:
+    """The runs on a one-knob sweep of ``knob`` (the plan's memberships), with the sweep's name."""
+    if "sweeps" not in runs:
+        return runs.assign(sweep_key="all runs")
+    rows = []
+    for _, row in runs.iterrows():
+        for m in str(row["sweeps"] or "").split(";"):
+            if m.startswith(f"{knob}@"):
+                rows.append(dict(row, sweep_key=m))
+    if not rows:  # no sweep of this knob (at this scale): no rows, the runs' columns
+        return runs.iloc[0:0].assign(sweep_key=pd.Series(dtype=str))
+    return pd.DataFrame(rows)
 
-    Points are per architecture (the mean over its seed runs; the bar spans their min to max
-    when there are several). The law is drawn where the runs are: a marker at each
-    architecture's own (d/sqrt(N), r), and curves at each value of the other knob the grid
-    holds (coloured like the points). A fitted optimum is a vertical line with its interval.
+
+def loss_vs_knob(runs: pd.DataFrame, conditional: dict, knob: str, path: str | Path,
+                 resolved: dict | None = None) -> dict[str, Any]:
+    """Loss / L_opt against one knob along its sweeps, scales as colours (the paper's Figures 3-4).
+
+    One point per architecture: the mean over its seeds, with the seed sd as error bar where it
+    was trained at several. The fitted law is drawn only where its optimum is a finding
+    (``resolved``: knob -> value, interval, form, from :func:`~archscale.report.findings.resolved_optima`),
+    with the optimum and its interval; otherwise the points speak alone.
     """
-    col, other, label, other_label, opt_key = (
-        ("d_over_sqrt_n", "mlp_attn_ratio", "d / sqrt(N)", "r", "d_over_sqrt_n") if knob == "d" else
-        ("mlp_attn_ratio", "d_over_sqrt_n", "r (MLP / attention parameters)", "d/sqrt(N)", "r")
-    )
+    key, col, label = (("d_over_sqrt_n", "d_over_sqrt_n", "d / sqrt(N)") if knob == "d" else
+                       ("r", "mlp_attn_ratio", "r (MLP / attention parameters)"))
     runs = runs[np.isfinite(runs["valid_loss"].astype(float))]
-    if runs.empty:
-        _message(path, "no finished training run")
-        return {"panels": 0}
-    law = LawModel(conditional, runs)
-    r_lo, r_hi = conditional.get("r_range") or (0.0, np.inf)
-    scales = _scales(runs)
-    fig, axes = _panels(len(scales))
+    along = _along(runs, key)
+    if runs.empty or along.empty:
+        _message(path, f"no one-knob sweep of {label} among the finished runs")
+        return {"panels": 0, "caption": f"No sweep of {label} finished."}
+    l_opt = _l_opt_per_scale(runs, conditional)
+    fig, ax = plt.subplots(figsize=(5.4, 3.4))
     seeded = 0
-    for ax, scale in zip(axes, scales):
-        sub = _seed_means(runs[runs["scale"] == scale], col, other)
-        r_of = sub["mlp_attn_ratio_"] if "mlp_attn_ratio_" in sub else sub["mlp_attn_ratio"]
-        inside = (r_of >= r_lo) & (r_of <= r_hi)
-        lo_c, hi_c = np.log(sub[other].min()), np.log(sub[other].max())
-        norm = matplotlib.colors.Normalize(lo_c, hi_c if hi_c > lo_c else lo_c + 1)
-        many = sub["n_seeds"] > 1
-        seeded += int(many.sum())
-        if many.any():
-            m = sub[many]
-            ax.errorbar(m[col], m["valid_loss"], yerr=[m["valid_loss"] - m["lo"], m["hi"] - m["valid_loss"]],
-                        fmt="none", ecolor="grey", elinewidth=0.8, capsize=2, zorder=2,
-                        label=f"seed min-max ({int(m['n_seeds'].min())}-{int(m['n_seeds'].max())} seeds)")
-        sc = ax.scatter(sub.loc[inside, col], sub.loc[inside, "valid_loss"], c=np.log(sub.loc[inside, other]),
-                        cmap="viridis", norm=norm, s=28, zorder=3,
-                        label="runs (fitted)" + (", mean over seeds" if many.any() else ""))
-        if (~inside).any():
-            ax.scatter(sub.loc[~inside, col], sub.loc[~inside, "valid_loss"], facecolors="none", edgecolors="grey",
-                       s=28, zorder=3, label="runs outside r range")
-        n_target, tokens = int(runs.loc[runs["scale"] == scale, "n_target"].iloc[0]), int(runs.loc[runs["scale"] == scale, "tokens"].iloc[0])
-        l_opt = law.l_opt(n_target, tokens)
-        lo, hi = float(sub[col].min()), float(sub[col].max())
-        grid = np.geomspace(lo * 0.9, hi * 1.1, 80) if hi > lo else np.array([lo])
-        src = sub[inside] if inside.any() else sub
-        for f, form in enumerate(law.forms):
-            color = "C3" if form == "multiplicative" else "C1"
-            own = [law.predict(x, r, l_opt)[form] for x, r in zip(src["d_over_sqrt_n"], src["mlp_attn_ratio"])]
-            ax.scatter(src[col], own, marker="_" if f == 0 else "x", s=60, color=color, zorder=4,
-                       label=f"{form} fit at each run's own {other_label}")
-            if f == 0:  # curves of the first form at each value of the other knob in the grid
-                for v in _other_groups(src[other]):
-                    pred = [law.predict(x if knob == "d" else v, v if knob == "d" else x, l_opt)[form] for x in grid]
-                    ax.plot(grid, pred, FORM_STYLE.get(form, ":"), lw=0.9, color=matplotlib.cm.viridis(norm(np.log(v))))
-            opt = ((conditional.get("forms") or {}).get(form) or {}).get("optimum") or {}
-            x_opt, ci = opt.get(opt_key), opt.get(f"{opt_key}_ci")
-            if x_opt is not None and np.isfinite(x_opt):
-                ci = ci if ci and all(c is not None and np.isfinite(c) for c in ci) else None
-                ax.axvline(x_opt, color=color, lw=0.8, ls="--", label=f"{form} optimum {x_opt:.3g}"
-                           + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else " (no interval)"))
-                if ci:
-                    ax.axvspan(ci[0], ci[1], color=color, alpha=0.12)
-        _log_x(ax)
-        ax.set_title(f"{scale}: N = {n_target:,}, D = {tokens:,}")
-        ax.set_xlabel(label)
-        ax.set_ylabel("validation loss")
-        ax.legend(fontsize=6)
-        fig.colorbar(sc, ax=ax, label=f"ln {other_label} (points and curves)") if inside.any() else None
+    for i, scale in enumerate(_scales(runs)):
+        sub = along[along["scale"] == scale]
+        for j, (sweep, grp) in enumerate(sub.groupby("sweep_key", sort=True)):
+            g = grp.groupby("arch_id").agg(x=(col, "first"), m=("valid_loss", "mean"), sd=("valid_loss", "std"),
+                                           n=("valid_loss", "size")).sort_values("x")
+            y, err = g["m"] / l_opt[scale], (g["sd"].fillna(0.0) / l_opt[scale]).where(g["n"] > 1, 0.0)
+            seeded += int((g["n"] > 1).sum())
+            ax.errorbar(g["x"], y, yerr=err if (g["n"] > 1).any() else None, fmt="o", ms=4, lw=1, capsize=2,
+                        color=f"C{i}", ls="-" if j == 0 else "--",
+                        label=f"{scale}" + (f" ({sweep_name(sweep)})" if sub["sweep_key"].nunique() > 1 else ""))
+    found = (resolved or {}).get(key)
+    if found:
+        _draw_law(ax, conditional, found, key, along, col)
+    _log_x(ax)
+    ax.set_xlabel(label)
+    ax.set_ylabel("validation loss / L_opt of its scale")
+    ax.legend(fontsize=7, title="scale" + (" (error bar: seed sd)" if seeded else ""), title_fontsize=7,
+              loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     _save(fig, path)
-    return {"panels": len(scales), "seeded_architectures": seeded}
+    return {"panels": 1, "seeded_architectures": seeded, "law_drawn": bool(found),
+            "caption": _loss_caption(label, along, found, seeded)}
+
+
+def _draw_law(ax, conditional: dict, found: dict, key: str, along: pd.DataFrame, col: str) -> None:
+    """The fitted law's factor along the knob (the other knob at its sweep value), the optimum and its interval."""
+    form = (conditional.get("forms") or {}).get(found["form"]) or {}
+    other_col = "mlp_attn_ratio" if key == "d_over_sqrt_n" else "d_over_sqrt_n"
+    held = float(along[other_col].median())
+    lo, hi = float(along[col].min()), float(along[col].max())
+    x = np.geomspace(lo * 0.9, hi * 1.1, 100)
+
+    def f(c, v):
+        return c[0] + c[1] * np.log(v) + c[2] / v
+
+    if found["form"] == "multiplicative" and "a" in form and "b" in form:
+        y = f(form["a"], x) * f(form["b"], held) if key == "d_over_sqrt_n" else f(form["a"], held) * f(form["b"], x)
+        ax.plot(x, y, color="k", lw=1.2, label="fitted law")
+    v, (c0, c1) = found["value"], found["ci"]
+    ax.axvline(v, color="k", lw=0.8, ls=":")
+    ax.axvspan(c0, c1, color="0.5", alpha=0.15, label=f"optimum {num(v)} [{num(c0)}, {num(c1)}]")
+
+
+def _loss_caption(label: str, along: pd.DataFrame, found: dict | None, seeded: int) -> str:
+    scales = along["scale"].nunique()
+    head = f"Loss against {label.split(' (')[0]} along its sweeps at {scales} scale{'s' if scales != 1 else ''}"
+    seeds = "; error bars are the seed sd" if seeded else "; one seed each, so no error bars"
+    if found:
+        return (f"{head}{seeds}; the fitted law places the optimum at {num(found['value'])} "
+                f"[{num(found['ci'][0])}, {num(found['ci'][1])}].")
+    return f"{head}{seeds}; no optimum is resolved, so no law is drawn."
 
 
 def throughput_rows(runs: pd.DataFrame) -> pd.DataFrame:
@@ -163,59 +183,102 @@ def throughput_rows(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*keep, "source", "batch_size"])
 
 
-def throughput_figure(tput: pd.DataFrame, batch_size: int | None, path: str | Path) -> dict[str, Any]:
-    """Measured output tokens/s against d_model, r and GQA (grid runs and search measurements)."""
-    if tput.empty:
+def _tokens_axis(ax) -> None:
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+
+
+def throughput_figure(runs: pd.DataFrame, results: list[dict], path: str | Path) -> dict[str, Any]:
+    """Measured output tokens/s against each knob at every measured batch size (the paper's Figure 2).
+
+    d/sqrt(N) and r along their sweeps at the search's scale (else the largest), one colour per
+    batch size, error bars the measurement's interval; GQA from the search's interleaved
+    measurements (Surefire's walk) where it measured several GQA settings.
+    """
+    batches = table_batch_sizes(runs.columns)
+    scales = _scales(runs) if len(runs) else []
+    if not batches or not scales:
         _message(path, "no throughput record")
-        return {"points": 0}
-    if batch_size is None or batch_size not in set(tput["batch_size"]):
-        batch_size = int(tput["batch_size"].max())
-    sel = tput[tput["batch_size"] == batch_size]
-    fig, axes = _panels(3)
-    markers = {"grid": "o", "search": "^"}
-    for ax, (col, label) in zip(axes, [("d_model", "d_model"), ("mlp_attn_ratio", "r"), ("gqa", "GQA (heads / kv heads)")]):
-        for (scale, source), sub in sel.groupby(["scale", "source"]):
-            ax.scatter(sub[col], sub["output_tokens_per_s"], marker=markers.get(source, "s"), s=26,
-                       label=f"{scale} ({source})")
-        ax.set_xlabel(label)
-        ax.set_ylabel(f"output tokens/s (batch {batch_size})")
-        if col != "gqa":
+        return {"points": 0, "caption": "No throughput was measured."}
+    scale = results[0]["scale"] if results and results[0].get("scale") in scales else scales[-1]
+    at = runs[runs["scale"] == scale]
+    gqa = [m for r in results for m in r.get("measured_architectures", []) if r.get("scale") == scale]
+    panels = [("d_over_sqrt_n", "d_over_sqrt_n", "d / sqrt(N)"), ("r", "mlp_attn_ratio", "r")]
+    if len({m["gqa"] for m in gqa}) > 1:
+        panels.append(("gqa", "gqa", "GQA (heads / KV heads)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.3), squeeze=False)
+    points = 0
+    for ax, (key, col, label) in zip(axes[0], panels):
+        if key == "gqa":
+            g = pd.DataFrame(gqa).groupby("gqa")["measured_output_tokens_per_s"].median()
+            ax.plot(g.index, g.values, "D-", color="C3", ms=5, lw=1,
+                    label=f"search, batch {results[0]['batch_size']}")
+            ax.set_xticks(sorted(g.index))
+            points += len(g)
+        else:
+            along = _along(at, key)
+            for i, b in enumerate(batches):
+                v, lo, hi = (batch_column(f"output_tokens_per_s{s}", b) for s in ("", "_low", "_high"))
+                sub = along.drop_duplicates("arch_id").sort_values(col)
+                if sub.empty or v not in sub:
+                    continue
+                err = None
+                if lo in sub and hi in sub and sub[lo].notna().all() and sub[hi].notna().all():
+                    err = [sub[v] - sub[lo], sub[hi] - sub[v]]
+                ax.errorbar(sub[col], sub[v], yerr=err, fmt="o-", ms=4, lw=1, capsize=2, color=f"C{i}",
+                            label=f"batch {b}")
+                points += len(sub)
             _log_x(ax)
-    axes[0].legend(fontsize=7, loc="upper right")
-    devices = ", ".join(sorted({str(d) for d in sel["device"]}))
-    fig.suptitle(f"measured throughput on {devices}", fontsize=9)
+        ax.set_xlabel(label)
+        _tokens_axis(ax)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("output tokens/s")
+    devices = ", ".join(sorted({str(d) for d in at["throughput_device"].dropna()})) if "throughput_device" in at else ""
     _save(fig, path)
-    return {"points": int(len(sel)), "batch_size": int(batch_size)}
+    caption = (f"Measured output tokens/s at {scale} on {devices or 'an unrecorded device'} against d/sqrt(N) and r"
+               + (" and GQA" if len(panels) > 2 else "") + f" at batch {', '.join(map(str, batches))}"
+               + "; error bars are the measurement's interval.")
+    return {"points": points, "batch_sizes": batches, "caption": caption}
 
 
 def pareto_figure(searches: list[tuple[dict, pd.DataFrame]], path: str | Path) -> dict[str, Any]:
-    """Predicted loss against predicted throughput per target: front, Panda, Surefire, baseline."""
+    """Predicted loss against predicted throughput per target: candidates, front, picks labelled."""
     if not searches:
         _message(path, "no search target configured")
-        return {"panels": 0}
-    fig, axes = _panels(len(searches), width=5.0, height=4.0)
+        return {"panels": 0, "caption": "No search target was configured."}
+    fig, axes = _panels(len(searches), width=5.6, height=3.8)
+    captions = []
     for ax, (res, space) in zip(axes, searches):
         ok = space["within_target"]
-        ax.scatter(space.loc[~ok, "pred_output_tokens_per_s"], space.loc[~ok, "loss"], s=8, color="0.75",
+        ax.scatter(space.loc[~ok, "pred_output_tokens_per_s"], space.loc[~ok, "loss"], s=7, color="0.78",
                    label="candidates")
-        ax.scatter(space.loc[ok, "pred_output_tokens_per_s"], space.loc[ok, "loss"], s=8, color="C0",
-                   label="within loss target")
+        ax.scatter(space.loc[ok, "pred_output_tokens_per_s"], space.loc[ok, "loss"], s=7, color="C0",
+                   label="within the loss target")
         front = space[space["pareto"]].sort_values("pred_output_tokens_per_s")
         ax.plot(front["pred_output_tokens_per_s"], front["loss"], "-", color="k", lw=1, label="Pareto front")
-        lt = res["loss_target"]["value"]
+        lt = (res.get("loss_target") or {}).get("value")
         if lt is not None:
             ax.axhline(lt, color="C3", lw=0.8, ls=":", label="loss target")
-        for role, marker, color in (("baseline", "X", "C3"), ("panda", "*", "C2"), ("surefire", "D", "C1")):
+        for role, marker, color, (dx, dy, ha) in (("baseline", "X", "C3", (-12, 18, "right")), ("panda", "*", "C2", (10, -14, "left")),
+                                                  ("surefire", "D", "C1", (10, -18, "left"))):
             e = res.get(role)
             if e is not None:
-                ax.scatter([e["pred_output_tokens_per_s"]], [e["loss"]], marker=marker, s=120, color=color,
-                           edgecolors="k", zorder=5, label=f"{role} (GQA {e['gqa']})")
+                ax.scatter([e["pred_output_tokens_per_s"]], [e["loss"]], marker=marker, s=110, color=color,
+                           edgecolors="k", zorder=5)
+                ax.annotate(f"{role.capitalize()} (GQA {e['gqa']})", (e["pred_output_tokens_per_s"], e["loss"]),
+                            textcoords="offset points", xytext=(dx, dy), ha=ha, fontsize=8, color="k",
+                            arrowprops={"arrowstyle": "-", "lw": 0.5})
         ax.set_xlabel(f"predicted output tokens/s (batch {res['batch_size']})")
-        ax.set_ylabel(f"predicted loss ({res['form']})")
-        ax.set_title(f"{res['target']}: N = {res['n_target']:,}")
-        ax.legend(fontsize=7, loc="upper right")
+        ax.set_ylabel(f"predicted loss ({res['form']} law)")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+        ax.set_title(f"{res['target']}: N = {num(res['n_target'])}", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+        captions.append(f"{res['target']}: {int(space['pareto'].sum())} of {len(space):,} candidates on the front, "
+                        f"{int(ok.sum()):,} within the loss target")
     _save(fig, path)
-    return {"panels": len(searches)}
+    return {"panels": len(searches), "caption": "Predicted loss against predicted throughput: " + "; ".join(captions)
+            + "; Panda has the lowest predicted loss, Surefire the highest measured speed within the target."}
 
 
 PRED_COLS = ("predicted", "predicted_loss", "loss_predicted")
@@ -245,9 +308,10 @@ def validation_figure(validation: pd.DataFrame | None, path: str | Path, per_run
         if not (pc and oc and len(sub)) and not pd.to_numeric(stats["spearman"], errors="coerce").notna().any():
             import textwrap
 
-            status = [f"{r.get('form', '')}: {r.get('status', 'no result')}" for _, r in stats.iterrows()]
+            status = sorted({str(r.get("status", "no result")).split(";")[0].split(":")[0] for _, r in stats.iterrows()})
             ax.axis("off")
-            ax.text(0.5, 0.5, "\n\n".join(textwrap.fill(t, 48) for t in status), ha="center", va="center", fontsize=7)
+            ax.text(0.5, 0.5, textwrap.fill(f"{', '.join(status)}: the causes are under Cross-scale validation", 40),
+                    ha="center", va="center", fontsize=8)
             ax.set_title(task, fontsize=8)
             continue
         if pc and oc and len(sub):
@@ -257,25 +321,25 @@ def validation_figure(validation: pd.DataFrame | None, path: str | Path, per_run
             lo = float(np.nanmin([sub[oc].min(), sub[pc].min()]))
             hi = float(np.nanmax([sub[oc].max(), sub[pc].max()]))
             ax.plot([lo, hi], [lo, hi], "k:", lw=0.8)
-            ax.set_xlabel("observed loss")
+            ax.set_xlabel("measured loss")
             ax.set_ylabel("predicted loss")
         else:
             forms = stats["form"].astype(str).tolist() if "form" in stats else [""] * len(stats)
             ax.bar(forms, pd.to_numeric(stats["spearman"], errors="coerce").fillna(0.0))
             ax.set_ylabel("Spearman (held-out scale)")
 
-        def num(v, fmt):
-            return format(float(v), fmt) if v is not None and np.isfinite(float(v)) else "n/a"
-
         txt = "\n".join(
-            f"{r.get('form', '')}: MSE {num(r.get('mse'), '.2g')}, rho {num(r.get('spearman'), '.2f')}"
-            for _, r in stats.iterrows()
+            f"{r.get('form', '')}: MSE {num(r.get('mse'))}, rank corr. {num(r.get('spearman'))}"
+            for _, r in stats.iterrows() if finite(r.get("mse"))
         )
         ax.set_title(f"{task}\n{txt}", fontsize=8)
         if pc and oc and len(sub):
             ax.legend(fontsize=7)
     _save(fig, path)
-    return {"panels": len(tasks), "points": points}
+    done = [t for t in tasks if per_run is not None and len(per_run) and (per_run["task"] == t).any()]
+    caption = (f"Predicted against measured loss on the held-out scale for {len(done)} of {len(tasks)} checks "
+               f"({', '.join(done) or 'none'}); points on the dotted line are predicted exactly.")
+    return {"panels": len(tasks), "points": points, "caption": caption}
 
 
 def loss_curves_figure(curves: dict[str, pd.DataFrame], runs: pd.DataFrame, path: str | Path) -> dict[str, Any]:

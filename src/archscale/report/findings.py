@@ -9,12 +9,13 @@ the hardware the throughput was measured on.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ..analysis.effects import effect_sentences
+from .words import KNOB_WORDS, common_tail, finite, group_by_subject, group_causes, humanize, num, plural, span
 
 KNOBS = {"d_over_sqrt_n": ("a", "d/sqrt(N)", "hidden size"), "r": ("b", "r", "MLP-to-attention ratio")}
 #: Below this N the embedding dominates and the paper's optima (80M-3B) are not expected.
@@ -97,95 +98,134 @@ def fit_sentences(conditional: dict) -> list[str]:
             continue
         mse, rho = fit.get("mse"), fit.get("spearman")
         rho_txt = f", Spearman {rho:.2f}" if rho is not None and math.isfinite(rho) else ""
-        out.append(f"{form} fit on {n} runs: MSE {mse:.2g}{rho_txt} (in-sample).")
+        out.append(f"{form} fit on {n} runs: MSE {num(mse)}{rho_txt} (in-sample).")
     return out
 
 
-def _metric(v, fmt: str) -> str | None:
-    return None if v is None or not np.isfinite(float(v)) else format(float(v), fmt)
+_WARNING = re.compile(r"\b(?:Runtime|Optimize|Convergence|User)?Warning: ([^;]*?)(?: encountered[^;]*)?(?=;|$)")
+
+
+def clean_status(text: str) -> str:
+    """A status as a reader reads it: a Python warning's text becomes a plain clause."""
+    return _WARNING.sub(lambda m: f"numerical warning ({m.group(1).strip()}; the value is left out)", str(text))
+
+
+#: A validation status is "<verdict>[: why]; extrapolated reference: <why>" (law.validation).
+STATUS_PARTS = re.compile(r"; (?=extrapolated reference:|skipped:|ok\b)")
+
+
+def short_status(status) -> str:
+    """A validation status in a word or two for the table (its causes are said once in the text)."""
+    parts = STATUS_PARTS.split(clean_status(status or ""))
+    head = parts[0].split(":")[0].strip() or "-"
+    withheld = any(p.startswith("extrapolated reference:") for p in parts[1:])
+    return head + ("; extrapolated withheld" if withheld else "")
+
+
+def validation_causes(validation: pd.DataFrame | None) -> list[str]:
+    """Why checks were skipped or a reference withheld, each cause once with the checks it holds for."""
+    if validation is None or validation.empty or "status" not in validation:
+        return []
+    pairs = []
+    for _, row in validation.iterrows():
+        subject = f"{row['task']} ({row.get('form', '')})"
+        form = str(row.get("form", ""))
+        for part in STATUS_PARTS.split(clean_status(row["status"])):
+            part = part.replace(f"conditional fit ({form}): ", "conditional fit: ")
+            if part.strip() in ("", "ok"):
+                continue
+            if part.startswith("extrapolated reference: "):
+                part = "the extrapolated reference is withheld: " + part[len("extrapolated reference: "):]
+            elif part.startswith("skipped: "):
+                part = "the check is skipped: " + part[len("skipped: "):]
+            pairs.append((subject, part))
+    return group_causes(pairs, "validation checks")
 
 
 def validation_sentences(validation: pd.DataFrame | None) -> list[str]:
-    """One sentence per task and form, under both references; the empirical one flagged optimistic."""
+    """How well the law predicts a held-out scale (the best and worst checks) and the causes of
+    withheld numbers, grouped; every check's numbers are in the validation table."""
     if validation is None or validation.empty or "task" not in validation:
         return ["No progressive cross-scale validation: the fit has fewer than two scales to hold one out."]
+    ok = validation[pd.to_numeric(validation.get("mse"), errors="coerce").notna()] if "mse" in validation else validation.iloc[:0]
     out = []
-    summary = validation.drop_duplicates(subset=[c for c in ("task", "kind", "form") if c in validation])
-    for _, row in summary.iterrows():
-        kind = f"{row['kind']}, " if "kind" in row and row.get("kind") else ""
-        parts = []
-        for suffix, label in (("", "own L_opt, optimistic"), ("_extrapolated", "L_opt extrapolated from the training scales")):
-            mse, rho = _metric(row.get("mse" + suffix), ".2g"), _metric(row.get("spearman" + suffix), ".2f")
-            if mse is None:
-                parts.append(f"{label}: withheld")
-            else:
-                parts.append(f"{label}: MSE {mse}, Spearman {rho if rho is not None else 'undefined'}")
-        status = row.get("status")
-        tail = f" Status: {status}." if status and status != "ok" else ""
-        out.append(f"Held-out check {row['task']} ({kind}{row.get('form', '')}): {'; '.join(parts)}.{tail}")
-    return out
+    if len(ok):
+        mse = pd.to_numeric(ok["mse"], errors="coerce")
+        rho = pd.to_numeric(ok["spearman"], errors="coerce") if "spearman" in ok else pd.Series(dtype=float)
+        rho_txt = f", rank correlation {span(rho.min(), rho.max())}" if rho.notna().any() else ""
+        out.append(f"{plural(len(ok), 'held-out check')} of {len(validation)} predict the held-out scale's loss with "
+                   f"MSE {span(mse.min(), mse.max())}{rho_txt} (own L_opt, optimistic).")
+    return out + validation_causes(validation)
 
 
 def guard_sentences(conditional: dict) -> list[str]:
     """The identifiability guards' verdicts: the fit's status, each form's factors and warnings."""
-    out = [f"Conditional fit status: {conditional.get('status', 'not recorded (fit written before the guards)')}."]
+    status = conditional.get("status") or "not recorded (fit written before the guards)"
+    out = [f"Conditional fit status: {clean_status(status)}."]
     for form, fit in (conditional.get("forms") or {}).items():
         if not fit:
             continue
         for knob, f in (fit.get("factors") or {}).items():
             rng = f.get("range") or []
-            rng_txt = f" over [{rng[0]:.3g}, {rng[1]:.3g}]" if len(rng) == 2 else ""
-            out.append(f"{form} fit, {knob} factor{rng_txt}: " + ("fitted." if f.get("fitted") else f"left out: {f.get('reason')}."))
-        if fit.get("status") not in (None, "ok"):
-            out.append(f"{form} fit: {fit['status']}.")
-        out += [f"{form} fit warning: {w}" for w in fit.get("warnings") or []]
+            rng_txt = f" over [{num(rng[0])}, {num(rng[1])}]" if len(rng) == 2 else ""
+            out.append(f"{form} fit, {KNOB_WORDS.get(knob, knob)} factor{rng_txt}: "
+                       + ("fitted." if f.get("fitted") else f"left out: {humanize(str(f.get('reason')))}."))
+        if fit.get("status") not in (None, "ok") and f"{form}: {fit['status']}" not in status:
+            out.append(f"{form} fit: {clean_status(fit['status'])}.")
+        out += [f"{form} fit warning: {clean_status(w).removeprefix(form + ' fit: ')}." for w in fit.get("warnings") or []]
     chin = conditional.get("chinchilla") or {}
-    out += [f"Chinchilla reference warning: {w}" for w in chin.get("warnings") or []]
+    out += [f"Chinchilla reference warning: {clean_status(w)}." for w in chin.get("warnings") or []]
     if chin and chin.get("fitted") is False:
-        out.append(f"Chinchilla reference not fitted: {chin.get('reason')}")
-    return out
+        out.append(f"Chinchilla reference not fitted: {humanize(str(chin.get('reason')))}.")
+    return [humanize(t).replace("..", ".") for t in out]
 
 
-def _probability(pick: dict) -> str:
-    p = pick.get("probability_within_target")
-    if p is not None:
-        return f"; bootstrap probability that its predicted loss is within the target {p:.2f}"
-    why = pick.get("probability_reason")
-    return f"; probability of meeting the target withheld ({why})" if why else ""
+def _probabilities(res: dict) -> str | None:
+    """The picks' bootstrap probabilities of meeting the loss target, or why they are withheld, once."""
+    have, why = [], []
+    for role, label in (("panda", "Panda"), ("surefire", "Surefire")):
+        pick = res.get(role) or {}
+        if pick.get("probability_within_target") is not None:
+            have.append(f"{label} {pick['probability_within_target']:.2f}")
+        elif pick.get("probability_reason"):
+            why.append((label, pick["probability_reason"]))
+    out = []
+    if have:
+        out.append(f"bootstrap probability that the predicted loss is within the target: {', '.join(have)}")
+    for reason in dict.fromkeys(r for _, r in why):
+        who = " and ".join(lbl for lbl, r in why if r == reason)
+        out.append(f"probability of meeting the target withheld for {who} ({reason})")
+    return "; ".join(out) or None
 
 
 def search_sentences(results: list[dict]) -> list[str]:
+    """The search behind the answer table: the candidate grid, the picks' probabilities, the cost
+    model's prediction beside the measurement."""
     out = []
     for res in results:
         name = res["target"]
         panda, sure, base = res.get("panda"), res.get("surefire"), res.get("baseline")
         g = res["grid"]
         out.append(
-            f"Search '{name}' (scale {res['scale']}): {g['architectures']} valid architectures from {g['points']} grid "
-            f"points ({g['infeasible']} infeasible), {g['within_target']} within the loss target."
-        )
-        if base is not None and panda is not None:
-            out.append(
-                f"  Panda {panda['arch_id']}: predicted loss {panda['loss']:.4f} against {base['loss']:.4f} for the "
-                f"baseline {base.get('name') or base['arch_id']} ({res['form']} law, difference "
-                f"{panda['loss'] - base['loss']:+.4f}){_probability(panda)}."
-            )
+            f"Search {name} (scale {res['scale']}): {g['architectures']:,} valid architectures from {g['points']:,} grid "
+            f"points ({g['infeasible']:,} infeasible), {g['within_target']:,} within the loss target"
+            + (f" (the baseline {base.get('name') or base['arch_id']}'s predicted loss {num(base['loss'])})" if base else "")
+            + ".")
+        prob = _probabilities(res)
+        if prob:
+            out.append(f"{name}: {prob[:1].upper()}{prob[1:]}.")
         if sure is None:
-            out.append(f"  No Surefire: {res.get('note')}")
-        elif base is not None:
-            sp = sure["measured_output_tokens_per_s"] / base["measured_output_tokens_per_s"]
+            out.append(f"{name}: no Surefire: {res.get('note')}")
+        elif base is not None and finite(sure.get("pred_output_tokens_per_s")) and finite(base.get("pred_output_tokens_per_s")):
             pp = sure["pred_output_tokens_per_s"] / base["pred_output_tokens_per_s"]
-            out.append(
-                f"  Surefire {sure['arch_id']} (GQA {sure['gqa']}) measures {sp:.2f}x the baseline's output tokens/s "
-                f"at batch {res['batch_size']} (cost model predicted {pp:.2f}x), at a predicted loss within the "
-                f"target{_probability(sure)}."
-            )
+            out.append(f"{name}: the cost model predicted Surefire at {num(pp)}x the baseline's output tokens/s "
+                       f"(batch {res['batch_size']}); the answer table gives the measurement.")
             verdict = surefire_verdict_sentence(res.get("surefire_verdict"))
             if verdict:
                 out.append(verdict)
         rho = res.get("cost_model_spearman")
         if rho is not None:
-            out.append(f"  The calibrated cost model ranks the measured architectures with Spearman {rho:.2f}.")
+            out.append(f"{name}: the calibrated cost model ranks the measured architectures with Spearman {rho:.2f}.")
     return out
 
 
@@ -197,7 +237,7 @@ def surefire_verdict_sentence(verdict: dict | None) -> str | None:
 
     ratio = Estimate(**verdict["ratio"])
     kept = "Surefire is kept" if verdict["kept"] == verdict.get("candidate") else "the baseline is kept"
-    return (f"  Interleaved measurement, Surefire / baseline output tokens/s: {ratio.text('.3f')} "
+    return (f"Interleaved measurement, Surefire / baseline output tokens/s: {ratio.text('.3f')} "
             f"({int(ratio.level * 100)}% bootstrap interval): {verdict['verdict']}; {kept}.")
 
 
@@ -211,57 +251,112 @@ def interior_optima(conditional: dict, runs: pd.DataFrame) -> list[str]:
         for knob, col in (("d_over_sqrt_n", "d_over_sqrt_n"), ("r", "mlp_attn_ratio")):
             v = opt.get(knob)
             if v is not None and len(used) and used[col].min() <= v <= used[col].max():
-                found.append(f"{knob} = {v:.3g} ({form})")
+                found.append(f"{KNOB_WORDS[knob]} = {v:.3g} ({form})")
     return found
 
 
-def caveat_sentences(
-    runs: pd.DataFrame, devices: list[str], engines: list[str], conditional: dict | None = None
-) -> list[str]:
-    out = []
-    if len(runs) and "params_non_embedding" in runs:
-        n_max = float(runs["params_non_embedding"].max())
-        n_min = float(runs["params_non_embedding"].min())
-        if n_max < TINY_N:
-            emb_txt = ""
-            if "vocab" in runs and "d_model" in runs:
-                emb = runs["vocab"] * runs["d_model"] / runs["params_non_embedding"]
-                emb_txt = f"; the embedding V x d is {emb.min():.2g}-{emb.max():.2g} x N"
-            optima = interior_optima(conditional or {}, runs)
-            if optima:
-                opt_txt = (
-                    f" The fit does place interior optima ({', '.join(optima)}); a fitted optimum is not a finding: "
-                    "the section on effects against seed noise says which the runs themselves resolve."
-                )
-            else:
-                opt_txt = " Consistently, the fit finds no interior optimum inside the sampled range."
-            out.append(
-                f"These are tiny models (N = {n_min:,.0f}-{n_max:,.0f} non-embedding parameters{emb_txt}). "
-                "Runs of this size show the direction of the d and r effects and, with seeds and a grid that spans "
-                "both sides, this size's own optima; they are not the paper's U-shapes (optima near d/sqrt(N) = 0.08 "
-                "and r = 1-1.2 at 80M-1B), and neither the fitted optima nor the picks transfer to models of that "
-                f"size.{opt_txt}"
-            )
-    if "scale" in runs and len(runs):
-        seeds = runs.groupby("arch_id").size() if "arch_id" in runs else pd.Series([1] * len(runs))
-        if int(seeds.max()) <= 1:
-            out.append(
-                f"Each architecture was trained once ({len(runs)} runs, one seed each): the seed noise is not "
-                "measured, loss differences of its order are not resolved, and the fit's confidence intervals do not "
-                "include seed variance (add seeds: [...] to a scale or sweep)."
-            )
-        else:
-            out.append(
-                f"{int((seeds > 1).sum())} of {len(seeds)} architectures were trained at several seeds "
-                f"({len(runs)} runs); the fit uses every run, so its intervals include that seed variance."
-            )
-    if devices and all("cpu" in d.lower() for d in devices):
-        out.append(
-            f"Throughput was measured on CPU ({', '.join(engines) or 'unknown engine'}): it ranks architectures on "
-            "this machine; absolute numbers and the size of the KV-cache and GQA effects at these short contexts "
-            "and small batches do not transfer to GPU serving (the paper: vLLM, A100, 4096 + 1024 tokens)."
-        )
+def resolved_optima(conditional: dict, runs: pd.DataFrame, form: str = "multiplicative") -> dict[str, dict]:
+    """Knobs whose fitted optimum is a finding: inside the sampled range and with a finite interval.
+
+    ``form``: the law the search uses (the first fitted form when it is absent).
+    """
+    forms = conditional.get("forms") or {}
+    fit = forms.get(form) or next((f for f in forms.values() if f), None) or {}
+    opt = fit.get("optimum") or {}
+    out = {}
+    for knob, col in (("d_over_sqrt_n", "d_over_sqrt_n"), ("r", "mlp_attn_ratio")):
+        v, ci = opt.get(knob), opt.get(f"{knob}_ci") or []
+        if finite(v) and len(ci) == 2 and all(finite(c) for c in ci) and len(runs) and \
+                runs[col].min() <= v <= runs[col].max():
+            out[knob] = {"value": float(v), "ci": [float(ci[0]), float(ci[1])], "form": fit.get("form", form)}
     return out
+
+
+def _seed_counts(runs: pd.DataFrame) -> pd.Series:
+    return runs.groupby("arch_id").size() if "arch_id" in runs and len(runs) else pd.Series([1] * len(runs))
+
+
+SCIENCE_COMMAND = ("archscale plan --science CONFIG --law results/fit/conditional.json "
+                   "--seed-noise-from results/runs.parquet")
+
+
+def key_points(conditional: dict, runs: pd.DataFrame, validation: pd.DataFrame | None, results: list[dict],
+               devices: list[str], engines: list[str]) -> dict[str, str]:
+    """The three or four things a reader must know, each once: resolved, not resolved (with the one
+    action that would resolve it), and the conditions the numbers hold under."""
+    out = {}
+    form = (results[0].get("form") if results else None) or "multiplicative"
+    found = resolved_optima(conditional, runs, form)
+    seeds = _seed_counts(runs)
+    one_seed = len(seeds) == 0 or int(seeds.max()) <= 1
+    if found:
+        parts = [f"{KNOB_WORDS[k]} {num(v['value'])} [{num(v['ci'][0])}, {num(v['ci'][1])}]" for k, v in found.items()]
+        held = _held_out_phrase(validation, form)
+        out["Resolved"] = (f"The fitted {form} law places the loss optimum at {' and '.join(parts)} (95% interval, "
+                           f"{plural(len(runs), 'run')}" + (", seed variance not included" if one_seed else "") + f").{held}")
+    else:
+        out["Resolved"] = ("No optimum is resolved: the fitted law places no interior optimum with an interval "
+                           f"inside the sampled range (d/sqrt(N) {num(runs['d_over_sqrt_n'].min())}-"
+                           f"{num(runs['d_over_sqrt_n'].max())}, r {num(runs['mlp_attn_ratio'].min())}-"
+                           f"{num(runs['mlp_attn_ratio'].max())}).") if len(runs) else "No finished run."
+    if one_seed:
+        out["Not resolved"] = (
+            "Seed noise: each architecture was trained once, so no loss difference between architectures is tested "
+            "against it. To resolve it, train every architecture at three seeds (seeds: [1234, 1, 2] under each "
+            f"scale, as config/study-cpu.yaml does); then `{SCIENCE_COMMAND}` says whether the grid resolves the optima.")
+    else:
+        missing = [KNOB_WORDS[k] for k in ("d_over_sqrt_n", "r") if k not in found]
+        what = (f"the optimum of {' and '.join(missing)}" if missing else "nothing the grid was built for")
+        out["Not resolved"] = (f"Against the measured seed noise ({int(seeds.min())}-{int(seeds.max())} seeds per "
+                               f"architecture), {what} is not resolved." + (
+            f" `{SCIENCE_COMMAND}` ranks the grid points that would narrow the intervals most." if missing else ""))
+    out["Conditions"] = conditions_sentence(runs, devices, engines, results)
+    return out
+
+
+def _held_out_phrase(validation: pd.DataFrame | None, form: str) -> str:
+    """The law's held-out checks in a clause (the details list every check)."""
+    if validation is None or validation.empty or "mse" not in validation:
+        return ""
+    ok = validation.assign(mse=pd.to_numeric(validation["mse"], errors="coerce")).dropna(subset=["mse"])
+    if "form" in ok and (ok["form"] == form).any():
+        ok = ok[ok["form"] == form]
+    if ok.empty:
+        return " No held-out check could be run."
+    tasks = ", ".join(dict.fromkeys(ok["task"]))
+    return f" Refitted without the held-out scale ({tasks}), it predicts its loss with MSE {span(ok['mse'].min(), ok['mse'].max())}."
+
+
+def conditions_sentence(runs: pd.DataFrame, devices: list[str], engines: list[str], results: list[dict]) -> str:
+    """What the numbers hold for: model size against the paper's, and the throughput hardware."""
+    parts = []
+    if len(runs) and "params_non_embedding" in runs and float(runs["params_non_embedding"].max()) < TINY_N:
+        parts.append(f"Miniature models (N up to {num(runs['params_non_embedding'].max())} non-embedding parameters, "
+                     "against the paper's 80M-3B): they show this size's own effects; neither the optima nor the "
+                     "picks transfer to the paper's sizes")
+    cpu = bool(devices) and all("cpu" in d.lower() for d in devices)
+    batch = results[0].get("batch_size") if results else None
+    where = f"{', '.join(devices) or 'an unrecorded device'} ({', '.join(engines) or 'unrecorded engine'})"
+    parts.append(f"throughput was measured on {where}" + (f" at batch {batch}" if batch else "") + (
+        ": it ranks architectures on this machine and does not transfer to GPU serving" if cpu else ""))
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:] + "."
+
+
+def tiny_model_sentence(runs: pd.DataFrame, conditional: dict | None = None) -> list[str]:
+    """Why tiny models' optima are not the paper's (the details under the conditions key point)."""
+    if not len(runs) or "params_non_embedding" not in runs or float(runs["params_non_embedding"].max()) >= TINY_N:
+        return []
+    emb_txt = ""
+    if "vocab" in runs and "d_model" in runs:
+        emb = runs["vocab"] * runs["d_model"] / runs["params_non_embedding"]
+        emb_txt = f"; the embedding V x d is {num(emb.min())}-{num(emb.max())} x N"
+    optima = interior_optima(conditional or {}, runs)
+    opt_txt = (f" The fit places interior optima ({', '.join(optima)})." if optima else
+               " Consistently, the fit finds no interior optimum inside the sampled range.")
+    return [f"These are tiny models (N = {num(runs['params_non_embedding'].min())}-"
+            f"{num(runs['params_non_embedding'].max())} non-embedding parameters{emb_txt}): they are not the paper's "
+            "U-shapes (optima near d/sqrt(N) = 0.08 and r = 1-1.2 at 80M-1B)." + opt_txt]
 
 
 def cost_model_sentences(cost_model: dict | None) -> list[str]:
@@ -287,16 +382,34 @@ def cost_model_sentences(cost_model: dict | None) -> list[str]:
     return out
 
 
+def effects_sentences(runs: pd.DataFrame, notes: list[str]) -> list[str]:
+    """The effects module's sentences in the reader's words, a clause shared by all said once."""
+    from .words import caught
+
+    with caught(notes, "effects against seed noise"):
+        raw = [humanize(t) for t in effect_sentences(runs)]
+    raw = group_by_subject(raw, "scales")
+    heads, tail = common_tail([t for t in raw if "sweep" in t])
+    rest = [t for t in raw if "sweep" not in t]
+    return rest + heads + ([f"Every sweep above: {tail[:1].lower()}{tail[1:]}"] if tail else [])
+
+
 def findings(
     conditional: dict, runs: pd.DataFrame, validation: pd.DataFrame | None, results: list[dict],
     devices: list[str], engines: list[str], cost_model: dict | None = None,
 ) -> dict[str, list[str]]:
+    """The detail sections (below the answer table and the key points), each status said once."""
+    notes: list[str] = []
+    from .words import caught
+
+    with caught(notes, "the fitted law's description"):
+        shows = fit_sentences(conditional) + knob_sentences(conditional, runs)
     return {
-        "What the runs show": fit_sentences(conditional) + knob_sentences(conditional, runs),
-        "Effects against seed noise (no fitted law)": effect_sentences(runs),
+        "What the runs show": [humanize(t) for t in shows] + tiny_model_sentence(runs, conditional),
+        "Effects against seed noise (no fitted law)": effects_sentences(runs, notes),
         "Fit verdicts (identifiability guards)": guard_sentences(conditional),
         "Cross-scale validation": validation_sentences(validation),
         "Throughput cost model": cost_model_sentences(cost_model),
         "Search": search_sentences(results),
-        "What the runs do not show": caveat_sentences(runs, devices, engines, conditional),
+        "Numerical warnings": list(dict.fromkeys(notes)),
     }

@@ -87,11 +87,15 @@ def validation_html(validation: pd.DataFrame | None) -> str:
 
     from ..law.validation import EMPIRICAL_NOTE
 
+    from .findings import short_status
+    from .tables import frame_html
+
     df = validation_summary(validation)
+    if "status" in df:
+        df["status"] = [short_status(v) for v in df["status"]]
     if df.empty:
         return "<h3>Validation table</h3><p>No cross-scale validation: the fit has fewer than two scales.</p>"
     note = (f"<p>Own L_opt: {html.escape(EMPIRICAL_NOTE)}. Extrapolated: L_opt from a Chinchilla law fitted on "
-            "the training scales only (withheld, with the reason in the status, where that law is not identifiable)."
-            "</p>")
-    return "<h3>Validation table (both references)</h3>" + note + df.to_html(
-        index=False, na_rep="-", float_format=lambda v: f"{v:.3g}", escape=True)
+            "the training scales only (withheld where that law is not identifiable; the causes are under Cross-scale "
+            "validation).</p>")
+    return "<h3>Validation table (both references)</h3>" + note + frame_html(df)

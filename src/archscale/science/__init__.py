@@ -10,22 +10,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from .noise import seed_noise_from_runs
+from .noise import seed_decomposition, seed_noise_from_runs
 from .simulate import simulate_study
 from .suggest import suggest, with_suggestions, yaml_entries
 from .text import format_science
 
-__all__ = ["science_from_config", "science_plan", "settings", "seed_noise_from_runs", "simulate_study", "suggest", "with_suggestions",
+__all__ = ["science_from_config", "science_plan", "settings", "seed_decomposition", "seed_noise_from_runs", "simulate_study", "suggest", "with_suggestions",
            "yaml_entries", "format_science"]
 
 
-def science_plan(study, law_name: str, noise: float, simulations: int, seed: int = 0, top: int = 5) -> dict[str, Any]:
-    """The plan-the-science result: the simulation and the ranked suggestions (JSON-ready)."""
+def science_plan(study, law_name: str, noise: float, simulations: int, seed: int = 0, top: int = 5,
+                 shared: float = 0.0) -> dict[str, Any]:
+    """The plan-the-science result: the simulation (per-run seed sd ``noise``, of which the fraction
+    ``shared`` of the variance is common to a seed) and the ranked suggestions (JSON-ready)."""
     from ..law.calibration import json_clean
     from ..law.laws import load_law
 
     law = load_law(law_name)
-    out = simulate_study(study, law, noise, simulations, seed)
+    out = simulate_study(study, law, noise, simulations, seed, shared)
     sug = suggest(study, law, noise, top)
     sug["yaml"] = yaml_entries(sug)
     out["suggestions"] = sug

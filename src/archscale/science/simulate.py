@@ -9,7 +9,11 @@ validation's training sets (the k smallest scales, and each scale alone for the 
 and the full set. Reported per set and form: the probability that an interior optimum is found
 for each knob, the median interval width of the optima and their spread across studies; per
 progressive task the expected Spearman; per search target the probability that the search's
-Panda is the prior law's Panda.
+Panda is the prior law's Panda; per one-knob sweep the probability that the effects stage's
+paired rule (:mod:`archscale.analysis.paired`) resolves it. Every planned run (architecture x
+seed) is drawn: the per-run seed noise is split into a part shared by all runs of one seed at a
+scale (same data order; ``shared``, measured by :func:`archscale.science.noise.seed_decomposition`)
+and an independent rest, so matched-seed differences are as correlated as the measured runs.
 
 The prior's reference loss ``L_opt(N, D)``: the law's own (its Chinchilla part or its table of
 runs), else Epoch AI's Chinchilla replication (Besiroglu et al. 2024), named in the output. With
@@ -33,7 +37,8 @@ from .picks import panda_agreement
 
 #: Besiroglu et al. 2024 (Epoch AI's Chinchilla replication); the reference when the prior has none.
 EPOCH_CHINCHILLA = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
-PLAN_FIELDS = ["arch_id", "scale", "n_target", "tokens", "d_over_sqrt_n", "mlp_attn_ratio", "est_device_hours", "gqa"]
+PLAN_FIELDS = ["arch_id", "scale", "n_target", "tokens", "d_over_sqrt_n", "mlp_attn_ratio", "est_device_hours", "gqa",
+               "sweeps", "seeds"]
 
 
 def plan_frame(study) -> pd.DataFrame:
@@ -67,9 +72,60 @@ def scale_sets(df: pd.DataFrame) -> tuple[list[tuple[str, list[str]]], list[tupl
     return sets, tasks
 
 
-def draw(mean: np.ndarray, noise: float, k: int, seed: int) -> np.ndarray:
-    """K simulated studies: ``[K, n]`` losses."""
-    return mean[None, :] + np.random.default_rng(seed).normal(0.0, noise, (k, mean.size))
+def run_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per planned run (architecture x seed), with a ``seed`` column."""
+    seeds = df["seeds"].map(lambda v: [int(s) for s in str(v).split(",") if s.strip()] or [0])
+    return df.assign(seed=seeds).explode("seed").astype({"seed": int}).reset_index(drop=True)
+
+
+def draw(mean: np.ndarray, noise: float, k: int, seed: int, shared: float = 0.0,
+         groups: np.ndarray | None = None) -> np.ndarray:
+    """K simulated studies: ``[K, n]`` losses with per-run sd ``noise``, of which the fraction
+    ``shared`` of the variance is common to the runs of one seed group (``groups``: scale and seed)."""
+    rng = np.random.default_rng(seed)
+    if not shared:
+        return mean[None, :] + rng.normal(0.0, noise, (k, mean.size))
+    codes = np.unique(groups, return_inverse=True)[1]
+    u = rng.normal(0.0, noise * np.sqrt(shared), (k, codes.max() + 1))[:, codes]
+    return mean[None, :] + u + rng.normal(0.0, noise * np.sqrt(1.0 - shared), (k, mean.size))
+
+
+def sweep_verdicts(runs: pd.DataFrame, losses: np.ndarray, mean: np.ndarray) -> list[dict[str, Any]]:
+    """Per one-knob sweep of the plan: how often the effects stage's paired rule
+    (:func:`archscale.analysis.paired.sweep_tests`, Holm across the sweeps) resolves it in the
+    simulated studies, beside the prior's true shape along the sweep."""
+    from ..analysis.effects import KNOB_COLUMNS, _sweep_groups
+    from ..analysis.paired import holm, sweep_tests
+
+    out, p_claims = [], []
+    for knob, col in KNOB_COLUMNS.items():
+        for (scale, sweep), archs in sorted(_sweep_groups(runs, knob).items()):
+            sub = runs[runs["arch_id"].isin(archs)]
+            if len(archs) < 3:
+                continue
+            order = sub.groupby("arch_id")[col].first().sort_values().index.tolist()
+            common = sorted(set.intersection(*(set(sub.loc[sub["arch_id"] == a, "seed"]) for a in order)))
+            truth = [float(mean[sub.index[sub["arch_id"] == a]].mean()) for a in order]
+            best = int(np.argmin(truth))
+            rec = {"scale": scale, "knob": knob, "sweep": sweep, "architectures": len(order), "seeds": len(common),
+                   "true_shape": "interior minimum" if 0 < best < len(order) - 1 else "monotone"}
+            if len(common) < 2:
+                rec.update(p_resolved=0.0, p_interior_resolved=0.0,
+                           note="fewer than two seeds shared by the sweep's architectures: no interval, never resolved")
+                out.append(rec)
+                continue
+            idx = np.array([[sub.index[(sub["arch_id"] == a) & (sub["seed"] == s)][0] for s in common] for a in order])
+            t = sweep_tests(losses[:, idx])
+            p_claims.append(t["p_claim"])
+            rec["_interior"] = t["interior"]
+            out.append(rec)
+    if p_claims:
+        resolved = holm(np.column_stack(p_claims)) <= 0.05
+        for j, rec in enumerate(r for r in out if "_interior" in r):
+            interior = rec.pop("_interior")
+            rec.update(p_resolved=float(resolved[:, j].mean()),
+                       p_interior_resolved=float((resolved[:, j] & interior).mean()))
+    return out
 
 
 def fit_reference(losses: np.ndarray, df: pd.DataFrame, true_lopt: np.ndarray, reference: str) -> np.ndarray:
@@ -128,18 +184,26 @@ def verdict(summary: dict[str, Any], key: str) -> str:
     return f"finds an interior optimum of {key} in {s['p_interior']:.0%} of simulated studies"
 
 
-def simulate_study(study, law: Law, noise: float, simulations: int, seed: int = 0) -> dict[str, Any]:
-    """The plan-the-science report (a JSON-ready dict); see the module docstring."""
+def simulate_study(study, law: Law, noise: float, simulations: int, seed: int = 0,
+                   shared: float = 0.0) -> dict[str, Any]:
+    """The plan-the-science report (a JSON-ready dict); see the module docstring. ``noise`` is the
+    per-run seed sd; ``shared`` the fraction of its variance common to every run of one seed at a
+    scale (the data order), as :func:`archscale.science.noise.seed_decomposition` measures it."""
     if noise < 0 or not np.isfinite(noise):
         raise ValueError(f"seed noise must be a finite non-negative loss, got {noise!r}")
+    if not 0.0 <= shared < 1.0:
+        raise ValueError(f"seed-shared fraction of the noise must be in [0, 1), got {shared!r}")
     if simulations < 2:
         raise ValueError(f"simulations must be at least 2, got {simulations}")
     fit_cfg = study.fit
     lo, hi = float(fit_cfg["r_min"]), float(fit_cfg["r_max"])
-    df = plan_frame(study)
+    archs = plan_frame(study)
+    df = run_frame(archs)  # one row per run: the fit stage fits every run
     true_lopt, ref_source = reference_losses(law, df)
     x, r = df["d_over_sqrt_n"].to_numpy(float), df["mlp_attn_ratio"].to_numpy(float)
-    losses = draw(np.asarray(law.predict(x, r, true_lopt), float), noise, simulations, seed)
+    mean = np.asarray(law.predict(x, r, true_lopt), float)
+    groups = (df["scale"].astype(str) + "|" + df["seed"].astype(str)).to_numpy()
+    losses = draw(mean, noise, simulations, seed, shared, groups)
     lopt = fit_reference(losses, df, true_lopt, fit_cfg["reference"])
     in_r = (r >= lo) & (r <= hi)
     truth = true_optima(law)
@@ -181,7 +245,10 @@ def simulate_study(study, law: Law, noise: float, simulations: int, seed: int = 
     pandas_ = panda_agreement(study, law, df, fits, full, (lo, hi))
     return {
         "law": law.name, "law_source": law.source, "seed_noise": float(noise), "simulations": int(simulations),
-        "seed": int(seed), "reference": fit_cfg["reference"], "r_range": [lo, hi], "architectures": int(len(df)),
+        "seed": int(seed), "reference": fit_cfg["reference"], "r_range": [lo, hi], "architectures": int(len(archs)),
+        "runs": int(len(df)), "seed_shared_fraction": float(shared), "sweeps": sweep_verdicts(df, losses, mean),
+        "sweep_rule": ("the effects stage's: differences of mean loss paired at matched seeds (t intervals), "
+                       "Bonferroni over each sweep's P - 1 claims, Holm across the sweeps, family-wise 5%"),
         "prior_optimum": truth, "scale_sets": set_out, "full_set": full, "validation": task_out, "panda": pandas_,
         "interval_method": "per study: delta method (additive: on the OLS covariance, as the fit stage; "
                            "multiplicative: on the Gauss-Newton covariance, the bootstrap's large-sample limit)",

@@ -48,6 +48,15 @@ def format_science(res: dict[str, Any]) -> str:
             parts = [f"{form} {v['mean']:.2f} [{v['2.5_97.5'][0]:.2f}, {v['2.5_97.5'][1]:.2f}]" if v and v["mean"] is not None
                      else f"{form} -" for form, v in t["forms"].items()]
             lines.append(f"  {t['task']:<32} " + "; ".join(parts))
+    if res.get("sweeps"):
+        lines += ["", f"One-knob sweeps read from the runs (per-run seed sd {res['seed_noise']:.3g}, "
+                      f"{res.get('seed_shared_fraction', 0.0):.0%} of its variance shared at a seed; "
+                      f"{res.get('sweep_rule', '')}):"]
+        for w in res["sweeps"]:
+            what = (f"resolved in {w['p_resolved']:.0%} of simulated studies (interior optimum {w['p_interior_resolved']:.0%})"
+                    if "note" not in w else w["note"])
+            lines.append(f"  {w['scale']} {w['knob']} along {w['sweep']} ({w['architectures']} architectures, "
+                         f"{w['seeds']} matched seeds; prior: {w['true_shape']}): {what}")
     if res["panda"]:
         lines += ["", "Search: probability that the Panda is the prior law's Panda (full-set fit):"]
         for p in res["panda"]:

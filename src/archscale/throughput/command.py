@@ -30,6 +30,20 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def _threads(text: str) -> int:
+    """``--threads N``: a positive number of torch threads (argparse reports the flag and value)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of torch threads, got '{text}' (leave --threads out to use the cores "
+            "this job owns)"
+        )
+    return value
+
+
 def parse_changes(text: str) -> dict:
     """``"kv_heads=1,ffn=512"`` -> ``{"kv_heads": 1, "ffn": 512}`` (keys of ``archscale arch``)."""
     changes = {}
@@ -73,7 +87,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--context", type=int, help="decode at KV length T (no prefill paid)")
     p.add_argument("--repeats", type=int, default=7, help="timed repeats per architecture (>= 5)")
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=_threads,
+                   help="torch threads (default: the cores this job owns: its CPU affinity, at most "
+                        "SLURM_CPUS_PER_TASK); more than the free cores oversubscribes them")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--rope-base", type=float, default=None,
                    help="RoPE base (default: the schema's model.rope_base; throughput does not depend on it)")
@@ -92,6 +108,8 @@ def format_result(result: dict) -> str:
         mode = r["mode"] + (f" T={r['context']}" if r["context"] else "")
         lines.append(f"batch {r['batch_size']} ({mode}, load {r['machine_before']['load_average_1m']:.2f}"
                      f" -> {r['machine_after']['load_average_1m']:.2f}):")
+        if r.get("load_warning"):
+            lines.append(f"  warning: {r['load_warning']}")
         for name, res in r["architectures"].items():
             out = Estimate(**res["median"]["output_tokens_per_s"])
             pre = res["median"]["prefill_latency_s"]
@@ -116,9 +134,14 @@ def rope_base(args: argparse.Namespace) -> float:
 def run(args: argparse.Namespace) -> int:
     from .compare import measure
 
+    from .job import load_warning, owned_cores
+
     archs, baseline = architectures(args)
+    threads = args.threads or owned_cores()
     result = measure(archs, args.batch_size, args.input_len, args.output_len, args.context, args.repeats,
-                     args.warmup, args.threads, args.seed, baseline, rope_base=rope_base(args))
+                     args.warmup, threads, args.seed, baseline, rope_base=rope_base(args))
+    for r in result["results"]:
+        r["load_warning"] = load_warning(r["machine_before"]["load_average_1m"], result["threads"])
     if args.json:
         print(json.dumps(result, indent=2))
     else:

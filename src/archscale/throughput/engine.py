@@ -192,6 +192,7 @@ def dynamic_context_kwargs(
 
 
 def inference_wrapper_config(arch: Architecture, runtime: Runtime, max_batch: int, max_seq: int):
+    """megatron-core 0.16's ``InferenceWrapperConfig`` (0.17 removed it: the context's config holds all)."""
     from megatron.core.inference.model_inference_wrappers.inference_wrapper_config import (
         InferenceWrapperConfig,
     )
@@ -204,6 +205,66 @@ def inference_wrapper_config(arch: Architecture, runtime: Runtime, max_batch: in
         inference_max_requests=max_batch,
         inference_max_seq_length=max_seq,
     )
+
+
+#: Keys of :func:`dynamic_context_kwargs` that megatron-core 0.17+ reads from the model's
+#: ``TransformerConfig`` instead of taking them as arguments.
+MODEL_CONFIG_KEYS = ("params_dtype", "num_layers", "kv_channels", "num_attention_heads", "tensor_model_parallel_size")
+
+
+def dynamic_context(model_config, arch: Architecture, runtime: Runtime, max_batch: int, max_seq: int, api):
+    """``DynamicInferenceContext`` for one workload in the form of the installed megatron-core.
+
+    0.16 takes every size as a keyword; 0.17+ takes ``(model_config, InferenceConfig)`` and
+    reads the layer and head sizes from the model's config. ``api`` is
+    :func:`archscale.compat.megatron_api`.
+    """
+    from megatron.core.inference.contexts.dynamic_context import DynamicInferenceContext
+
+    kw = dynamic_context_kwargs(arch, runtime, max_batch, max_seq)
+    if not api.inference_config:
+        return DynamicInferenceContext(**kw)
+    from megatron.core.inference.config import InferenceConfig
+
+    config = InferenceConfig(**{k: v for k, v in kw.items() if k not in MODEL_CONFIG_KEYS})
+    return DynamicInferenceContext(model_config, config)
+
+
+def dynamic_engine(model, arch: Architecture, runtime: Runtime, max_batch: int, max_seq: int, seed: int, api):
+    """``(context, controller, engine)`` of megatron-core's dynamic inference for the installed release."""
+    from megatron.core.inference.engines import DynamicInferenceEngine
+    from megatron.core.inference.model_inference_wrappers.gpt.gpt_inference_wrapper import (
+        GPTInferenceWrapper,
+    )
+    from megatron.core.inference.text_generation_controllers.text_generation_controller import (
+        TextGenerationController,
+    )
+
+    # 0.17+ seeds sampling from the model's config; 0.16 from the engine's random_seed (both set).
+    model.config.inference_sampling_seed = seed
+    context = dynamic_context(model.config, arch, runtime, max_batch, max_seq, api)
+    if api.inference_config:
+        wrapper = GPTInferenceWrapper(model, context)
+    else:
+        wrapper = GPTInferenceWrapper(model, inference_wrapper_config(arch, runtime, max_batch, max_seq), context)
+    controller = TextGenerationController(wrapper, _TokenIds())
+    if api.inference_config:
+        return context, controller, DynamicInferenceEngine(controller, context)
+    return context, controller, DynamicInferenceEngine(controller, context, random_seed=seed)
+
+
+def step_was_decode_only(engine, api) -> bool:
+    """Whether the engine's last step ran a decode-only forward.
+
+    0.16-0.18 set ``engine.is_decode_only``; 0.19 keeps ``engine.decode_only`` with the
+    consumed and launched forwards (equal in its default, legacy scheduling): the launched one
+    is the step just timed, as megatron's own step log reads it.
+    """
+    if not api.decode_only_state:
+        return bool(engine.is_decode_only)
+    state = engine.decode_only
+    launched = state.launched if state.launched is not None else state.consumed
+    return bool(launched)
 
 
 def greedy_sampling(output_len: int):
@@ -241,22 +302,13 @@ class DynamicDecoder:
                 "the dynamic inference engine needs a GPU (flash attention, pinned memory); on CPU the "
                 "static KV-cache path is used"
             )
-        from megatron.core.inference.contexts.dynamic_context import DynamicInferenceContext
-        from megatron.core.inference.engines import DynamicInferenceEngine
-        from megatron.core.inference.model_inference_wrappers.gpt.gpt_inference_wrapper import (
-            GPTInferenceWrapper,
-        )
-        from megatron.core.inference.text_generation_controllers.text_generation_controller import (
-            TextGenerationController,
-        )
+        from ..compat import megatron_api
 
         self.runtime = runtime
-        self.context = DynamicInferenceContext(**dynamic_context_kwargs(arch, runtime, max_batch, max_seq))
-        wrapper = GPTInferenceWrapper(
-            model.eval(), inference_wrapper_config(arch, runtime, max_batch, max_seq), self.context
+        self.api = megatron_api()
+        self.context, self.controller, self.engine = dynamic_engine(
+            model.eval(), arch, runtime, max_batch, max_seq, seed, self.api
         )
-        self.controller = TextGenerationController(wrapper, _TokenIds())
-        self.engine = DynamicInferenceEngine(self.controller, self.context, random_seed=seed)
         self._next_id = 0
 
     @torch.inference_mode()
@@ -276,7 +328,7 @@ class DynamicDecoder:
             result = engine.step_modern()
             _sync(self.runtime)
             # The engine records whether the step it just ran was decode-only.
-            steps.append({"decode_only": bool(engine.is_decode_only), "time_s": time.perf_counter() - t})
+            steps.append({"decode_only": step_was_decode_only(engine, self.api), "time_s": time.perf_counter() - t})
             for record in result["finished_request_records"]:
                 finished[record.request_id] = record.merge()
         tokens = torch.tensor([list(finished[i].generated_tokens)[:output_len] for i in ids])

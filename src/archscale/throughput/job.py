@@ -58,6 +58,37 @@ def check_workload(workload: dict, checkpoint: str | None) -> dict:
     return w
 
 
+def owned_cores(environ=None) -> int:
+    """CPU cores this job may run on: its affinity mask (``os.sched_getaffinity``: what a cgroup,
+    taskset or SLURM's binding gives it), at most ``SLURM_CPUS_PER_TASK`` inside a SLURM job."""
+    environ = os.environ if environ is None else environ
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS has no affinity
+        cores = os.cpu_count() or 1
+    slurm = environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        cores = min(cores, int(slurm))
+    return max(1, cores)
+
+
+def load_warning(load_1m: float, threads: int, cores: int | None = None) -> str | None:
+    """A warning when the 1-minute load average read before a measurement, rounded to whole
+    cores, exceeds the cores its ``threads`` leave free on the machine (``cores``, default
+    ``os.cpu_count()``: the load average counts the whole machine's runnable threads).
+
+    Then other processes competed with the measurement for cores: its rates are low and noisy
+    (``--threads 2`` on 2 busy cores measured decode 70x below a quiet machine). None otherwise.
+    """
+    cores = cores or os.cpu_count() or 1
+    free = max(0, cores - threads)
+    if round(load_1m) <= free:
+        return None
+    return (f"load average {load_1m:.2f} before the measurement exceeds the {free} of {cores} cores its {threads} "
+            "threads leave free: other processes competed for the cores, so these rates are low and noisy; "
+            "measure on a quiet machine or with fewer threads")
+
+
 def _stats(values: list[float]) -> tuple[float, float | None, float | None]:
     mean = fmean(values)
     if len(values) < 2:
@@ -133,7 +164,9 @@ def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None =
     a = Architecture.from_dict(arch)
     w = check_workload(workload, checkpoint)
     seed = int(w.get("seed", DEFAULT_SEED))
-    threads = int(hardware.get("threads", 1))
+    threads = owned_cores() if hardware.get("threads") is None else int(hardware["threads"])
+    if threads < 1:
+        raise ValueError(f"throughput.threads must be a positive integer, got {hardware['threads']!r}")
     interval = float(hardware.get("nvml_interval_s", 0.05))
     reader, nvml_reason = nvml_mod.open_reader(int(hardware.get("device_index", 0)), bool(hardware.get("require_nvml")))
     try:
@@ -207,6 +240,7 @@ def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None =
                 **m,
                 **summarise_repeats(repeats),
                 "load_average": m["machine_after"]["load_average_1m"],
+                "load_warning": load_warning(m["machine_before"]["load_average_1m"], threads),
                 "peak_memory_bytes": peak,
                 "peak_memory_kind": peak_kind,
                 "kv_cache_bytes": 2 * a.layers * a.kv_heads * a.head_dim * roof_dev["dtype_bytes"] * batch * max_seq,
@@ -222,6 +256,8 @@ def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None =
                 "nvml": window,
             }
             records.append(rec)
+            if rec["load_warning"]:
+                print(f"{a.arch_id} batch {batch}: warning: {rec['load_warning']}", file=sys.stderr)
             out_med = Estimate(**m["median"]["output_tokens_per_s"])
             print(
                 f"{a.arch_id} batch {batch} ({mode}): prefill {rec['prefill_latency_s'] * 1e3:.2f} ms, output "

@@ -21,6 +21,11 @@ from ..config import schema_default
 from ..study import hardware_keys, identity_keys
 
 
+def _fingerprint(arch_id: str, ident: dict[str, Any]) -> dict[str, Any]:
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    return {"arch_id": arch_id, "digest": digest, **ident}
+
+
 def hardware_defaults() -> dict[str, Any]:
     """The training hardware knobs' schema defaults, plus the device peak (None: no MFU)."""
     return {**{k: schema_default(f"training.{k}") for k in hardware_keys("training")}, "peak_flops": None}
@@ -79,14 +84,48 @@ class TrainJob:
         return max(1, math.ceil(int(self.budget["tokens"]) / self.tokens_per_step))
 
     @property
+    def schedule(self) -> dict[str, Any] | None:
+        """The warmup-stable-decay schedule of a branch of a multi-horizon run (None: cosine)."""
+        return self.budget.get("schedule")
+
+    @property
     def warmup_steps(self) -> int:
+        if self.schedule is not None:
+            return int(self.schedule["warmup_steps"])  # the same for every branch of the run
         return int(round(float(self.recipe["warmup_fraction"]) * self.steps))
+
+    @property
+    def decay_steps(self) -> int:
+        """Steps of the final decay: the whole run after warm-up (cosine) or the branch's decay."""
+        if self.schedule is None:
+            return self.steps - self.warmup_steps
+        return max(1, int(round(float(self.schedule["decay_fraction"]) * self.steps)))
+
+    @property
+    def branch_step(self) -> int | None:
+        """The step where this branch leaves the shared stable phase (None: a cosine run)."""
+        return None if self.schedule is None else self.steps - self.decay_steps
+
+    @property
+    def trunk_dir(self) -> Path | None:
+        """Checkpoints of the shared stable phase (``results/checkpoints/<trunk>/stable``): the
+        periodic ones, and under ``points/`` the kept state at each branch point."""
+        if self.schedule is None:
+            return None
+        return Path(self.checkpoint_dir).parent / str(self.schedule["trunk"]) / "stable"
 
     def fingerprint(self) -> dict[str, Any]:
         """What a resumable checkpoint must match to be resumed."""
         ident = {"arch": self.arch.to_dict(), "budget": self.budget, "recipe": self.recipe, "rope_base": self.rope_base}
-        digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-        return {"arch_id": self.arch_id, "digest": digest, **ident}
+        return _fingerprint(self.arch_id, ident)
+
+    def trunk_fingerprint(self) -> dict[str, Any]:
+        """What the stable phase's checkpoints must match to be continued: everything but the
+        branch's own budget and decay (every branch of a run shares it)."""
+        sched = {k: v for k, v in (self.schedule or {}).items() if k not in ("decay_fraction", "decay_style")}
+        ident = {"arch": self.arch.to_dict(), "stable": sched, "recipe": self.recipe, "rope_base": self.rope_base,
+                 "scale": self.budget.get("scale")}
+        return _fingerprint(self.arch_id, ident)
 
     # ---- (de)serialisation ----------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ completed, each atomically, metrics last.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from functools import partial
@@ -36,6 +37,9 @@ from . import tracking
 from .job import TrainJob
 from .lock import TrainerLock
 from .signals import Preempted, Preemption
+
+#: Under a run's stable-phase directory: the kept state at each branch point (never rotated).
+POINTS = "points"
 
 
 class TrainingDiverged(RuntimeError):
@@ -85,7 +89,7 @@ class _Trainer:
         from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
         from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
-        from ..data.dataset import Manifest, SampleSchedule, build_datasets
+        from ..data.dataset import Manifest, SampleSchedule, build_datasets, build_stream
         from ..model import build_model, causal_mask, count_parameters
 
         job, rt, rec, hw = self.job, self.runtime, self.job.recipe, self.job.hardware
@@ -99,7 +103,8 @@ class _Trainer:
         seq = job.seq_length
         chunk = self.schedule.micro_batch * self.dp_size
         self.eval_samples = max(1, math.ceil(int(rec["eval_tokens"]) / seq / chunk)) * chunk
-        self.train_ds, self.valid_ds = build_datasets(
+        build = build_stream if job.schedule is not None else build_datasets  # branches share their samples
+        self.train_ds, self.valid_ds = build(
             self.manifest, seq, job.steps * job.global_batch, self.eval_samples, seed=int(rec["seed"])
         )
 
@@ -136,6 +141,14 @@ class _Trainer:
             [self.ddp],
         )
         steps = job.steps
+        # cosine: warm-up then decay over the whole run; a branch of a multi-horizon run:
+        # warm-up, the stable phase at the peak, and its own decay (megatron-core's WSD). Its
+        # schedule is the job's own even when it continues a checkpoint of the stable phase
+        # written by another branch (override: the checkpoint's total steps are the other's).
+        wsd = {} if job.schedule is None else dict(
+            lr_decay_style="WSD", wsd_decay_steps=job.decay_steps, lr_wsd_decay_style=job.schedule["decay_style"],
+            use_checkpoint_opt_param_scheduler=False, override_opt_param_scheduler=True,
+        )
         self.scheduler = OptimizerParamScheduler(
             self.optimizer,
             init_lr=0.0,
@@ -143,11 +156,11 @@ class _Trainer:
             min_lr=lr * float(rec["min_lr_ratio"]),
             lr_warmup_steps=job.warmup_steps,
             lr_decay_steps=steps,
-            lr_decay_style="cosine",
             start_wd=float(rec["weight_decay"]),
             end_wd=float(rec["weight_decay"]),
             wd_incr_steps=steps,
             wd_incr_style="constant",
+            **({"lr_decay_style": "cosine"} | wsd),
         )
         self.mask = causal_mask(seq, device=str(self.device))
         from megatron.core.pipeline_parallel import get_forward_backward_func
@@ -256,8 +269,27 @@ def train(job: TrainJob, runtime, preemption: Preemption | None = None, log=_log
 
     Rank 0 holds the lock of the checkpoint directory throughout (:mod:`archscale.train.lock`):
     a second trainer of the same directory fails at once, naming the first one."""
-    with TrainerLock(job.checkpoint_dir, log=log, enabled=runtime.rank == 0):
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(TrainerLock(job.checkpoint_dir, log=log, enabled=runtime.rank == 0))
+        if job.trunk_dir is not None:  # the stable phase another branch of this run may continue
+            locks.enter_context(TrainerLock(job.trunk_dir, log=log, enabled=runtime.rank == 0))
         return _train(job, runtime, preemption, log)
+
+
+def _resume_point(job: TrainJob, root: Path, log) -> tuple[Path, int | None]:
+    """(directory, step) to resume from: the branch's own newest checkpoint; else, for a branch
+    of a multi-horizon run, the newest state of the shared stable phase at or before its branch
+    point (a kept branch point of a shorter branch, or a periodic one); else (root, None)."""
+    step = ckpt.latest_step(root)
+    if step is not None or job.trunk_dir is None:
+        return root, step
+    trunk = job.trunk_dir
+    ckpt.check_fingerprint(trunk, job.trunk_fingerprint(), log=log)
+    found = [(s, d) for d in (trunk, trunk / POINTS) for s in ckpt.complete_steps(d) if s <= job.branch_step]
+    if not found:
+        return root, None
+    step, where = max(found)
+    return where, step
 
 
 def _train(job: TrainJob, runtime, preemption: Preemption | None, log) -> dict[str, Any]:
@@ -289,13 +321,17 @@ def _train(job: TrainJob, runtime, preemption: Preemption | None, log) -> dict[s
     )
 
     start_step, curve, train_time, wall_before = 0, [], 0.0, 0.0
-    resumed_from = ckpt.latest_step(root)
+    source, resumed_from = _resume_point(job, root, log)
     if resumed_from is not None:
-        state = ckpt.load_checkpoint(root, resumed_from, tr.ddp, tr.optimizer, tr.scheduler)
+        state = ckpt.load_checkpoint(source, resumed_from, tr.ddp, tr.optimizer, tr.scheduler)
         start_step, curve = int(state["step"]), list(state["curve"])
         train_time, wall_before = float(state["train_time_s"]), float(state["wall_time_s"])
         torch.set_rng_state(state["rng_cpu"])
-        log(f"[archscale] resumed from {root / ckpt.iter_name(resumed_from)} (step {start_step}/{steps})")
+        log(f"[archscale] resumed from {source / ckpt.iter_name(resumed_from)} (step {start_step}/{steps})")
+    branch = job.branch_step
+    if branch is not None:
+        log(f"[archscale] warmup-stable-decay: warm-up {job.warmup_steps} steps, stable phase to step {branch} "
+            f"(shared with the run's other horizons, kept in {job.trunk_dir}), decay {job.decay_steps} steps")
     tracker = tracking.Tracker.open(job, runtime, start_step, train_time, log=log)  # TensorBoard / W&B
 
     def wall() -> float:
@@ -307,12 +343,16 @@ def _train(job: TrainJob, runtime, preemption: Preemption | None, log) -> dict[s
     min_s = float(hw["checkpoint_min_s"])
     saved_at = [train_time]  # training time covered by the newest checkpoint (or the start)
 
-    def save(step: int) -> None:
+    def save(step: int, where: Path | None = None, keep: int | None = None) -> None:
+        """A resumable checkpoint: in the stable phase of a multi-horizon run it belongs to the
+        run's trunk (any branch may continue it), after the branch point to this branch."""
+        if where is None:
+            where = job.trunk_dir if branch is not None and step <= branch else root
         saved_at[0] = train_time
         t = time.perf_counter()
         path = ckpt.save_checkpoint(
-            root, step, tr.ddp, tr.optimizer, tr.scheduler,
-            tr.trainer_state(step, curve, train_time, wall()), keep=int(hw["keep_checkpoints"]),
+            where, step, tr.ddp, tr.optimizer, tr.scheduler,
+            tr.trainer_state(step, curve, train_time, wall()), keep=int(hw["keep_checkpoints"]) if keep is None else keep,
         )
         log(f"[archscale] checkpoint {path} ({time.perf_counter() - t:.1f} s)")
 
@@ -356,6 +396,8 @@ def _train(job: TrainJob, runtime, preemption: Preemption | None, log) -> dict[s
                                     wall(), (steps - done) * sec_per_step)
                     + ("" if row["valid_loss"] is None else f" | valid {row['valid_loss']:.4f}"))
                 t_log, n_log = time.perf_counter(), 0
+            if done == branch and done not in ckpt.complete_steps(job.trunk_dir / POINTS):
+                save(done, job.trunk_dir / POINTS, keep=0)  # kept: the next horizon continues from here
             signum = _preempt_requested(pre, runtime.world_size)
             if signum is not None:
                 save(done)
@@ -447,4 +489,8 @@ def _metrics_record(job, runtime, tr, curve, train_time, valid_loss, resumed_fro
         "resumed_from_step": resumed_from,
         "recipe": job.recipe,
         "rope_base": job.rope_base,
+        "schedule": "cosine" if job.schedule is None else "wsd",
+        "warmup_steps": job.warmup_steps,
+        "decay_steps": job.decay_steps,
+        "branch_step": job.branch_step,
     }

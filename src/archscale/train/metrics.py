@@ -31,22 +31,23 @@ def throughput(
 
 
 def versions() -> dict[str, str]:
+    """Installed versions for provenance, from package metadata.
+
+    Never ``megatron.core.__version__``: from 0.18 it appends the git hash of the checkout that
+    encloses the package (archscale's own, in a virtual environment inside the repository).
+    ``torch_cuda`` is the CUDA version torch was built for (absent on CPU-only builds).
+    """
     import torch
 
-    from .. import __version__ as archscale_version
+    from ..provenance import versions as installed
 
-    try:
-        from megatron.core.package_info import __version__ as mcore
-    except ImportError:  # pragma: no cover
-        mcore = "unknown"
-    out = {"torch": torch.__version__, "megatron_core": mcore, "archscale": archscale_version,
-           "python": platform.python_version()}
-    try:
-        import transformer_engine
-
-        out["transformer_engine"] = transformer_engine.__version__
-    except ImportError:
-        pass
+    found = installed("torch", "megatron-core", "archscale", "transformer-engine")
+    out = {"torch": found["torch"] or torch.__version__, "megatron_core": found["megatron-core"] or "unknown",
+           "archscale": found["archscale"] or "unknown", "python": platform.python_version()}
+    if torch.version.cuda:
+        out["torch_cuda"] = torch.version.cuda
+    if found["transformer-engine"]:
+        out["transformer_engine"] = found["transformer-engine"]
     return out
 
 

@@ -1,6 +1,11 @@
-"""Helpers of the integration tests: a copy of the workflow in a temporary directory, Snakemake
-runs in it (locally or through the SLURM profile, as a user types them), dry-run parsing, and
-what the SLURM controller says about the jobs."""
+"""The one Snakemake runner of the tests, and what reads its output.
+
+* :func:`copy_workflow`: a user's checkout (Snakefile, workflow, config, ...) in a temp directory;
+* :func:`snakemake`: ``snakemake ARGS`` in a directory as a user types it (or on another
+  Snakefile, for the rule-level tests), output merged into one log under ``test-logs/``;
+* dry-run parsing (:func:`parse_jobs`, :func:`job_stats`, :func:`nothing_to_do`);
+* what the SLURM controller says about the jobs (:func:`squeue_jobs`, :func:`slurm_status`).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+#: The tiny study every test that needs a finished workflow reads (tests/conftest.py).
+TINY_CONFIG = "config/test-tiny.yaml"
 SNAKEMAKE = str(BIN / "snakemake")
 #: What a user's checkout holds that a run needs (results/, logs/, .snakemake/ are NOT copied).
 WORKFLOW_FILES = ["Snakefile", "workflow", "config", "profiles", "resources", "src", "environment.yml",
@@ -74,6 +81,13 @@ class Run:
     seconds: float
     log: Path
 
+    @property
+    def stdout(self) -> str:
+        """The merged output (stdout and stderr of Snakemake share one log)."""
+        return self.output
+
+    stderr = stdout
+
     def tail(self, n: int = 6000) -> str:
         return f"$ snakemake {' '.join(self.args)}  (exit {self.returncode}, {self.seconds:.0f} s, log {self.log})\n" + self.output[-n:]
 
@@ -82,11 +96,17 @@ _counter = iter(range(10**6))
 
 
 def snakemake(workdir: Path, *args: str, timeout: float = 900, check: bool = True,
-              env: dict[str, str] | None = None) -> Run:
-    """Run ``snakemake ARGS`` with ``workdir`` as the current directory (as a user would)."""
+              env: dict[str, str] | None = None, snakefile: Path | None = None) -> Run:
+    """Run ``snakemake ARGS`` with ``workdir`` as the current directory (as a user would).
+
+    ``snakefile``: run another Snakefile on ``workdir`` (``--snakefile ... --directory workdir``,
+    two cores), as the rule-level tests do with the repository's."""
+    workdir = Path(workdir)
     logdir = workdir / "test-logs"
-    logdir.mkdir(exist_ok=True)
+    logdir.mkdir(parents=True, exist_ok=True)
     log = logdir / f"{next(_counter):03d}.log"
+    if snakefile is not None:
+        args = ("--cores", "2", "--directory", str(workdir), "--snakefile", str(snakefile), *args)
     start = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.run([SNAKEMAKE, *args], cwd=workdir, stdout=fh, stderr=subprocess.STDOUT,
