@@ -27,12 +27,13 @@ run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html
 	@echo "report: results/report.html"
 
-## Unit, rule-level and integration tests: two pytest-xdist workers (the tests that read the one
-## tiny study share a worker: --dist loadgroup), then the tests that need both cores alone
-## (marker `serial`). Every test has a timeout (pyproject.toml); the 15 slowest are listed.
+## Unit, rule-level and integration tests: two pytest-xdist workers, a test file per worker at a
+## time (--dist loadfile: the tests that read the one tiny study live in one file, so it runs
+## once), then the tests that need both cores alone (marker `serial`). Every test has a timeout
+## (pyproject.toml); the 15 slowest are listed.
 PYTEST := PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest -q
 test: $(STAMP)
-	$(PYTEST) -n 2 --dist loadgroup --durations=15 -m "not serial$(if $(MARKERS), and ($(MARKERS)))" tests
+	$(PYTEST) -n 2 --dist loadfile --durations=15 -m "not serial$(if $(MARKERS), and ($(MARKERS)))" tests
 	$(PYTEST) --durations=5 -m "serial$(if $(MARKERS), and ($(MARKERS)))" tests
 
 ## Library unit tests that train nothing and run no workflow (marker `slow` excluded): seconds.

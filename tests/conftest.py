@@ -3,16 +3,16 @@
 * ``default_config``: the embedded default config (config/config.yaml) as a dict to edit.
 * ``tiny_study`` (session): ONE complete run of the tiny study (``snakemake --cores 2
   --configfile config/test-tiny.yaml`` in a temp copy of the workflow, every rule of the DAG),
-  shared by every test that needs a finished workflow: partial reruns, config faults, the
-  kill-and-unlock test (on its own copy, ``tiny_copy``). The embedded default itself is run end
+  shared by every test that needs a finished workflow (tests/integration/test_tiny_study.py:
+  partial reruns, config faults, the kill-and-unlock test on its own copy, ``tiny_copy``). The embedded default itself is run end
   to end by ``make run`` in CI, as a user runs it, not by the tests.
 * ``slurm_cluster``: the single-node cluster of ``tests/slurm/start.sh``. Tests that need it are
   marked ``@pytest.mark.slurm`` and SKIP, saying why, when no cluster answers; with
   ``ARCHSCALE_REQUIRE_SLURM=1`` (set by ``.ci/run``) a missing cluster is a failure instead.
 
-Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) a session fixture is built
-once per worker: the tests that read the tiny study share the ``xdist_group`` "tiny_study", so
-they all run on one worker and the study is run once.
+Under pytest-xdist (``make test`` runs ``-n 2 --dist loadfile``) a session fixture is built
+once per worker: the tests that read the tiny study live in one file
+(tests/integration/test_tiny_study.py), so they run on one worker and the study runs once.
 """
 
 from __future__ import annotations

@@ -231,7 +231,11 @@ def throughput_figure(runs: pd.DataFrame, results: list[dict], path: str | Path)
             _log_x(ax)
         ax.set_xlabel(label)
         _tokens_axis(ax)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        else:  # no one-knob sweep of this knob at this scale
+            ax.text(0.5, 0.5, f"no {label} sweep at {scale}", ha="center", va="center", transform=ax.transAxes,
+                    fontsize=8, color="#666666")
     axes[0][0].set_ylabel("output tokens/s")
     devices = ", ".join(sorted({str(d) for d in at["throughput_device"].dropna()})) if "throughput_device" in at else ""
     _save(fig, path)
