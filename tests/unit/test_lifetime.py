@@ -308,3 +308,18 @@ def test_report_figure_and_table(at_1e9, tmp_path):
     assert caption.count("\n") == 0 and "s100k-default" in caption
     table = lifetime_table_html(at_1e9)
     assert table.count("<tr>") == 1 + len(at_1e9["choices"]) and "cost model" in table
+
+
+def test_a_chinchilla_part_fitted_on_one_token_budget_per_n_is_not_used_to_price_d():
+    """A fit whose own warning says N and D are collinear (every run at one tokens per parameter,
+    as the embedded default) would pick absurd D (tens of tokens); the search falls back to the
+    stated assumption and says why."""
+    fitted = {"params": {**HOFFMANN, "beta": 7.2}, "warnings": [
+        "N and D are (nearly) collinear (constant tokens per parameter): A, alpha and B, beta are not "
+        "separately identifiable; only the loss along the sampled N-D line is constrained"]}
+    law = replace(chinchilla_only(), chinchilla=fitted)
+    lm = LossModel(law)
+    assert lm.params["beta"] != 7.2
+    assert "is not identified (N and D are (nearly) collinear" in lm.l_opt_source
+    assert lm.l_opt_source.startswith("assumption")
+    assert LossModel(chinchilla_only()).params == HOFFMANN  # an identified part is used as is

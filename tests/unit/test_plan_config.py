@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def default_config():
+    """The default config as archscale loads it (validated, schema defaults filled, numbers
+    canonical), where tests/conftest.py's is the file as written."""
     return load_config(ROOT / "config" / "config.yaml")
 
 

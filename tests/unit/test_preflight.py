@@ -19,11 +19,6 @@ from archscale.preflight import check_study, preflight
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def default_config() -> dict:
-    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-
-
 def numeric_key_paths(schema: dict, config: dict) -> list[tuple]:
     """Every path of ``config`` (defaults filled) holding a number where the schema says number."""
     out = []

@@ -216,7 +216,8 @@ def fit_chinchilla(
         raise FitError(
             f"Chinchilla law not identifiable: {shown} (each of N and D needs at least {MIN_DISTINCT} to fit "
             "its coefficient and exponent; one scale or one token budget cannot separate its term from E). "
-            "Add runs at more (N, D) budgets or use the empirical reference"
+            "Add runs at more (N, D) budgets (a scale's horizons: give several from one run per architecture "
+            "and seed) or use the empirical reference"
         )
     if np.ptp(ln_d - ln_n) < 1e-6 or abs(np.corrcoef(ln_n, ln_d)[0, 1]) > 0.999:
         warnings.append(

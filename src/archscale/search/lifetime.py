@@ -173,6 +173,16 @@ def check_demand(demand: float, what: str = "lifetime tokens") -> float:
 
 
 # ---- the loss model: tokens needed to meet the target ----------------------------------
+def chinchilla_not_identified(chinchilla: dict | None) -> str | None:
+    """Why a fitted Chinchilla part cannot price D (its fit's own warning: N and D collinear, a
+    coefficient without effect), or None. Such a fit reproduces the runs' one N-D line and says
+    nothing about other budgets: a lifetime optimum read from it would be an artefact."""
+    for text in (chinchilla or {}).get("warnings") or []:
+        if "collinear" in text or "not identifiable" in text:
+            return text.split(":")[0]
+    return None
+
+
 class LossModel:
     """Predicted loss of a shape at (N, D), and the tokens it needs to meet a target."""
 
@@ -183,12 +193,15 @@ class LossModel:
             raise LifetimeError(f"interval level: {level} must lie in (0, 1)")
         self.law, self.form, self.level = law, form or law.default_form, float(level)
         law._form(self.form)  # an unknown form is a LawError naming the law's forms
-        if law.chinchilla and "params" in law.chinchilla:
+        unidentified = chinchilla_not_identified(law.chinchilla)
+        if law.chinchilla and "params" in law.chinchilla and not unidentified:
             self.params, self.l_opt_source = dict(law.chinchilla["params"]), f"law '{law.name}' (its Chinchilla part)"
         else:
             self.params = dict(EPOCH_CHINCHILLA)
-            self.l_opt_source = (f"{ASSUMPTION}: Epoch AI's Chinchilla fit (Besiroglu et al. 2024); law '{law.name}' "
-                                 "has no Chinchilla part, so L_opt(N, D) away from its runs needs one")
+            why = (f"the Chinchilla part of law '{law.name}' is not identified ({unidentified})" if unidentified
+                   else f"law '{law.name}' has no Chinchilla part")
+            self.l_opt_source = (f"{ASSUMPTION}: Epoch AI's Chinchilla fit (Besiroglu et al. 2024); {why}, so "
+                                 "L_opt(N, D) away from its runs needs one")
         self.samples = law.samples(self.form)
         self.interval_reason = None if self.samples is not None else (
             f"law '{law.name}' carries no bootstrap samples: the point prediction is the constraint")
