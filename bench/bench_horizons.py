@@ -1,7 +1,7 @@
 """Multi-horizon runs against separate cosine runs, through the workflow itself.
 
 For one architecture of the embedded default's kind (N about 50k, d/sqrt(N) 0.35, r 1) at
-several seeds, this trains, with ``snakemake --until train`` on the shipped sample:
+several seeds, this trains, with the workflow on the shipped sample:
 
 * separate cosine runs to each token budget D in HORIZONS (one scale per budget, same N), and
 * one warmup-stable-decay run per seed whose decay branches end at the same budgets
@@ -34,7 +34,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from archscale.analysis.paired import paired_t  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from archscale.analysis.paired import difference  # noqa: E402
 
 N_TARGET = 50_000
 FILES = ["Snakefile", "workflow", "config", "profiles", "resources", "src", "environment.yml", "pyproject.toml"]
@@ -56,7 +58,10 @@ def run_study(root: Path, scales: list[dict], cores: int) -> list[dict]:
     overlay = {"scales": scales, "search": {"targets": []}}
     (root / "config" / "bench.yaml").write_text(yaml.safe_dump(overlay))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    cmd = [str(Path(sys.executable).with_name("snakemake")), "--cores", str(cores), "--until", "train",
+    # up to the runs table (throughput of the one architecture: seconds); `--until train` stops
+    # short of the chained decay branches (Snakemake's "out of jobs ready" with a rule that
+    # depends on itself)
+    cmd = [str(Path(sys.executable).with_name("snakemake")), "--cores", str(cores), "--until", "aggregate",
            "--configfile", "config/bench.yaml"]
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     if proc.returncode:
@@ -88,12 +93,14 @@ def main() -> None:
         c = {r["seed"]: r for r in cosine if r["tokens"] == tokens}
         w = {r["seed"]: r for r in wsd if r["tokens"] == tokens}
         seeds = sorted(set(c) & set(w))
-        diff = paired_t([w[s]["valid_loss"] for s in seeds], [c[s]["valid_loss"] for s in seeds])
+        d = difference(pd.Series({s: w[s]["valid_loss"] for s in seeds}), pd.Series({s: c[s]["valid_loss"] for s in seeds}),
+                       method="paired")
+        diff = {"estimate": d.estimate, "ci95": d.ci, "se": d.se, "method": d.method, "seeds": d.n}
         rows.append({"tokens_per_param": h, "tokens": tokens, "seeds": seeds,
                      "cosine_loss": [c[s]["valid_loss"] for s in seeds], "wsd_loss": [w[s]["valid_loss"] for s in seeds],
                      "wsd_minus_cosine": diff})
     compute = {
-        "cosine": {"tokens": sum(r["steps"] for r in cosine), "train_time_s": sum(r["train_time_s"] for r in cosine)},
+        "cosine": {"steps_trained": sum(r["steps"] for r in cosine), "train_time_s": sum(r["train_time_s"] for r in cosine)},
         # a branch continued from the kept stable phase carries the trunk's time: count each trunk once
         "wsd": {"steps_trained": sum(r["steps"] - (r["resumed_from_step"] or 0) for r in wsd)},
     }

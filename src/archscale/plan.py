@@ -79,7 +79,7 @@ class TrainRun:
     """One training job: an architecture at one seed, trained to ``tokens``.
 
     ``trunk`` is the id shared by the branches of one multi-horizon run (the arch id at the
-    seed; its stable phase lives in ``results/checkpoints/<trunk>/stable``); ``schedule`` is
+    seed; its stable phase lives in ``results/checkpoints/<trunk>-stable``); ``schedule`` is
     None for a plain cosine run. ``previous`` is the run id of the next shorter branch of the
     same trunk (it trains the stable phase this branch continues), or None."""
 

@@ -231,6 +231,10 @@ def test_training_learns_and_writes_outputs(tmp_path, manifest):
     assert "step 150/150" in out and "tokens/s" in out and "eta" in out
     # checkpoints: last two kept, pointer on the final step
     assert ckpt.complete_steps(job.checkpoint_dir) == [125, 150] and ckpt.latest_step(job.checkpoint_dir) == 150
+    # the dataset indices in the run's private cache, none beside the shared data (concurrent
+    # jobs building the same indices there read each other's half-written files)
+    assert any(Path(job.dataset_cache_dir).rglob("*.npy")) and not any(manifest.parent.rglob("*.npy"))
+    assert job.dataset_cache_dir != make_job(tmp_path / "other", manifest, tokens=150 * 512).dataset_cache_dir
 
     # the final checkpoint loads into a fresh model that reproduces the validation loss
     code = f"""

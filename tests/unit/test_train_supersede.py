@@ -144,8 +144,9 @@ def test_invalid_recipe_after_a_finished_run_loses_nothing(tmp_path, manifest):
     assert code != 0
     aside = tmp_path / "results" / "superseded" / "a1" / good.fingerprint()["digest"]
     assert "moved aside to" in out and str(aside) in out
-    assert {k: v for k, v in tree_digest(aside).items() if k != "job.json"} == \
-        {k: v for k, v in checkpoints.items() if k != "job.json"}
+    got = {k: v for k, v in tree_digest(aside).items() if k != "job.json"}
+    want = {k: v for k, v in checkpoints.items() if k != "job.json"}
+    assert got == want, (sorted(set(got) ^ set(want)), [k for k in got if k in want and got[k] != want[k]])
     assert {k[len("result/"):]: v for k, v in tree_digest(aside).items() if k.startswith("result/")} == outputs
 
     code, out = run_job(good)  # the config is fixed: the old result comes back as it was

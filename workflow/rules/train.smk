@@ -1,7 +1,7 @@
 # One megatron-core training job per run (an architecture at one seed: {run} is its arch id
 # for the base seed, arch id + -s<seed> otherwise; with token horizons, one job per decay
 # branch, + -D<tokens>). Resumable checkpoints live in results/checkpoints/{run}/ (and the
-# shared stable phase of a multi-horizon run in results/checkpoints/<arch id[-s<seed>]>/stable/),
+# shared stable phase of a multi-horizon run in results/checkpoints/<arch id[-s<seed>]>-stable/),
 # outside the declared outputs, so Snakemake never deletes them: re-running a killed or
 # preempted job resumes from the latest one, and a new horizon continues the stable phase.
 

@@ -108,11 +108,23 @@ class TrainJob:
 
     @property
     def trunk_dir(self) -> Path | None:
-        """Checkpoints of the shared stable phase (``results/checkpoints/<trunk>/stable``): the
-        periodic ones, and under ``points/`` the kept state at each branch point."""
+        """Checkpoints of the shared stable phase (``results/checkpoints/<trunk>-stable``, beside
+        the branches' own directories): the periodic ones, and under ``points/`` the kept state at
+        each branch point."""
         if self.schedule is None:
             return None
-        return Path(self.checkpoint_dir).parent / str(self.schedule["trunk"]) / "stable"
+        return Path(self.checkpoint_dir).parent / f"{self.schedule['trunk']}-stable"
+
+    @property
+    def dataset_cache_dir(self) -> Path:
+        """The dataset index cache of this job (megatron-core writes its shuffle indices there).
+
+        Private to the run (the branches of a multi-horizon run share it: they run one after the
+        other): megatron-core's default cache beside the data is shared by every job, and two
+        jobs building the same indices at once read each other's half-written files."""
+        name = str(self.schedule["trunk"]) if self.schedule is not None else Path(self.checkpoint_dir).name
+        # beside the checkpoint directories, like their locks: never part of what is moved aside
+        return Path(self.checkpoint_dir).parent / f"{name}.dataset-cache"
 
     def fingerprint(self) -> dict[str, Any]:
         """What a resumable checkpoint must match to be resumed."""

@@ -105,7 +105,8 @@ class _Trainer:
         self.eval_samples = max(1, math.ceil(int(rec["eval_tokens"]) / seq / chunk)) * chunk
         build = build_stream if job.schedule is not None else build_datasets  # branches share their samples
         self.train_ds, self.valid_ds = build(
-            self.manifest, seq, job.steps * job.global_batch, self.eval_samples, seed=int(rec["seed"])
+            self.manifest, seq, job.steps * job.global_batch, self.eval_samples, seed=int(rec["seed"]),
+            cache_dir=job.dataset_cache_dir,
         )
 
         torch.manual_seed(int(rec["seed"]))
