@@ -65,7 +65,9 @@ def run_study(root: Path, scales: list[dict], cores: int) -> list[dict]:
            "--configfile", "config/bench.yaml"]
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     if proc.returncode:
-        raise SystemExit(proc.stdout[-3000:] + proc.stderr[-3000:])
+        failed = [log.read_text()[-20000:] for log in sorted((root / "logs" / "train").glob("*.log"))
+                  if "exited with code" in log.read_text()]
+        raise SystemExit(proc.stdout[-2000:] + proc.stderr[-2000:] + "\n" + "\n".join(failed[:1]))
     out = []
     for path in sorted((root / "results" / "train").glob("*/metrics.json")):
         m = json.loads(path.read_text())

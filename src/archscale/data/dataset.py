@@ -78,6 +78,14 @@ class Manifest:
                         raise FileNotFoundError(f"{path}: {split} dataset {p}{ext} does not exist")
         return out
 
+    @property
+    def train_tokens(self) -> int:
+        """Tokens of the training split (the .bin files hold them back to back)."""
+        import numpy as np
+
+        size = np.dtype(self.dtype).itemsize
+        return sum(Path(p + ".bin").stat().st_size for p in self.train[0]) // size
+
 
 def _blend(prefixes: list[str], weights: list[float]):
     # A single dataset needs no BlendedDataset; megatron wants weights None then.
@@ -129,17 +137,17 @@ def build_datasets(
 
 class EpochStream:
     """Training samples as a stream of epochs, each its own shuffle: sample ``i`` is sample
-    ``i % n`` of epoch ``i // n``.
+    ``i % n`` of epoch ``i // n`` (``n``: the samples of one pass over the training split).
 
-    megatron-core shuffles all the epochs a dataset needs at once, so its order of the first
-    samples depends on how many samples were asked for once a run needs a second epoch. The
-    branches of a multi-horizon run share their stable phase and must read the same samples
-    there whatever their length: here the order is a function of (seed, sample index) alone.
-    Epoch 0 is megatron's order for the seed; epoch ``e`` reshuffles with ``seed + e``."""
+    megatron-core draws all the samples a dataset is asked for at once (and a blend of shards
+    sizes itself by the request), so its order of the first samples depends on how many were
+    asked for. The branches of a multi-horizon run share their stable phase and must read the
+    same samples there whatever their length: here every epoch is asked for exactly one pass,
+    and the order is a function of (seed, sample index) alone. Epoch ``e`` uses ``seed + e``."""
 
-    def __init__(self, epochs: list):
+    def __init__(self, epochs: list, epoch_samples: int):
         self.epochs = epochs
-        self.epoch_samples = len(epochs[0])
+        self.epoch_samples = int(epoch_samples)
 
     def __len__(self) -> int:
         return self.epoch_samples * len(self.epochs)
@@ -153,11 +161,12 @@ def build_stream(manifest: Manifest, seq_length: int, train_samples: int, valid_
                  cache_dir: str | Path | None = None):
     """(train :class:`EpochStream`, valid) with at least ``train_samples`` training samples, in
     an order that does not depend on ``train_samples``."""
-    first, valid = build_datasets(manifest, seq_length, 1, valid_samples, seed, cache_dir)
+    per_epoch = max(1, manifest.train_tokens // int(seq_length))
+    first, valid = build_datasets(manifest, seq_length, per_epoch, valid_samples, seed, cache_dir)
     epochs = [first]
-    while len(first) * len(epochs) < train_samples:
-        epochs.append(build_datasets(manifest, seq_length, 1, 1, seed + len(epochs), cache_dir)[0])
-    return EpochStream(epochs), valid
+    while per_epoch * len(epochs) < train_samples:
+        epochs.append(build_datasets(manifest, seq_length, per_epoch, 1, seed + len(epochs), cache_dir)[0])
+    return EpochStream(epochs, per_epoch), valid
 
 
 @dataclass(frozen=True)
