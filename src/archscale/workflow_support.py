@@ -66,3 +66,11 @@ def isolated_threads(local_exec: bool, cores: int | None, configured: int) -> in
     if local_exec and cores:
         return max(int(cores), int(configured))
     return int(configured)
+
+
+def invoked_as_dry_run(argv: list[str]) -> bool:
+    """Whether the command line is a dry-run (``snakemake -n``, ``-np``, ``--dry-run``): Snakemake
+    knows it only once its executor is chosen, after the Snakefile is parsed, and what the
+    workflow does at parse time (repairing damaged outputs) must not happen in a dry-run."""
+    flags = ("-n", "--dry-run", "--dryrun", "--just-print")
+    return any(a in flags or (a.startswith("-") and not a.startswith("--") and "n" in a[1:]) for a in argv)

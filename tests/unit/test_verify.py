@@ -121,3 +121,13 @@ def test_cli_reports_then_fixes(tmp_path, capsys):
     assert "curve.parquet: missing" in capsys.readouterr().out
     pd.DataFrame({"step": [1]}).to_parquet(d / "curve.parquet")  # what the rerun writes
     assert main(["verify", "--results", str(tmp_path)]) == 0
+
+
+@pytest.mark.parametrize("argv,dry", [
+    (["-n"], True), (["--cores", "2", "-np"], True), (["--dry-run"], True), (["--dryrun", "x"], True),
+    (["--cores", "2"], False), (["--configfile", "config/test-tiny.yaml"], False), ([], False),
+])
+def test_the_workflow_repairs_nothing_in_a_dry_run(argv, dry):
+    from archscale.workflow_support import invoked_as_dry_run
+
+    assert invoked_as_dry_run(argv) is dry

@@ -1,12 +1,13 @@
 # Config validation, grid expansion, wildcard constraints and input functions.
 import os
+import sys
 from pathlib import Path
 
 from snakemake.logging import logger
 
 from archscale.config import ConfigError, read_yaml
 from archscale.preflight import preflight
-from archscale.workflow_support import runtime_string
+from archscale.workflow_support import invoked_as_dry_run, runtime_string
 
 try:
     # The config files as archscale reads them: a YAML error names file, line and column.
@@ -29,6 +30,7 @@ ARCH_IDS = PLAN.ids
 TRAIN_IDS = PLAN.train_ids  # every seed of every architecture (archscale.plan.run_id)
 SEARCH_TARGETS = STUDY.search_target_names()
 
+
 # Finished outputs are checked, not trusted (archscale verify): a damaged or missing output of a
 # finished run is restored from the copy kept at completion, else deleted and rebuilt (REBUILD
 # joins the default targets: the default target never asks for final/ itself). Only the main
@@ -41,7 +43,7 @@ else:
     DAMAGED = []
 for _damage in DAMAGED:
     logger.warning(f"archscale verify: {_damage.line()}")
-if DAMAGED and not workflow.dryrun:
+if DAMAGED and not invoked_as_dry_run(sys.argv[1:]):
     REBUILD = [
         d.target
         for d in repair(
