@@ -328,12 +328,19 @@ def load_layered(files: list[str | Path], base: str | Path | None = WORKFLOW_CON
     Snakefile's ``config/config.yaml`` (``base``; None = no base) and merges each file on top
     (mappings merged key by key, lists and values replaced), then validates once."""
     paths = layered_files(files, base)
+    return validate_config(layered_raw(files, base), source=" + ".join(map(str, paths)))
+
+
+def layered_raw(files: list[str | Path], base: str | Path | None = WORKFLOW_CONFIG) -> dict:
+    """The config as ``snakemake --configfile files`` merges it, as written (not validated, so
+    without schema defaults): what an overlay's ``scales`` must repeat."""
+    paths = layered_files(files, base)
     if not paths:
         raise ConfigError(f"no config file: {base} does not exist and no file was given")
     config: dict = {}
     for path in paths:
         config = deep_merge(config, read_yaml(path))
-    return validate_config(config, source=" + ".join(map(str, paths)))
+    return config
 
 
 def deep_merge(base: dict, extra: dict) -> dict:

@@ -85,7 +85,8 @@ def cmd_sequential(args: argparse.Namespace) -> int:
     """``--science --suggest --from-results DIR [--overlay-out PATH]``: close the loop of a finished run."""
     from ..config import ConfigError, layered_files
     from ..law.calibration import json_clean
-    from ..science.overlay import layered_raw, overlay_yaml
+    from ..config import layered_raw
+    from ..science.overlay import overlay_yaml
     from ..science.suggest import format_sequential, load_results, sequential_design
 
     fail = "archscale plan --science --from-results"

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..arch import Architecture
-from ..config import ConfigError, load_config, schema_default
+from ..config import ConfigError, schema_default
 from ..io import read_json, write_json, write_parquet
 from ..study import Study
 from ..search import (
@@ -39,7 +39,7 @@ from ..search import (
     throughput_at,
 )
 from . import search_lifetime, search_scale
-from .search_inputs import _read_runs, _settings, target_from_runs  # noqa: F401 (re-exported)
+from .search_inputs import _read_runs, _settings, read_inputs, target_from_runs  # noqa: F401 (re-exported)
 from ..search.anyscale import attach_probabilities
 from .table import print_table
 
@@ -132,12 +132,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         if args.fit:
             raise SearchError("give the fit once: --fit FILE or --law FILE")
         args.fit = search_scale.fit_file_of(args.law)
-    missing = [f for f, v in (("--runs", args.runs), ("--fit", args.fit), ("--cost-model", args.cost_model)) if v is None]
-    if missing:
-        raise SearchError(f"give {', '.join(missing)} (or --law LAW to search from a law without runs)")
-    config = load_config(args.config) if args.config else None
-    runs = _read_runs(args.runs)
-    conditional = read_json(args.fit)
+    config, runs, conditional = read_inputs(args, SearchError)
     cost_model = read_json(args.cost_model)
     settings = _settings(args, config)
     if config:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..arch import Architecture, Scale
-from ..config import schema_default
+from ..config import load_config, schema_default
+from ..io import read_json
 from ..search import SearchError, SearchSettings, SearchTarget
 from ..study import Study
 
@@ -88,3 +89,13 @@ def _settings(args: argparse.Namespace, config: dict | None) -> SearchSettings:
     }
     base.update({k: v for k, v in flags.items() if v is not None})
     return SearchSettings.from_dict(base)
+
+
+def read_inputs(args: argparse.Namespace, error: type[Exception]) -> tuple[dict | None, pd.DataFrame, dict]:
+    """(config or None, runs table, fit) of a search from runs: --runs, --fit and --cost-model
+    all given, else ``error`` naming the missing flags."""
+    missing = [f for f, v in (("--runs", args.runs), ("--fit", args.fit), ("--cost-model", args.cost_model)) if v is None]
+    if missing:
+        raise error(f"give {', '.join(missing)} (or --law LAW to search from a law without runs)")
+    config = load_config(args.config) if args.config else None
+    return config, _read_runs(args.runs), read_json(args.fit)

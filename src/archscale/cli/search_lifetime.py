@@ -159,14 +159,9 @@ def _config_targets(args, settings, cost_model, records) -> dict:
     from ..search import LawModel, cost_model_efficiency, run_search
     from ..search.algorithm import fitted_ranges
     from ..study import Study
-    from .search_inputs import _read_runs, _settings as search_settings, target_from_runs
+    from .search_inputs import _settings as search_settings, read_inputs, target_from_runs
 
-    missing = [f for f, v in (("--runs", args.runs), ("--fit", args.fit), ("--cost-model", args.cost_model)) if v is None]
-    if missing:
-        raise LifetimeError(f"give {', '.join(missing)} (or --law LAW to search from a law without runs)")
-    config = load_config(args.config) if args.config else None
-    runs = _read_runs(args.runs)
-    conditional = read_json(args.fit)
+    config, runs, conditional = read_inputs(args, LifetimeError)
     s = search_settings(args, config)
     if config:
         targets = Study.from_config(config).search_targets

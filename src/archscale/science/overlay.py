@@ -17,25 +17,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..config import WORKFLOW_CONFIG, deep_merge, layered_files, read_yaml
+from ..config import deep_merge
 from ..plan import Plan, TrainRun, build_plan
-
-
-def layered_raw(files: list[str | Path], base: str | Path | None = WORKFLOW_CONFIG) -> dict:
-    """The config as ``snakemake --configfile files`` merges it, as written (not validated, so
-    without schema defaults): what an overlay's ``scales`` must repeat."""
-    paths = layered_files(files, base)
-    if not paths:
-        raise ValueError(f"no config file: {base} does not exist and no file was given")
-    out: dict = {}
-    for path in paths:
-        out = deep_merge(out, read_yaml(path))
-    return out
 
 
 @dataclass(frozen=True)
