@@ -36,7 +36,8 @@ from helpers.workflow import (
     write_config,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.slow]
+# Training on the cluster, interrupted and resumed: above the suite's 300 s per test.
+pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 #: Seconds to wait for a training job to reach a checkpoint (job start-up included).
 CHECKPOINT_WAIT = 600

@@ -26,7 +26,8 @@ from helpers.workflow import (
     submitted,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.slow]
+# The whole tiny study through the SLURM profile: its own timeout, above the suite's 300 s.
+pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 CONFIG = "config/test-tiny.yaml"
 
