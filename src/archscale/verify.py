@@ -81,8 +81,11 @@ def parquet_problem(path: Path) -> str | None:
 
 
 def _files(root: Path) -> dict[str, int]:
-    """Relative path -> size of every file under ``root``."""
-    return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
+    """Relative path -> size of every file under ``root``, without the marker Snakemake adds to a
+    directory output once its job finished (``.snakemake_timestamp``: the kept copy, written by
+    the job, never has it)."""
+    return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.startswith(".snakemake")}
 
 
 def checkpoint_problem(path: Path) -> str | None:
