@@ -82,7 +82,15 @@ def test_results_of_the_slurm_run(slurm_run):
 
     runs = pd.read_parquet(out / "runs.parquet")
     plan = pd.read_parquet(out / "plan" / "plan.parquet")
-    assert sorted(runs["arch_id"]) == sorted(plan["arch_id"])
+    assert set(runs["arch_id"]) == set(plan["arch_id"])
+    # one row per training job: every seed and horizon branch (typed columns, not parsed ids)
+    from archscale.plan import build_plan
+    from helpers.workflow import load_config, merged
+
+    planned = build_plan(merged(load_config(workdir), config)).train_runs
+    assert sorted(runs["run_id"]) == sorted(planned)
+    assert {(r.run_id, int(r.seed), int(r.tokens)) for r in runs.itertuples()} == \
+        {(k, t.seed, t.tokens) for k, t in planned.items()}
     assert runs["valid_loss"].notna().all() and (runs["valid_loss"] > 0).all()
 
 
