@@ -285,6 +285,19 @@ def seed_spread(runs, value: str = "valid_loss", by: str = "arch_id"):
     return out.reset_index()
 
 
+def _architectures_of_runs(metrics: dict[str, Path], planned_runs: dict[str, dict], plan: dict,
+                           plan_path) -> dict[str, str]:
+    """run id -> architecture: the plan's typed run when given, a run named by its arch id, else
+    the record's; every one must be in the plan."""
+    arch_of = {run: planned_runs[run]["arch_id"] if run in planned_runs
+               else run if run in plan else TrainingRecord.read(path).arch_id
+               for run, path in metrics.items()}
+    for run, arch in arch_of.items():
+        if arch not in plan:
+            raise RecordError(f"{metrics[run]}: architecture '{arch}' of run '{run}' is not in the plan {plan_path}")
+    return arch_of
+
+
 def aggregate_runs(
     plan_path: str | Path,
     metrics_paths: Iterable[str | Path],
@@ -309,13 +322,7 @@ def aggregate_runs(
     metrics = {Path(p).parent.name: Path(p) for p in metrics_paths}
     through = {Path(p).stem: Path(p) for p in throughput_paths}
     planned_runs = {r["run_id"]: r for r in (train_runs or [])}
-    # a run's architecture is its record's (its plan row's when the plan's runs are given)
-    arch_of = {run: planned_runs[run]["arch_id"] if run in planned_runs
-               else run if run in plan else TrainingRecord.read(path).arch_id
-               for run, path in metrics.items()}
-    for run, arch in arch_of.items():
-        if arch not in plan:
-            raise RecordError(f"{metrics[run]}: architecture '{arch}' of run '{run}' is not in the plan {plan_path}")
+    arch_of = _architectures_of_runs(metrics, planned_runs, plan, plan_path)
     if set(arch_of.values()) != set(through):
         only_m = sorted(set(arch_of.values()) - set(through))
         only_t = sorted(set(through) - set(arch_of.values()))
