@@ -203,6 +203,7 @@ class PlannedRun:
             "seeds": ",".join(str(x) for x in self.seeds),
             "n_seeds": len(self.seeds),
             "horizons": ",".join(str(t) for t in self.horizons),
+            "n_horizons": len(self.horizons),
             "primary_run_id": self.primary_run_id,
         }
 
@@ -478,8 +479,7 @@ def plan_totals(rows: list[dict[str, Any]]) -> dict[str, float]:
     """Totals over the plan's rows (one per architecture; each trains ``n_seeds`` times, and with
     horizons one job per seed and horizon whose stable phase is shared: ``trained_tokens``)."""
     n = [int(r.get("n_seeds", 1)) for r in rows]
-    jobs = [k * max(1, len(str(r.get("horizons") or "").split(",")) if r.get("horizons") else 1)
-            for k, r in zip(n, rows)]
+    jobs = [k * max(1, int(r.get("n_horizons") or 0)) for k, r in zip(n, rows)]
     return {
         "architectures": len(rows),
         "training_runs": sum(jobs),
