@@ -77,6 +77,57 @@ def _py(v: Any) -> Any:
     return v
 
 
+def _scored(arch: Architecture, law: LawModel, l_opt: float, efficiency: Efficiency, settings: SearchSettings,
+            loss_target: float | None) -> dict[str, Any]:
+    """One architecture scored as in the space, with its ``within_target`` flag."""
+    row = score([arch], law, l_opt, efficiency, settings.form).iloc[0].to_dict()
+    row["within_target"] = bool(loss_target is None or row["loss"] <= loss_target + 1e-12)
+    return row
+
+
+class _MeasureList:
+    """The architectures to measure, in first-seen order, each with every role it plays."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, dict] = {}
+
+    def add(self, entry: dict) -> dict:
+        aid = entry["arch_id"]
+        if aid not in self.by_id:
+            self.by_id[aid] = dict(entry, roles=[entry["role"]])
+        elif entry["role"] not in self.by_id[aid]["roles"]:
+            self.by_id[aid]["roles"].append(entry["role"])
+        return entry
+
+
+def _walk_variants(
+    target: SearchTarget, settings: SearchSettings, ranked: pd.DataFrame, score_one: Callable[[Architecture], dict],
+    measure: _MeasureList,
+) -> tuple[list[dict], list[dict]]:
+    """The GQA variants of the ``measure_top_k`` best-ranked candidates (each walk's steps, in
+    increasing GQA), and the variants that are not feasible at the target's scale."""
+    walks, skipped = [], []
+    for rank, (_, cand) in enumerate(ranked.head(settings.measure_top_k).iterrows()):
+        steps = []
+        for g in target.walk_gqas:
+            if g == target.walk_base_gqa:
+                row = cand.to_dict()
+            else:
+                try:
+                    arch = resolve(
+                        target.scale,
+                        GridPoint(r=float(cand["mlp_attn_ratio"]), gqa=g, d_model=int(cand["d_model"]), origin="gqa walk"),
+                    )
+                except InfeasiblePoint as exc:
+                    skipped.append({"base_arch_id": cand["arch_id"], "gqa": g, "reason": str(exc)})
+                    continue
+                row = score_one(arch)
+            entry = measure.add(_entry(row, "walk", base_arch_id=cand["arch_id"], walk_rank=rank))
+            steps.append({"gqa": g, "arch_id": entry["arch_id"], "within_target": bool(entry["within_target"])})
+        walks.append({"base_arch_id": cand["arch_id"], "rank": rank, "steps": steps})
+    return walks, skipped
+
+
 def prepare(
     target: SearchTarget,
     settings: SearchSettings,
@@ -102,45 +153,15 @@ def prepare(
     ranked = rank_within_target(df)
     surefire_pred = ranked.iloc[0] if len(ranked) else None
 
-    measure: dict[str, dict] = {}
+    def score_one(arch: Architecture) -> dict[str, Any]:
+        return _scored(arch, law, l_opt, efficiency, settings, lt["value"])
 
-    def add(entry: dict) -> None:
-        aid = entry["arch_id"]
-        if aid not in measure:
-            measure[aid] = dict(entry, roles=[entry["role"]])
-        elif entry["role"] not in measure[aid]["roles"]:
-            measure[aid]["roles"].append(entry["role"])
-
+    measure = _MeasureList()
     baseline_entry = None
     if target.baseline is not None:
-        b = score([target.baseline], law, l_opt, efficiency, settings.form).iloc[0].to_dict()
-        b["within_target"] = bool(lt["value"] is None or b["loss"] <= lt["value"] + 1e-12)
-        baseline_entry = _entry(b, "baseline")
-        add(baseline_entry)
-    panda_entry = _entry(panda, "panda")
-    add(panda_entry)
-
-    walks, skipped = [], []
-    for rank, (_, cand) in enumerate(ranked.head(settings.measure_top_k).iterrows()):
-        steps = []
-        for g in target.walk_gqas:
-            if g == base_gqa:
-                row = cand.to_dict()
-            else:
-                try:
-                    arch = resolve(
-                        target.scale,
-                        GridPoint(r=float(cand["mlp_attn_ratio"]), gqa=g, d_model=int(cand["d_model"]), origin="gqa walk"),
-                    )
-                except InfeasiblePoint as exc:
-                    skipped.append({"base_arch_id": cand["arch_id"], "gqa": g, "reason": str(exc)})
-                    continue
-                row = score([arch], law, l_opt, efficiency, settings.form).iloc[0].to_dict()
-                row["within_target"] = bool(lt["value"] is None or row["loss"] <= lt["value"] + 1e-12)
-            entry = _entry(row, "walk", base_arch_id=cand["arch_id"], walk_rank=rank)
-            add(entry)
-            steps.append({"gqa": g, "arch_id": entry["arch_id"], "within_target": bool(entry["within_target"])})
-        walks.append({"base_arch_id": cand["arch_id"], "rank": rank, "steps": steps})
+        baseline_entry = measure.add(_entry(score_one(target.baseline), "baseline"))
+    panda_entry = measure.add(_entry(panda, "panda"))
+    walks, skipped = _walk_variants(target, settings, ranked, score_one, measure)
 
     candidates = {
         "target": target.to_dict(),
@@ -157,7 +178,7 @@ def prepare(
         "baseline": baseline_entry,
         "walks": walks,
         "skipped_variants": skipped,
-        "measure": list(measure.values()),
+        "measure": list(measure.by_id.values()),
     }
     return candidates, df
 
@@ -191,6 +212,68 @@ def throughput_at(record: dict, batch_size: int, where: str = "throughput record
     raise SearchError(f"{where}: no record at batch size {batch_size} (measured: {sizes}); set search.batch_size to one of them")
 
 
+def _measured_walks(candidates: dict, tput: Callable[[str], float], compare: Callable[[str, str], dict] | None) -> list[dict]:
+    """Each non-empty GQA walk of the plan taken on measured throughput (with intervals when
+    ``compare`` is given, on point values otherwise)."""
+    walks = []
+    for w in candidates["walks"]:
+        if not w["steps"]:
+            continue
+        if compare:
+            walk = resolved_gqa_walk(w["steps"], compare)
+            for step in walk["steps"]:
+                step["throughput"] = tput(step["arch_id"])  # the median, for tables and logs
+        else:
+            walk = gqa_walk(w["steps"], tput)
+        walk["base_arch_id"] = w["base_arch_id"]
+        walk["rank"] = w["rank"]
+        walks.append(walk)
+    return walks
+
+
+def _surefire(candidates: dict, walks: list[dict], tput: Callable[[str], float]) -> dict | None:
+    """The fastest (measured) of the walks' choices, as its measurement entry; None if no walk
+    found an architecture within the loss target."""
+    best = [w["best"] for w in walks if w["best"] is not None]
+    if not best:
+        return None
+    top = max(best, key=lambda v: tput(v["arch_id"]))
+    surefire = dict(measure_entry(candidates, top["arch_id"]))
+    surefire["role"] = "surefire"
+    surefire["measured_output_tokens_per_s"] = tput(top["arch_id"])
+    return surefire
+
+
+def _versus_baseline(baseline: dict | None, picks: dict[str, dict | None], verdict: dict | None) -> dict[str, dict]:
+    """Loss difference and measured/predicted speed-ups of each pick against the baseline; the
+    Surefire verdict's interval and choice where the rates were measured interleaved."""
+    summary: dict[str, dict] = {}
+    if baseline is not None:
+        for key, pick in picks.items():
+            if pick is None:
+                continue
+            summary[key] = {
+                "loss_delta_vs_baseline": pick["loss"] - baseline["loss"],
+                "measured_speedup_vs_baseline": pick["measured_output_tokens_per_s"] / baseline["measured_output_tokens_per_s"],
+                "predicted_speedup_vs_baseline": pick["pred_output_tokens_per_s"] / baseline["pred_output_tokens_per_s"],
+            }
+    if verdict is not None and "surefire" in summary:
+        summary["surefire"]["measured_speedup_interval"] = verdict["ratio"]
+        summary["surefire"]["verdict"] = verdict["verdict"]
+        summary["surefire"]["kept"] = verdict["kept"]
+    return summary
+
+
+def _pareto_table(space: pd.DataFrame, measured: dict[str, float], panda_id: str, surefire: dict | None) -> pd.DataFrame:
+    """The scored space with measured throughput and the picks flagged, best loss first."""
+    pareto = space.copy()
+    pareto["measured_output_tokens_per_s"] = [measured.get(a, np.nan) for a in pareto["arch_id"]]
+    pareto["is_panda"] = pareto["arch_id"] == panda_id
+    pareto["is_surefire"] = pareto["arch_id"] == (surefire["arch_id"] if surefire else None)
+    pareto = pareto.sort_values(["loss", "pred_output_tokens_per_s"], ascending=[True, False], kind="mergesort")
+    return pareto.reset_index(drop=True)
+
+
 def select(
     candidates: dict, space: pd.DataFrame, throughput: Callable[[str], float], measured_label: str = "measured",
     samples: dict[str, list[float]] | None = None,
@@ -216,46 +299,13 @@ def select(
         out["measured_output_tokens_per_s"] = tput(entry["arch_id"])
         return out
 
-    walks = []
-    for w in candidates["walks"]:
-        if not w["steps"]:
-            continue
-        if compare:
-            walk = resolved_gqa_walk(w["steps"], compare)
-            for step in walk["steps"]:
-                step["throughput"] = tput(step["arch_id"])  # the median, for tables and logs
-        else:
-            walk = gqa_walk(w["steps"], tput)
-        walk["base_arch_id"] = w["base_arch_id"]
-        walk["rank"] = w["rank"]
-        walks.append(walk)
-
-    best = [w["best"] for w in walks if w["best"] is not None]
-    surefire = None
-    if best:
-        top = max(best, key=lambda v: tput(v["arch_id"]))
-        surefire = dict(measure_entry(candidates, top["arch_id"]))
-        surefire["role"] = "surefire"
-        surefire["measured_output_tokens_per_s"] = tput(top["arch_id"])
-
+    walks = _measured_walks(candidates, tput, compare)
+    surefire = _surefire(candidates, walks, tput)
     panda = with_measured(candidates["panda"])
     baseline = with_measured(candidates.get("baseline"))
     lt = candidates["loss_target"]
-    summary = {}
-    if baseline is not None:
-        for key, pick in (("panda", panda), ("surefire", surefire)):
-            if pick is None:
-                continue
-            summary[key] = {
-                "loss_delta_vs_baseline": pick["loss"] - baseline["loss"],
-                "measured_speedup_vs_baseline": pick["measured_output_tokens_per_s"] / baseline["measured_output_tokens_per_s"],
-                "predicted_speedup_vs_baseline": pick["pred_output_tokens_per_s"] / baseline["pred_output_tokens_per_s"],
-            }
     verdict = surefire_verdict(surefire, baseline, compare) if compare else None
-    if verdict is not None and "surefire" in summary:
-        summary["surefire"]["measured_speedup_interval"] = verdict["ratio"]
-        summary["surefire"]["verdict"] = verdict["verdict"]
-        summary["surefire"]["kept"] = verdict["kept"]
+    summary = _versus_baseline(baseline, {"panda": panda, "surefire": surefire}, verdict)
     t = candidates["target"]
     result = {
         "target": t["name"],
@@ -287,12 +337,7 @@ def select(
             f"{candidates['panda']['loss']:.4g}; relax loss_target or widen the grid"
         ),
     }
-    pareto = space.copy()
-    pareto["measured_output_tokens_per_s"] = [cache.get(a, np.nan) for a in pareto["arch_id"]]
-    pareto["is_panda"] = pareto["arch_id"] == candidates["panda"]["arch_id"]
-    pareto["is_surefire"] = pareto["arch_id"] == (surefire["arch_id"] if surefire else None)
-    pareto = pareto.sort_values(["loss", "pred_output_tokens_per_s"], ascending=[True, False], kind="mergesort")
-    return result, pareto.reset_index(drop=True)
+    return result, _pareto_table(space, cache, candidates["panda"]["arch_id"], surefire)
 
 
 def run_search(
