@@ -80,6 +80,65 @@ def encode_documents(tokenizer, batch: list[Document], shard: str | Path) -> lis
         ) from batch_exc
 
 
+class _Counts:
+    """Documents and tokens written, per split and per source."""
+
+    def __init__(self) -> None:
+        self.docs = {s: 0 for s in SPLITS}
+        self.tokens = {s: 0 for s in SPLITS}
+        self.by_source: dict[str, dict[str, int]] = defaultdict(lambda: {"documents": 0, "tokens": 0})
+
+    def add(self, split: str, source: str, n_tokens: int) -> None:
+        self.docs[split] += 1
+        self.tokens[split] += n_tokens
+        self.by_source[source]["documents"] += 1
+        self.by_source[source]["tokens"] += n_tokens
+
+
+def _encode_into(
+    builders: dict[str, Any], doc_batches: Iterable[list[Document]], tokenizer, shard: Path, *, eod_id: int,
+    valid_fraction: float, dtype: type[np.number], counts: _Counts,
+) -> float:
+    """Each document's ids and the end-of-document id as one document of its split's builder;
+    returns the seconds spent in the tokenizer's batch encoding."""
+    t_encode = 0.0
+    for batch in doc_batches:
+        t = time.perf_counter()
+        ids_list = encode_documents(tokenizer, batch, shard)
+        t_encode += time.perf_counter() - t
+        for doc, ids in zip(batch, ids_list):
+            ids.append(eod_id)
+            split = "valid" if is_valid(doc.id, valid_fraction) else "train"
+            builders[split].add_document(np.asarray(ids, dtype=dtype), [len(ids)])
+            counts.add(split, doc.source, len(ids))
+    return t_encode
+
+
+def _shard_record(
+    shard: Path, source: str, out_prefix: str, counts: _Counts, stats: ShardStats, *, on_bad_record: OnBad,
+    dtype: type[np.number], vocab_size: int, eod_id: int, valid_fraction: float,
+) -> dict[str, Any]:
+    """The shard's record: what was read, written and skipped, and the settings that decided it."""
+    return {
+        "source": source,
+        "shard": shard_name(shard),
+        "input": str(shard),
+        "prefixes": {s: f"{out_prefix}.{s}" for s in SPLITS},
+        "documents": counts.docs,
+        "tokens": counts.tokens,
+        "sources": {k: dict(v) for k, v in sorted(counts.by_source.items())},
+        "lines": stats.lines,
+        "bad_records": stats.n_bad,
+        "bad_by_reason": dict(sorted(stats.bad_records.items())),
+        "bad_examples": stats.bad_examples,
+        "on_bad_record": on_bad_record,
+        "dtype": np.dtype(dtype).name,
+        "vocab_size": vocab_size,
+        "eod_id": eod_id,
+        "valid_fraction": valid_fraction,
+    }
+
+
 def tokenize_shard(
     shard: str | Path,
     tokenizer,
@@ -114,10 +173,7 @@ def tokenize_shard(
     if not 0 <= eod_id < vocab_size:
         raise ValueError(f"eod_id {eod_id} outside the vocabulary of {vocab_size}")
     stats = ShardStats()
-    docs = {s: 0 for s in SPLITS}
-    tokens = {s: 0 for s in SPLITS}
-    by_source: dict[str, dict[str, int]] = defaultdict(lambda: {"documents": 0, "tokens": 0})
-    t_encode = 0.0
+    counts = _Counts()
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         paths = {
@@ -128,18 +184,8 @@ def tokenize_shard(
         builders = {s: IndexedDatasetBuilder(str(paths[(s, "bin")]), dtype=dtype) for s in SPLITS}
         try:
             reader = read_documents(shard, on_bad_record, stats, default_source=source)
-            for batch in batches(reader, batch_docs, batch_chars):
-                t = time.perf_counter()
-                ids_list = encode_documents(tokenizer, batch, shard)
-                t_encode += time.perf_counter() - t
-                for doc, ids in zip(batch, ids_list):
-                    ids.append(eod_id)
-                    split = "valid" if is_valid(doc.id, valid_fraction) else "train"
-                    builders[split].add_document(np.asarray(ids, dtype=dtype), [len(ids)])
-                    docs[split] += 1
-                    tokens[split] += len(ids)
-                    by_source[doc.source]["documents"] += 1
-                    by_source[doc.source]["tokens"] += len(ids)
+            t_encode = _encode_into(builders, batches(reader, batch_docs, batch_chars), tokenizer, shard,
+                                    eod_id=eod_id, valid_fraction=valid_fraction, dtype=dtype, counts=counts)
         finally:
             for b in builders.values():
                 b.data_file.close()
@@ -148,26 +194,11 @@ def tokenize_shard(
     elapsed = time.perf_counter() - t0
     if timings is not None:
         timings.update(total_s=elapsed, encode_s=t_encode)
-    record = {
-        "source": source,
-        "shard": shard_name(shard),
-        "input": str(shard),
-        "prefixes": {s: f"{out_prefix}.{s}" for s in SPLITS},
-        "documents": docs,
-        "tokens": tokens,
-        "sources": {k: dict(v) for k, v in sorted(by_source.items())},
-        "lines": stats.lines,
-        "bad_records": stats.n_bad,
-        "bad_by_reason": dict(sorted(stats.bad_records.items())),
-        "bad_examples": stats.bad_examples,
-        "on_bad_record": on_bad_record,
-        "dtype": np.dtype(dtype).name,
-        "vocab_size": vocab_size,
-        "eod_id": eod_id,
-        "valid_fraction": valid_fraction,
-        **(extra or {}),
-    }
+    record = _shard_record(shard, source, out_prefix, counts, stats, on_bad_record=on_bad_record, dtype=dtype,
+                           vocab_size=vocab_size, eod_id=eod_id, valid_fraction=valid_fraction)
+    record.update(extra or {})
     write_json(record_path, record)
+    docs, tokens = counts.docs, counts.tokens
     total = tokens["train"] + tokens["valid"]
     print(
         f"{shard}: {docs['train']}+{docs['valid']} documents (train+valid), {total} tokens, "
