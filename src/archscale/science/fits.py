@@ -28,12 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from ..law.calibration import N_COEF, _design
+from ..law.calibration import COEF_NAMES, COEF_PAIRS, N_COEF, _design, check_design, knob_factors, multiplicative_starts
 from ..law.chinchilla import FitError
-from ..law.guards import knob_support, rank_check
 
-COEF = ["a0", "a1", "a2", "b1", "b2"]
-KNOBS = {"d_over_sqrt_n": (1, 2), "r": (3, 4)}  # (c1, c2) indices of each knob's factor
+COEF = COEF_NAMES
+KNOBS = COEF_PAIRS  # (c1, c2) indices of each knob's factor
 
 
 @dataclass
@@ -54,13 +53,10 @@ class BatchFit:
 
 
 def free_mask(x: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, dict[str, str | None]]:
-    free = np.ones(N_COEF, bool)
-    why = {}
-    for key, vals in (("d_over_sqrt_n", x), ("r", r)):
-        why[key] = knob_support(vals, key, "among the fitted runs")
-        if why[key]:
-            free[list(KNOBS[key])] = False
-    return free, why
+    """The fit stage's knob guard (:func:`~archscale.law.calibration.knob_factors`): free
+    coefficients and, per knob, None when fitted or why not."""
+    free, factors = knob_factors(x, r)
+    return free, {key: f["reason"] for key, f in factors.items()}
 
 
 def _mult_parts(P: np.ndarray, x, r, lopt):
@@ -70,18 +66,6 @@ def _mult_parts(P: np.ndarray, x, r, lopt):
     fb = 1.0 - P[:, 4:5] + P[:, 3:4] * lr + P[:, 4:5] * ir
     J = np.stack([fb, lx * fb, ix * fb, fa * lr, fa * (ir - 1.0)], axis=2) * lopt[:, :, None]
     return fa * fb * lopt, J
-
-
-def _mult_starts(x, r, loss, lopt, free) -> list[np.ndarray]:
-    """The fit stage's starts (calibration._mult_starts), for every study at once: ``[K, 5]`` each."""
-    X = _design(x, r)[:, free]
-    beta = np.zeros((loss.shape[0], N_COEF))
-    beta[:, free] = np.linalg.lstsq(X, (loss / lopt).T, rcond=None)[0].T
-    a0 = np.maximum(beta[:, 0], 1e-3)
-    lin = np.column_stack([beta[:, 0], beta[:, 1], beta[:, 2], beta[:, 3] / a0, beta[:, 4] / a0])
-    one = np.tile([1.0, 0, 0, 0, 0], (loss.shape[0], 1))
-    starts = [lin, one, lin * [1, 2, 2, 2, 2], lin * [1, 0.5, 0.5, 0.5, 0.5]]
-    return [np.where(free, s, 0.0) for s in starts]
 
 
 def batched_lm(P0, x, r, loss, lopt, free, max_iter: int = 200, tol: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
@@ -145,11 +129,8 @@ def fit_batch(form: str, x, r, loss, lopt, ci_level: float = 0.95) -> BatchFit:
     if n < N_COEF:
         raise FitError(f"conditional fit ({form}): {n} points in the r range are fewer than the {N_COEF} coefficients")
     free, why = free_mask(x, r)
-    names = [COEF[i] for i in np.flatnonzero(free)]
+    check_design(x, r, free, form)
     X = _design(x, r)[:, free]
-    err, _ = rank_check(X, names, f"conditional fit ({form})")
-    if err:
-        raise FitError(err)
     K, p = loss.shape[0], int(free.sum())
     dof = max(n - p, 1)
     P = np.zeros((K, N_COEF))
@@ -161,7 +142,7 @@ def fit_batch(form: str, x, r, loss, lopt, ci_level: float = 0.95) -> BatchFit:
         XtX_inv = np.linalg.inv(X.T @ X)
         covf = (sse / dof)[:, None, None] * XtX_inv[None]
     elif form == "multiplicative":
-        starts = _mult_starts(x, r, loss, lopt, free)
+        starts = multiplicative_starts(x, r, loss, lopt, free)
         fits = [batched_lm(s, x, r, loss, lopt, free) for s in starts]
         sses = np.column_stack([f[1] for f in fits])
         sses = np.where(np.isfinite(sses), sses, np.inf)
