@@ -31,7 +31,7 @@ def _save(tmp: Path) -> dict:
     from archscale.arch import Architecture
     from archscale.io import write_json
     from archscale.model import build_model, resolve_runtime, setup_runtime
-    from archscale.train.checkpointing import save_final
+    from archscale.checkpoint import save_final
 
     rt = resolve_runtime("fp32", "local", cuda_available=False)
     setup_runtime(rt, 0)

@@ -402,18 +402,18 @@ def export_checkpoint(
 ) -> dict:
     """Export ``results/train/{arch}/final`` (megatron-core dist_checkpointing) to ``out_dir``.
 
-    The model is rebuilt and loaded by the training stage's own loader
-    (:func:`archscale.train.checkpointing.load_final`), with the local layer spec (the
+    The model is rebuilt and loaded by the loader of the checkpoint format
+    (:func:`archscale.checkpoint.load_final`), with the local layer spec (the
     checkpoint's keys are the same for both specs) on whatever device this process has.
     """
     import torch
 
+    from .checkpoint import DESCRIPTION, load_final
     from .model import resolve_runtime, setup_runtime
-    from .train.checkpointing import load_final
 
     checkpoint = Path(checkpoint)
-    if not (checkpoint / "archscale.json").exists():
-        raise ExportError(f"{checkpoint}: not a final checkpoint of archscale (archscale.json missing)")
+    if not (checkpoint / DESCRIPTION).exists():
+        raise ExportError(f"{checkpoint}: not a final checkpoint of archscale ({DESCRIPTION} missing)")
     runtime = resolve_runtime(precision="auto", transformer_impl="local")
     if not runtime.on_gpu and threads:
         torch.set_num_threads(int(threads))

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .checkpoint import DESCRIPTION as FINAL_DESCRIPTION
+
 RUN_FILES = ("metrics.json", "curve.parquet")
 FINAL = "final"
 #: Where the trainer keeps a copy of a finished run's outputs (archscale.train.supersede).
 KEPT = Path("checkpoints")
 KEPT_RESULT = "result"
-FINAL_DESCRIPTION = "archscale.json"
 
 
 @dataclass(frozen=True)

@@ -234,7 +234,7 @@ def test_export_checkpoint_from_a_final_dist_checkpoint(runtime, tokenizer_file,
 
     from archscale.export import export_checkpoint
     from archscale.io import write_json
-    from archscale.train.checkpointing import save_final
+    from archscale.checkpoint import save_final
 
     arch = _arch(6, 2, False, d=40)
     model = _model(runtime, arch, seed=11)
@@ -262,7 +262,7 @@ def test_bf16_checkpoint_exports_in_bf16_from_a_cpu_job(runtime, tokenizer_file,
     from archscale.export import export_checkpoint
     from archscale.io import write_json
     from archscale.model import Runtime, build_model
-    from archscale.train.checkpointing import save_final
+    from archscale.checkpoint import save_final
 
     arch = _arch(4, 2, True)
     model = build_model(arch, Runtime("cpu", "bf16", "local"), max_sequence_length=SEQ, rope_base=ROPE)

@@ -240,7 +240,7 @@ def test_training_learns_and_writes_outputs(tmp_path, manifest):
     code = f"""
 import json, torch
 from archscale.model import resolve_runtime, setup_runtime, causal_mask
-from archscale.train.checkpointing import load_final
+from archscale.checkpoint import load_final
 from archscale.data.dataset import Manifest, build_datasets, collate
 rt = resolve_runtime(); setup_runtime(rt, 0)
 model, desc = load_final({job.final!r})
@@ -384,16 +384,16 @@ def test_checkpoint_writer_results_stay_in_process():
     import psutil
     from megatron.core.dist_checkpointing.strategies import filesystem_async
 
-    from archscale.train import checkpointing
+    from archscale import checkpoint
 
     saved = filesystem_async._results_queue
     filesystem_async._results_queue = None
     try:
         before = {p.pid for p in psutil.Process().children(recursive=True)}
-        checkpointing._in_process_writer_queue()
+        checkpoint._in_process_writer_queue()
         q = filesystem_async._results_queue
         assert isinstance(q, queue.Queue)
-        checkpointing._in_process_writer_queue()
+        checkpoint._in_process_writer_queue()
         assert filesystem_async._results_queue is q  # idempotent: one queue per process
         assert {p.pid for p in psutil.Process().children(recursive=True)} == before  # nothing started
     finally:

@@ -125,17 +125,17 @@ def build_megatron_model(a: Architecture, runtime, max_seq: int, rope_base: floa
     """The model to measure: seeded random weights, or the training stage's final checkpoint.
 
     The checkpoint is ``results/train/{arch}/final`` as written by
-    :func:`archscale.train.checkpointing.save_final` (dist_checkpointing, key ``model``, plus
+    :func:`archscale.checkpoint.save_final` (dist_checkpointing, key ``model``, plus
     ``archscale.json``); its architecture must be the job's.
     """
     from ..model import build_model
 
     if checkpoint is None:
         return build_model(a, runtime, max_sequence_length=max_seq, rope_base=rope_base)
+    from ..checkpoint import DESCRIPTION, load_final
     from ..io import read_json
-    from ..train.checkpointing import load_final
 
-    desc_path = os.path.join(checkpoint, "archscale.json")
+    desc_path = os.path.join(checkpoint, DESCRIPTION)
     if not os.path.isfile(desc_path):
         raise FileNotFoundError(
             f"throughput.weights is 'trained' but {checkpoint} is not a final checkpoint of the training "

@@ -1,4 +1,4 @@
-"""Resumable checkpoints (megatron-core ``dist_checkpointing``) and the final checkpoint.
+"""Resumable checkpoints (megatron-core ``dist_checkpointing``) of a training run.
 
 Layout of a run's checkpoint directory (outside the rule's declared outputs, so Snakemake never
 deletes it)::
@@ -19,20 +19,21 @@ A checkpoint is written to ``iter_XXXXXXX.tmp`` and renamed when complete; ``lat
 replaced atomically; older checkpoints beyond ``keep`` are removed. A kill at any moment leaves
 either the previous state or the new one, never a half-written directory under a final name.
 
-The final checkpoint (``results/train/{arch}/final/``) holds the model only, under the key
-``model`` (the layout of Megatron-LM checkpoints), plus ``archscale.json`` describing the
-architecture: :func:`load_final` builds the model and loads it.
+The final checkpoint, the one later stages read, has its own module: :mod:`archscale.checkpoint`
+(its collective save, with the rank and barrier helpers, is used here too).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import barrier as _barrier
+from ..checkpoint import collective_save
+from ..checkpoint import rank as _rank
 from ..io import atomic_path, read_json, write_json
 
 ITER_RE = re.compile(r"^iter_(\d{7})$")
@@ -42,19 +43,6 @@ FINGERPRINT = "fingerprint.json"
 
 def iter_name(step: int) -> str:
     return f"iter_{step:07d}"
-
-
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
 
 
 def complete_steps(root: str | Path) -> list[int]:
@@ -152,47 +140,6 @@ def keep_result(root: str | Path, job) -> None:
         supersede.keep_result(root, job.metrics, job.curve, job.final)
 
 
-def _in_process_writer_queue() -> None:
-    """Give dist_checkpointing's writer an in-process results queue (idempotent).
-
-    The torch_dist save strategy collects its write results in a queue that by default lives in
-    a ``multiprocessing`` Manager server, spawned on the first save for the async path, where
-    the write runs in another process. archscale saves synchronously: the write runs in this
-    process (its forked workers report through their own queue) and the results are put and
-    read here, so a ``queue.Queue`` does, and no server process is started. That server was a
-    hazard and a cost: SLURM delivers SIGTERM to every process of the job step, so it died with
-    the trainer's stop signal and the checkpoint written *because of* the signal failed with
-    BrokenPipeError; and to hold the write results it imported torch (1-3 s of CPU and about
-    250 MB per training job, on top of the spawn's latency before the first checkpoint).
-    """
-    import queue
-
-    from megatron.core.dist_checkpointing.strategies import filesystem_async
-
-    if not isinstance(getattr(filesystem_async, "_results_queue", None), queue.Queue):
-        filesystem_async._results_queue = queue.Queue()
-
-
-def collective_save(sharded_state_dict: dict, target: str | Path) -> None:
-    """All ranks save into ``target`` + ``.tmp``; rank 0 renames it onto ``target`` when complete."""
-    from megatron.core import dist_checkpointing
-
-    _in_process_writer_queue()
-    target = Path(target)
-    tmp = target.with_name(target.name + ".tmp")
-    if _rank() == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    _barrier()
-    dist_checkpointing.save(sharded_state_dict, str(tmp))
-    _barrier()
-    if _rank() == 0:
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    _barrier()
-
-
 def training_state_dict(ddp, optimizer, scheduler, trainer: dict, is_loading: bool = False) -> dict:
     """The sharded state of a run: model, optimizer (Adam moments included), scheduler, trainer."""
     model_sd = ddp.module.sharded_state_dict()
@@ -229,38 +176,3 @@ def load_checkpoint(root: str | Path, step: int, ddp, optimizer, scheduler) -> d
     optimizer.load_state_dict(loaded["optimizer"])
     scheduler.load_state_dict(loaded["scheduler"])
     return loaded["trainer"]
-
-
-def save_final(path: str | Path, ddp, description: dict) -> None:
-    """Model weights (key ``model``) plus ``archscale.json``, appearing atomically at ``path``."""
-    path = Path(path)
-    collective_save({"model": ddp.module.sharded_state_dict()}, path.with_name("." + path.name + ".partial"))
-    if _rank() == 0:
-        staged = path.with_name("." + path.name + ".partial")
-        write_json(staged / "archscale.json", description)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(staged, path)
-    _barrier()
-
-
-def load_final(path: str | Path, runtime=None):
-    """Build the architecture described in ``path/archscale.json`` and load the trained weights.
-
-    Call :func:`archscale.model.setup_runtime` first. Returns ``(model, description)``.
-    """
-    from megatron.core import dist_checkpointing
-
-    from ..arch import Architecture
-    from ..model import build_model, resolve_runtime
-
-    path = Path(path)
-    desc = read_json(path / "archscale.json")
-    runtime = runtime or resolve_runtime()
-    arch = Architecture.from_dict(desc["arch"])
-    if "rope_base" not in desc:
-        raise ValueError(f"{path / 'archscale.json'}: no rope_base; re-run the train rule to rewrite the checkpoint")
-    model = build_model(arch, runtime, int(desc["seq_length"]), rope_base=float(desc["rope_base"]))
-    loaded = dist_checkpointing.load({"model": model.sharded_state_dict()}, str(path))
-    model.load_state_dict(loaded["model"])
-    return model, desc

@@ -1,8 +1,9 @@
 """The training loop: megatron-core model, data, optimizer, scheduler and schedule.
 
-Length (~450 lines): the loop keeps setup, the step, checkpoint/resume, validation and the
-final records in one place because they share the trainer's state; the pieces with their own
-concept live beside it (checkpointing, lock, supersede, tracking, metrics, signals).
+Length (~560 lines): the loop keeps setup (:class:`_Trainer`), one session from resume to the
+final records (:class:`_Session`) and the metrics record in one place because they share the
+trainer's state; the pieces with their own concept live beside it (checkpointing, lock,
+supersede, tracking, metrics, signals).
 
 One function, :func:`train`, runs a :class:`~archscale.train.job.TrainJob` in the current
 process (one rank of a ``torchrun`` job on GPUs, the only process on CPU):
@@ -31,6 +32,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from .. import checkpoint as final_ckpt
 from . import checkpointing as ckpt
 from . import metrics as M
 from . import tracking
@@ -83,16 +85,23 @@ class _Trainer:
 
     # ---- construction -----------------------------------------------------------------
     def build(self) -> None:
-        import torch
-        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
-        from megatron.core.distributed.finalize_model_grads import finalize_model_grads
-        from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
-        from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+        """Data, model, optimizer and schedule, in this order: the seed is set after the data
+        (whose indices are built from it separately) and right before the model's weights."""
+        self._build_data()
+        self._build_model()
+        self._build_optimizer()
+        from megatron.core.pipeline_parallel import get_forward_backward_func
 
+        from ..model import causal_mask
+
+        self.mask = causal_mask(self.job.seq_length, device=str(self.device))
+        self.fwd_bwd = get_forward_backward_func()
+
+    def _build_data(self) -> None:
+        """The manifest, this rank's sample schedule and the train/valid datasets."""
         from ..data.dataset import Manifest, SampleSchedule, build_datasets, build_stream
-        from ..model import build_model, causal_mask, count_parameters
 
-        job, rt, rec, hw = self.job, self.runtime, self.job.recipe, self.job.hardware
+        job, rec, hw = self.job, self.job.recipe, self.job.hardware
         self.manifest = Manifest.load(job.manifest)
         if self.manifest.vocab_size > self.arch.vocab:
             raise ValueError(
@@ -109,8 +118,17 @@ class _Trainer:
             cache_dir=job.dataset_cache_dir,
         )
 
+    def _build_model(self) -> None:
+        """The seeded model (``Float16Module`` in bf16) wrapped in megatron-core's DDP."""
+        import torch
+        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+        from megatron.core.distributed.finalize_model_grads import finalize_model_grads
+
+        from ..model import build_model, count_parameters
+
+        job, rt, rec, hw = self.job, self.runtime, self.job.recipe, self.job.hardware
         torch.manual_seed(int(rec["seed"]))
-        model = build_model(self.arch, rt, seq, rope_base=job.rope_base, init_std=float(rec["init_std"]))
+        model = build_model(self.arch, rt, job.seq_length, rope_base=job.rope_base, init_std=float(rec["init_std"]))
         self.params_built = count_parameters(model) * rt.tensor_parallel  # approximate under TP
         config = model.config
         if rt.precision == "bf16":
@@ -124,6 +142,13 @@ class _Trainer:
         )
         self.ddp = DistributedDataParallel(config=config, ddp_config=ddp_config, module=model)
         config.finalize_model_grads_func = finalize_model_grads
+
+    def _build_optimizer(self) -> None:
+        """AdamW (megatron-core's optimizer over the DDP buffers) and its LR/WD schedule."""
+        from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+        from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+        job, rt, rec, hw = self.job, self.runtime, self.job.recipe, self.job.hardware
         lr = float(rec["lr"])
         self.optimizer = get_megatron_optimizer(
             OptimizerConfig(
@@ -163,10 +188,6 @@ class _Trainer:
             wd_incr_style="constant",
             **({"lr_decay_style": "cosine"} | wsd),
         )
-        self.mask = causal_mask(seq, device=str(self.device))
-        from megatron.core.pipeline_parallel import get_forward_backward_func
-
-        self.fwd_bwd = get_forward_backward_func()
 
     # ---- one step ---------------------------------------------------------------------
     def _batches(self, dataset, index_ranges):
@@ -293,149 +314,191 @@ def _resume_point(job: TrainJob, root: Path, log) -> tuple[Path, int | None]:
     return where, step
 
 
-def _train(job: TrainJob, runtime, preemption: Preemption | None, log) -> dict[str, Any]:
-    import torch
-
-    t_session = time.perf_counter()
-    pre = preemption or Preemption()
-    arch = job.architecture
-    hw = job.hardware
-    root = Path(job.checkpoint_dir)
-    kept = ckpt.prepare(root, job, log=log)  # superseded checkpoints moved aside / back
-    if kept is not None:
-        return kept  # a finished run of this identity was restored from results/superseded/
-
-    tr = _Trainer(job, runtime, log=log)
+@contextlib.contextmanager
+def _fits(job: TrainJob, runtime):
+    """Running out of device memory inside becomes :class:`ArchitectureDoesNotFit`."""
     try:
-        tr.build()
+        yield
     except Exception as exc:
         if _is_oom(exc):
             raise ArchitectureDoesNotFit(_oom_message(job, runtime, exc)) from exc
         raise
-    steps = job.steps
-    log(
-        f"[archscale] {arch.arch_id}: {tr.params_built:,} parameters (N={arch.params_non_embedding:,} non-embedding), "
-        f"{steps} steps x {job.tokens_per_step:,} tokens = {steps * job.tokens_per_step:,} tokens "
-        f"(budget {int(job.budget['tokens']):,}); device {runtime.device}, {runtime.precision}, "
-        f"{runtime.transformer_impl} spec, world {runtime.world_size}, micro-batch {tr.schedule.micro_batch} "
-        f"x {tr.schedule.microbatches}, threads {torch.get_num_threads()}"
-    )
 
-    start_step, curve, train_time, wall_before = 0, [], 0.0, 0.0
-    source, resumed_from = _resume_point(job, root, log)
-    if resumed_from is not None:
-        state = ckpt.load_checkpoint(source, resumed_from, tr.ddp, tr.optimizer, tr.scheduler)
-        start_step, curve = int(state["step"]), list(state["curve"])
-        train_time, wall_before = float(state["train_time_s"]), float(state["wall_time_s"])
-        torch.set_rng_state(state["rng_cpu"])
-        log(f"[archscale] resumed from {source / ckpt.iter_name(resumed_from)} (step {start_step}/{steps})")
-    branch = job.branch_step
-    if branch is not None:
-        log(f"[archscale] warmup-stable-decay: warm-up {job.warmup_steps} steps, stable phase to step {branch} "
-            f"(shared with the run's other horizons, kept in {job.trunk_dir}), decay {job.decay_steps} steps")
-    tracker = tracking.Tracker.open(job, runtime, start_step, train_time, log=log)  # TensorBoard / W&B
 
-    def wall() -> float:
-        return wall_before + (time.perf_counter() - t_session)
+class _Session:
+    """One process's run of a job, from its resume point to the end or a stop signal.
 
-    # A resumable checkpoint protects the training time since the last one; when that is shorter
-    # than checkpoint_min_s (a run of seconds) re-training is cheaper than writing it, so only a
-    # stop signal saves (and the final checkpoint, an output, is always written).
-    min_s = float(hw["checkpoint_min_s"])
-    saved_at = [train_time]  # training time covered by the newest checkpoint (or the start)
+    Holds what checkpoints carry (step, curve, training time, wall time of earlier sessions) and
+    what this session adds (tracker, progress lines, the training time the newest checkpoint
+    covers)."""
 
-    def save(step: int, where: Path | None = None, keep: int | None = None) -> None:
+    def __init__(self, job: TrainJob, runtime, log, root: Path, t_session: float):
+        import torch
+
+        self.job, self.runtime, self.log, self.root, self.t_session = job, runtime, log, root, t_session
+        self.tr = tr = _Trainer(job, runtime, log=log)
+        with _fits(job, runtime):
+            tr.build()
+        arch, steps = job.architecture, job.steps
+        log(
+            f"[archscale] {arch.arch_id}: {tr.params_built:,} parameters (N={arch.params_non_embedding:,} non-embedding), "
+            f"{steps} steps x {job.tokens_per_step:,} tokens = {steps * job.tokens_per_step:,} tokens "
+            f"(budget {int(job.budget['tokens']):,}); device {runtime.device}, {runtime.precision}, "
+            f"{runtime.transformer_impl} spec, world {runtime.world_size}, micro-batch {tr.schedule.micro_batch} "
+            f"x {tr.schedule.microbatches}, threads {torch.get_num_threads()}"
+        )
+        self.start_step, self.curve, self.train_time, self.wall_before = 0, [], 0.0, 0.0
+        self.resumed_from = self._resume()
+        if job.branch_step is not None:
+            log(f"[archscale] warmup-stable-decay: warm-up {job.warmup_steps} steps, stable phase to step {job.branch_step} "
+                f"(shared with the run's other horizons, kept in {job.trunk_dir}), decay {job.decay_steps} steps")
+        self.tracker = tracking.Tracker.open(job, runtime, self.start_step, self.train_time, log=log)  # TensorBoard / W&B
+        self.saved_at = self.train_time  # training time covered by the newest checkpoint (or the start)
+
+    def _resume(self) -> int | None:
+        """Load the resume point's state, if any; return its step."""
+        import torch
+
+        source, resumed_from = _resume_point(self.job, self.root, self.log)
+        if resumed_from is not None:
+            tr = self.tr
+            state = ckpt.load_checkpoint(source, resumed_from, tr.ddp, tr.optimizer, tr.scheduler)
+            self.start_step, self.curve = int(state["step"]), list(state["curve"])
+            self.train_time, self.wall_before = float(state["train_time_s"]), float(state["wall_time_s"])
+            torch.set_rng_state(state["rng_cpu"])
+            self.log(f"[archscale] resumed from {source / ckpt.iter_name(resumed_from)} "
+                     f"(step {self.start_step}/{self.job.steps})")
+        return resumed_from
+
+    def wall(self) -> float:
+        return self.wall_before + (time.perf_counter() - self.t_session)
+
+    def save(self, step: int, where: Path | None = None, keep: int | None = None) -> None:
         """A resumable checkpoint: in the stable phase of a multi-horizon run it belongs to the
         run's trunk (any branch may continue it), after the branch point to this branch."""
+        job, tr, branch = self.job, self.tr, self.job.branch_step
         if where is None:
-            where = job.trunk_dir if branch is not None and step <= branch else root
-        saved_at[0] = train_time
+            where = job.trunk_dir if branch is not None and step <= branch else self.root
+        self.saved_at = self.train_time
         t = time.perf_counter()
         path = ckpt.save_checkpoint(
             where, step, tr.ddp, tr.optimizer, tr.scheduler,
-            tr.trainer_state(step, curve, train_time, wall()), keep=int(hw["keep_checkpoints"]) if keep is None else keep,
+            tr.trainer_state(step, self.curve, self.train_time, self.wall()),
+            keep=int(job.hardware["keep_checkpoints"]) if keep is None else keep,
         )
-        log(f"[archscale] checkpoint {path} ({time.perf_counter() - t:.1f} s)")
+        self.log(f"[archscale] checkpoint {path} ({time.perf_counter() - t:.1f} s)")
 
-    ckpt_every, log_every = int(hw["checkpoint_interval"]), int(hw["log_interval"])
-    eval_every = int(job.recipe["eval_interval"])
-    tokens_per_step = job.tokens_per_step
-    recent: list[tuple[float, int]] = []  # (seconds, steps) since the last progress line
-    t_log, n_log = time.perf_counter(), 0
-    with pre:
-        for step in range(start_step, steps):
-            t0 = time.perf_counter()
-            try:
-                loss_t, lr, grad_norm = tr.train_step(step)
-                loss = float(loss_t.item())  # the one host sync per step (the curve records every step)
-            except Exception as exc:
-                if _is_oom(exc):
-                    raise ArchitectureDoesNotFit(_oom_message(job, runtime, exc)) from exc
-                raise
-            train_time += time.perf_counter() - t0
-            done = step + 1
-            if not math.isfinite(loss) or (grad_norm is not None and not math.isfinite(grad_norm)):
-                last = ckpt.latest_step(root)
-                kept = f"the last good checkpoint is {root / ckpt.iter_name(last)}" if last is not None else "no checkpoint was written yet"
-                raise TrainingDiverged(
-                    f"{arch.arch_id}: loss {loss} / grad norm {grad_norm} at step {done} is not finite; stopping. "
-                    f"{kept} (kept). Lower training.lr, raise warmup_fraction or tighten clip_grad."
-                )
-            row = {"step": done, "tokens": done * tokens_per_step, "loss": loss, "lr": lr,
-                   "grad_norm": None if grad_norm is None else float(grad_norm), "valid_loss": None,
-                   "elapsed_s": train_time}
-            if eval_every > 0 and done % eval_every == 0 and done < steps:
-                row["valid_loss"] = tr.evaluate()
-            curve.append(row)
-            tracker.step(row)
-            n_log += 1
-            if done % log_every == 0 or done == steps or done == start_step + 1:
-                dt = time.perf_counter() - t_log
-                recent = (recent + [(dt, n_log)])[-5:]
-                sec_per_step = sum(r[0] for r in recent) / max(1, sum(r[1] for r in recent))
-                log(M.progress_line(done, steps, loss, lr, row["grad_norm"], n_log * tokens_per_step / max(dt, 1e-9),
-                                    wall(), (steps - done) * sec_per_step)
-                    + ("" if row["valid_loss"] is None else f" | valid {row['valid_loss']:.4f}"))
-                t_log, n_log = time.perf_counter(), 0
-            if done == branch and done not in ckpt.complete_steps(job.trunk_dir / POINTS):
-                save(done, job.trunk_dir / POINTS, keep=0)  # kept: the next horizon continues from here
-            signum = _preempt_requested(pre, runtime.world_size)
-            if signum is not None:
-                save(done)
-                raise Preempted(signum, done)
-            if (done % ckpt_every == 0 or done == steps) and train_time - saved_at[0] >= min_s:
-                save(done)
+    def run_steps(self, pre: Preemption) -> None:
+        """Train from the resume point to the last step, checkpointing as the job says; on a
+        stop signal save and raise :class:`Preempted`."""
+        job, hw, steps, branch = self.job, self.job.hardware, self.job.steps, self.job.branch_step
+        # A resumable checkpoint protects the training time since the last one; when that is shorter
+        # than checkpoint_min_s (a run of seconds) re-training is cheaper than writing it, so only a
+        # stop signal saves (and the final checkpoint, an output, is always written).
+        min_s = float(hw["checkpoint_min_s"])
+        ckpt_every = int(hw["checkpoint_interval"])
+        self._recent: list[tuple[float, int]] = []  # (seconds, steps) since the last progress line
+        self._t_log, self._n_log = time.perf_counter(), 0
+        with pre:
+            for step in range(self.start_step, steps):
+                done = self._step(step)
+                if done == branch and done not in ckpt.complete_steps(job.trunk_dir / POINTS):
+                    self.save(done, job.trunk_dir / POINTS, keep=0)  # kept: the next horizon continues from here
+                signum = _preempt_requested(pre, self.runtime.world_size)
+                if signum is not None:
+                    self.save(done)
+                    raise Preempted(signum, done)
+                if (done % ckpt_every == 0 or done == steps) and self.train_time - self.saved_at >= min_s:
+                    self.save(done)
 
-    # ---- after training: validation, final checkpoint, curve, metrics ---------------------
+    def _step(self, step: int) -> int:
+        """One optimizer step, its curve row (with validation loss at ``eval_interval``) and
+        progress line; returns the number of steps done."""
+        job, steps = self.job, self.job.steps
+        t0 = time.perf_counter()
+        with _fits(job, self.runtime):
+            loss_t, lr, grad_norm = self.tr.train_step(step)
+            loss = float(loss_t.item())  # the one host sync per step (the curve records every step)
+        self.train_time += time.perf_counter() - t0
+        done = step + 1
+        if not math.isfinite(loss) or (grad_norm is not None and not math.isfinite(grad_norm)):
+            last = ckpt.latest_step(self.root)
+            kept = f"the last good checkpoint is {self.root / ckpt.iter_name(last)}" if last is not None else "no checkpoint was written yet"
+            raise TrainingDiverged(
+                f"{job.architecture.arch_id}: loss {loss} / grad norm {grad_norm} at step {done} is not finite; stopping. "
+                f"{kept} (kept). Lower training.lr, raise warmup_fraction or tighten clip_grad."
+            )
+        row = {"step": done, "tokens": done * job.tokens_per_step, "loss": loss, "lr": lr,
+               "grad_norm": None if grad_norm is None else float(grad_norm), "valid_loss": None,
+               "elapsed_s": self.train_time}
+        eval_every = int(job.recipe["eval_interval"])
+        if eval_every > 0 and done % eval_every == 0 and done < steps:
+            row["valid_loss"] = self.tr.evaluate()
+        self.curve.append(row)
+        self.tracker.step(row)
+        self._progress(row)
+        return done
+
+    def _progress(self, row: dict) -> None:
+        """A progress line every ``log_interval`` steps, at the first and the last step; the time
+        left from the mean step time over the last five lines."""
+        done, steps = row["step"], self.job.steps
+        self._n_log += 1
+        if done % int(self.job.hardware["log_interval"]) == 0 or done == steps or done == self.start_step + 1:
+            dt = time.perf_counter() - self._t_log
+            self._recent = (self._recent + [(dt, self._n_log)])[-5:]
+            sec_per_step = sum(r[0] for r in self._recent) / max(1, sum(r[1] for r in self._recent))
+            self.log(M.progress_line(done, steps, row["loss"], row["lr"], row["grad_norm"],
+                                     self._n_log * self.job.tokens_per_step / max(dt, 1e-9),
+                                     self.wall(), (steps - done) * sec_per_step)
+                     + ("" if row["valid_loss"] is None else f" | valid {row['valid_loss']:.4f}"))
+            self._t_log, self._n_log = time.perf_counter(), 0
+
+    def finish(self) -> dict[str, Any]:
+        """After training: validation, the final checkpoint, curve and metrics (each atomic,
+        metrics last); returns the metrics record."""
+        from ..data.dataset import unigram_entropy
+
+        job, runtime, tr, curve, log = self.job, self.runtime, self.tr, self.curve, self.log
+        t_eval = time.perf_counter()
+        valid_loss = tr.evaluate()
+        log(f"[archscale] validation loss {valid_loss:.4f} on {tr.eval_samples * job.seq_length:,} held-out tokens "
+            f"({time.perf_counter() - t_eval:.1f} s)")
+        if not math.isfinite(valid_loss):
+            raise TrainingDiverged(f"{job.architecture.arch_id}: validation loss is {valid_loss}; "
+                                   f"the checkpoints are kept in {self.root}")
+        if curve:
+            curve[-1]["valid_loss"] = valid_loss
+
+        record = _metrics_record(job, runtime, tr, curve, self.train_time, valid_loss, self.resumed_from,
+                                 unigram_entropy(tr.manifest))
+        description = final_ckpt.describe(job.arch, job.architecture.arch_id, job.seq_length, job.rope_base, job.steps,
+                                          record["tokens_seen"], runtime.precision)
+        final_ckpt.save_final(job.final, tr.ddp, description)
+        record["wall_time_s"] = self.wall()
+        if runtime.rank == 0:
+            from ..io import write_json, write_parquet
+
+            write_parquet(job.curve, M.curve_table(curve))
+            write_json(job.metrics, record)  # last: its presence means the run finished
+        ckpt.keep_result(self.root, job)  # a copy that survives Snakemake deleting the outputs
+        self.tracker.finish(record, job.steps)
+        log(f"[archscale] done: train loss {record['final_train_loss']:.4f}, valid loss {valid_loss:.4f} "
+            f"(unigram entropy {record['unigram_entropy']:.4f}), {record['tokens_per_s']:,.0f} tokens/s, "
+            f"wall {M.format_seconds(record['wall_time_s'])}")
+        return record
+
+
+def _train(job: TrainJob, runtime, preemption: Preemption | None, log) -> dict[str, Any]:
+    t_session = time.perf_counter()
+    root = Path(job.checkpoint_dir)
+    kept = ckpt.prepare(root, job, log=log)  # superseded checkpoints moved aside / back
+    if kept is not None:
+        return kept  # a finished run of this identity was restored from results/superseded/
+    session = _Session(job, runtime, log, root, t_session)
+    session.run_steps(preemption or Preemption())
     # A job resumed after training had finished lands here directly (start_step == steps).
-    t_eval = time.perf_counter()
-    valid_loss = tr.evaluate()
-    log(f"[archscale] validation loss {valid_loss:.4f} on {tr.eval_samples * job.seq_length:,} held-out tokens "
-        f"({time.perf_counter() - t_eval:.1f} s)")
-    if not math.isfinite(valid_loss):
-        raise TrainingDiverged(f"{arch.arch_id}: validation loss is {valid_loss}; the checkpoints are kept in {root}")
-    if curve:
-        curve[-1]["valid_loss"] = valid_loss
-
-    from ..data.dataset import unigram_entropy
-
-    record = _metrics_record(job, runtime, tr, curve, train_time, valid_loss, resumed_from, unigram_entropy(tr.manifest))
-    description = {"arch": job.arch, "arch_id": arch.arch_id, "seq_length": job.seq_length,
-                   "rope_base": job.rope_base, "step": steps, "tokens_seen": record["tokens_seen"],
-                   "precision": runtime.precision, "format": "megatron-core dist_checkpointing, key 'model'"}
-    ckpt.save_final(job.final, tr.ddp, description)
-    record["wall_time_s"] = wall()
-    if runtime.rank == 0:
-        from ..io import write_json, write_parquet
-
-        write_parquet(job.curve, M.curve_table(curve))
-        write_json(job.metrics, record)  # last: its presence means the run finished
-    ckpt.keep_result(root, job)  # a copy that survives Snakemake deleting the outputs
-    tracker.finish(record, steps)
-    log(f"[archscale] done: train loss {record['final_train_loss']:.4f}, valid loss {valid_loss:.4f} "
-        f"(unigram entropy {record['unigram_entropy']:.4f}), {record['tokens_per_s']:,.0f} tokens/s, "
-        f"wall {M.format_seconds(record['wall_time_s'])}")
-    return record
+    return session.finish()
 
 
 def _oom_message(job: TrainJob, runtime, exc: BaseException) -> str:
