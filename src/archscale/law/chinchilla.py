@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import optimize
@@ -182,6 +182,152 @@ def check_points(n, d, loss, what: str = "Chinchilla fit", n_coef: int = 5):
     return n, d, loss
 
 
+class LogPoints(NamedTuple):
+    """The fitted points in log space: ``ln N``, ``ln D``, ``ln L``."""
+
+    ln_n: np.ndarray
+    ln_d: np.ndarray
+    ln_l: np.ndarray
+
+
+def identifiability_warnings(n: np.ndarray, d: np.ndarray) -> list[str]:
+    """Guard before fitting: N or D with too few distinct values is a :class:`FitError`;
+    returns the warnings of a fit that is possible but weak (interpolation, collinear N-D)."""
+    warnings: list[str] = []
+    if n.size == len(PARAMS):
+        warnings.append("as many points as coefficients: the law interpolates them, intervals are meaningless")
+    few = [(name, distinct(v)) for name, v in (("N", n), ("D", d)) if distinct(v) < MIN_DISTINCT]
+    if few:
+        shown = " and ".join(f"{name} takes {k} distinct value(s)" for name, k in few)
+        raise FitError(
+            f"Chinchilla law not identifiable: {shown} (each of N and D needs at least {MIN_DISTINCT} to fit "
+            "its coefficient and exponent; one scale or one token budget cannot separate its term from E). "
+            "Add runs at more (N, D) budgets (a scale's horizons: give several from one run per architecture "
+            "and seed) or use the empirical reference"
+        )
+    ln_n, ln_d = np.log(n), np.log(d)
+    if np.ptp(ln_d - ln_n) < 1e-6 or abs(np.corrcoef(ln_n, ln_d)[0, 1]) > 0.999:
+        warnings.append(
+            "N and D are (nearly) collinear (constant tokens per parameter): A, alpha and B, beta are not "
+            "separately identifiable; only the loss along the sampled N-D line is constrained"
+        )
+    return warnings
+
+
+def grid_search(pts: LogPoints, objective: str, delta: float, grid: np.ndarray, polish: int) -> list[np.ndarray]:
+    """The best ``polish`` distinct minima from the start grid, by successive halving.
+
+    1) every start at once, a few iterations; 2) the better fifth further; 3) the best 100 to
+    convergence (every start is optimised, the hopeless ones briefly).
+    """
+    obj = _Objective(*pts, "squared" if objective == "squared" else "huber", delta)
+    res = batched_lbfgs(obj, grid, maxiter=10)
+    keep = np.argsort(res.fun)[: max(100, grid.shape[0] // 5)]
+    res = batched_lbfgs(obj, res.x[keep], maxiter=30)
+    keep = np.argsort(res.fun)[:100]
+    fine = batched_lbfgs(obj, res.x[keep], maxiter=1000)
+    picks: list[np.ndarray] = []
+    for i in np.argsort(fine.fun):
+        if not np.isfinite(fine.fun[i]):
+            continue
+        if all(np.max(np.abs(fine.x[i] - q)) > 1e-4 for q in picks):
+            picks.append(fine.x[i])
+        if len(picks) >= polish:
+            break
+    if not picks:
+        raise FitError("Chinchilla fit: no start produced a finite objective; check that losses are on a sane scale")
+    return picks
+
+
+def _polish_one(theta: np.ndarray, pts: LogPoints, objective: str, delta: float) -> tuple[np.ndarray, float]:
+    """One start polished with scipy: Levenberg-Marquardt (squared), L-BFGS-B (huber), then the
+    exact LAD polish (lad); returns (theta, objective value)."""
+    if objective == "squared":
+        out = optimize.least_squares(
+            lambda th: _residuals_and_jacobian(th, *pts)[0], theta,
+            jac=lambda th: _residuals_and_jacobian(th, *pts)[1], method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15,
+        )
+        return out.x, float(np.sum(out.fun**2))
+    o = _Objective(*pts, "huber", delta)
+    out = optimize.minimize(
+        lambda th: tuple(v[0] for v in o(th[None, :], np.zeros(1, dtype=int))), theta, jac=True,
+        method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-13, "maxiter": 1000},
+    )
+    if objective == "lad":
+        th = _lad_polish(out.x, *pts)
+        return th, float(np.abs(_residuals_and_jacobian(th, *pts)[0]).sum())
+    return out.x, float(out.fun * delta)
+
+
+def polish_best(picks, pts: LogPoints, objective: str, delta: float, warnings: list[str]) -> tuple[np.ndarray, float]:
+    """The best polished minimum over ``picks`` (the exact LAD polish, the costly one, from the two best)."""
+    best_theta, best_val = None, np.inf
+    polish_warnings: list[str] = []
+    for theta in picks[:2] if objective == "lad" else picks:
+        with capture_warnings(polish_warnings, "Chinchilla polish: "):
+            th, val = _polish_one(theta, pts, objective, delta)
+            if np.isfinite(val) and val < best_val:
+                best_theta, best_val = th, val
+    if best_theta is None:
+        raise FitError("Chinchilla fit: the polish stage failed from every start")
+    warnings += polish_warnings
+    err, w = rank_check(_residuals_and_jacobian(best_theta, *pts)[1], ["a", "b", "e", "alpha", "beta"],
+                        "Chinchilla fit")
+    warnings += [err] if err else w
+    return best_theta, best_val
+
+
+@dataclass(frozen=True)
+class BootstrapSpec:
+    """How the Chinchilla bootstrap runs: resamples, seed, run ids (or None), interval level and
+    how many distinct polished minima start each refit."""
+
+    bootstrap: int
+    seed: int = 0
+    groups: Any = None
+    ci_level: float = 0.95
+    n_starts: int = 3
+
+
+def bootstrap_refits(pts: LogPoints, objective: str, delta: float, starts0: list[np.ndarray], spec: BootstrapSpec):
+    """Every resample refitted (one batched L-BFGS) from ``starts0``; (thetas [B, 5], ok [B])."""
+    rng = np.random.default_rng(spec.seed)
+    weights = _bootstrap_weights(rng, spec.groups, pts.ln_n.size, spec.bootstrap)
+    kind, dlt = ("squared", delta) if objective == "squared" else ("huber", _LAD_SMOOTH if objective == "lad" else delta)
+    m = len(starts0)
+    bobj = _Objective(*pts, kind, dlt, weights=np.repeat(weights, m, axis=0))
+    bres = batched_lbfgs(bobj, np.tile(np.array(starts0), (spec.bootstrap, 1)), maxiter=1000)
+    fun = np.where(np.isfinite(bres.fun), bres.fun, np.inf).reshape(spec.bootstrap, m)
+    rows = np.arange(spec.bootstrap) * m + np.argmin(fun, axis=1)
+    x, f = bres.x[rows], bres.fun[rows]
+    ok = np.isfinite(f) & np.all(np.isfinite(x), axis=1) & (np.max(x[:, :3], axis=1) < 700)
+    return x, ok
+
+
+def bootstrap_chinchilla(pts: LogPoints, objective: str, delta: float, best_theta, picks, spec: BootstrapSpec,
+                         warnings: list[str]):
+    """(se, ci, converged refits): bootstrap standard errors and percentile intervals of the params."""
+    se: dict[str, float | None] = {k: None for k in PARAMS}
+    ci: dict[str, list[float] | None] = {k: None for k in PARAMS}
+    if spec.bootstrap <= 0:
+        return se, ci, 0
+    # Every resample is refitted from the point estimate and the next best distinct starts.
+    starts0 = [best_theta] + [p for p in picks if np.max(np.abs(p - best_theta)) > 1e-4][: max(0, spec.n_starts - 1)]
+    x, ok = bootstrap_refits(pts, objective, delta, starts0, spec)
+    ok_count = int(ok.sum())
+    if ok_count < spec.bootstrap:
+        warnings.append(f"{spec.bootstrap - ok_count} of {spec.bootstrap} bootstrap refits failed or diverged and were dropped")
+    if ok_count >= 2:
+        th = x[ok]
+        nat = np.column_stack([np.exp(th[:, 2]), np.exp(th[:, 0]), np.exp(th[:, 1]), th[:, 3], th[:, 4]])
+        lo_q, hi_q = 50 * (1 - spec.ci_level), 100 - 50 * (1 - spec.ci_level)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for j, k in enumerate(PARAMS):
+                se[k] = _finite(np.std(nat[:, j], ddof=1))
+                ci[k] = [_finite(np.percentile(nat[:, j], lo_q)), _finite(np.percentile(nat[:, j], hi_q))]
+    return se, ci, ok_count
+
+
 def fit_chinchilla(
     n,
     d,
@@ -199,6 +345,8 @@ def fit_chinchilla(
 ) -> ChinchillaFit:
     """Fit ``E + A/N^alpha + B/D^beta`` to points (N, D, L); see the module docstring.
 
+    Steps: guard (:func:`identifiability_warnings`), start grid (:func:`grid_search`),
+    optimise (:func:`polish_best`), bootstrap (:func:`bootstrap_chinchilla`).
     ``groups``: a run id per point; when a run gives several points the bootstrap resamples
     runs. Each resample is refitted from the ``n_boot_starts`` best distinct polished starts.
     """
@@ -206,131 +354,18 @@ def fit_chinchilla(
         raise FitError(f"Chinchilla fit: unknown objective '{objective}'; use one of {OBJECTIVES}")
     t0 = time.perf_counter()
     n, d, loss = check_points(n, d, loss)
-    ln_n, ln_d, ln_l = np.log(n), np.log(d), np.log(loss)
-    warnings: list[str] = []
-    if n.size == len(PARAMS):
-        warnings.append("as many points as coefficients: the law interpolates them, intervals are meaningless")
-    few = [(name, distinct(v)) for name, v in (("N", n), ("D", d)) if distinct(v) < MIN_DISTINCT]
-    if few:
-        shown = " and ".join(f"{name} takes {k} distinct value(s)" for name, k in few)
-        raise FitError(
-            f"Chinchilla law not identifiable: {shown} (each of N and D needs at least {MIN_DISTINCT} to fit "
-            "its coefficient and exponent; one scale or one token budget cannot separate its term from E). "
-            "Add runs at more (N, D) budgets (a scale's horizons: give several from one run per architecture "
-            "and seed) or use the empirical reference"
-        )
-    if np.ptp(ln_d - ln_n) < 1e-6 or abs(np.corrcoef(ln_n, ln_d)[0, 1]) > 0.999:
-        warnings.append(
-            "N and D are (nearly) collinear (constant tokens per parameter): A, alpha and B, beta are not "
-            "separately identifiable; only the loss along the sampled N-D line is constrained"
-        )
+    warnings = identifiability_warnings(n, d)
+    pts = LogPoints(np.log(n), np.log(d), np.log(loss))
     grid = start_grid() if starts is None else np.asarray(starts, float)
-    stage_kind, stage_delta = ("squared", delta) if objective == "squared" else ("huber", delta)
-
-    # 1) every start at once, a few iterations; 2) the better fifth further; 3) the best 100 to
-    # convergence (successive halving: every start is optimised, the hopeless ones briefly);
-    # 4) polish the best few distinct results with scipy.
-    obj = _Objective(ln_n, ln_d, ln_l, stage_kind, stage_delta)
-    res = batched_lbfgs(obj, grid, maxiter=10)
-    keep = np.argsort(res.fun)[: max(100, grid.shape[0] // 5)]
-    res = batched_lbfgs(obj, res.x[keep], maxiter=30)
-    keep = np.argsort(res.fun)[:100]
-    fine = batched_lbfgs(obj, res.x[keep], maxiter=1000)
-    picks: list[np.ndarray] = []
-    for i in np.argsort(fine.fun):
-        if not np.isfinite(fine.fun[i]):
-            continue
-        if all(np.max(np.abs(fine.x[i] - q)) > 1e-4 for q in picks):
-            picks.append(fine.x[i])
-        if len(picks) >= polish:
-            break
-    if not picks:
-        raise FitError("Chinchilla fit: no start produced a finite objective; check that losses are on a sane scale")
-
-    def scalar(kind, dlt):
-        o = _Objective(ln_n, ln_d, ln_l, kind, dlt)
-        return lambda th: tuple(v[0] for v in o(th[None, :], np.zeros(1, dtype=int)))
-
-    best_theta, best_val = None, np.inf
-    polish_warnings: list[str] = []
-    # The exact LAD polish is the costly one: the two best Huber minima are enough starts.
-    for theta in picks[:2] if objective == "lad" else picks:
-        with capture_warnings(polish_warnings, "Chinchilla polish: "):
-            if objective == "squared":
-                out = optimize.least_squares(
-                    lambda th: _residuals_and_jacobian(th, ln_n, ln_d, ln_l)[0],
-                    theta,
-                    jac=lambda th: _residuals_and_jacobian(th, ln_n, ln_d, ln_l)[1],
-                    method="lm",
-                    xtol=1e-15,
-                    ftol=1e-15,
-                    gtol=1e-15,
-                )
-                th, val = out.x, float(np.sum(out.fun**2))
-            else:
-                fun = scalar("huber", delta)
-                out = optimize.minimize(
-                    fun, theta, jac=True, method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-13, "maxiter": 1000}
-                )
-                th = out.x
-                if objective == "lad":
-                    th = _lad_polish(th, ln_n, ln_d, ln_l)
-                    val = float(np.abs(_residuals_and_jacobian(th, ln_n, ln_d, ln_l)[0]).sum())
-                else:
-                    val = float(out.fun * delta)
-            if np.isfinite(val) and val < best_val:
-                best_theta, best_val = th, val
-    if best_theta is None:
-        raise FitError("Chinchilla fit: the polish stage failed from every start")
-    warnings += polish_warnings
-    err, w = rank_check(_residuals_and_jacobian(best_theta, ln_n, ln_d, ln_l)[1], ["a", "b", "e", "alpha", "beta"],
-                        "Chinchilla fit")
-    warnings += [err] if err else w
-
-    se: dict[str, float | None] = {k: None for k in PARAMS}
-    ci: dict[str, list[float] | None] = {k: None for k in PARAMS}
-    ok_count = 0
-    if bootstrap > 0:
-        rng = np.random.default_rng(seed)
-        weights = _bootstrap_weights(rng, groups, n.size, bootstrap)
-        kind, dlt = ("squared", delta) if objective == "squared" else ("huber", _LAD_SMOOTH if objective == "lad" else delta)
-        # Every resample is refitted from the point estimate and the next best distinct starts.
-        starts0 = [best_theta] + [p for p in picks if np.max(np.abs(p - best_theta)) > 1e-4][: max(0, n_boot_starts - 1)]
-        m = len(starts0)
-        bobj = _Objective(ln_n, ln_d, ln_l, kind, dlt, weights=np.repeat(weights, m, axis=0))
-        bres = batched_lbfgs(bobj, np.tile(np.array(starts0), (bootstrap, 1)), maxiter=1000)
-        fun = np.where(np.isfinite(bres.fun), bres.fun, np.inf).reshape(bootstrap, m)
-        pick = np.argmin(fun, axis=1)
-        rows = np.arange(bootstrap) * m + pick
-        bres = type(bres)(x=bres.x[rows], fun=bres.fun[rows], converged=bres.converged[rows], iterations=bres.iterations)
-        ok = np.isfinite(bres.fun) & np.all(np.isfinite(bres.x), axis=1) & (np.max(bres.x[:, :3], axis=1) < 700)
-        ok_count = int(ok.sum())
-        if ok_count < bootstrap:
-            warnings.append(
-                f"{bootstrap - ok_count} of {bootstrap} bootstrap refits failed or diverged and were dropped"
-            )
-        if ok_count >= 2:
-            th = bres.x[ok]
-            nat = np.column_stack([np.exp(th[:, 2]), np.exp(th[:, 0]), np.exp(th[:, 1]), th[:, 3], th[:, 4]])
-            lo_q, hi_q = 50 * (1 - ci_level), 100 - 50 * (1 - ci_level)
-            with np.errstate(over="ignore", invalid="ignore"):
-                for j, k in enumerate(PARAMS):
-                    se[k] = _finite(np.std(nat[:, j], ddof=1))
-                    ci[k] = [_finite(np.percentile(nat[:, j], lo_q)), _finite(np.percentile(nat[:, j], hi_q))]
+    picks = grid_search(pts, objective, delta, grid, polish)
+    best_theta, best_val = polish_best(picks, pts, objective, delta, warnings)
+    spec = BootstrapSpec(bootstrap=int(bootstrap), seed=seed, groups=groups, ci_level=ci_level, n_starts=n_boot_starts)
+    se, ci, ok_count = bootstrap_chinchilla(pts, objective, delta, best_theta, picks, spec, warnings)
     return ChinchillaFit(
-        params=to_params(best_theta),
-        objective=objective,
-        delta=delta if objective == "huber" else None,
-        objective_value=best_val,
-        n_points=int(n.size),
-        n_starts=int(grid.shape[0]),
-        se=se,
-        ci=ci,
-        ci_level=ci_level,
-        bootstrap=int(bootstrap),
-        bootstrap_converged=ok_count,
-        elapsed_s=time.perf_counter() - t0,
-        warnings=warnings,
+        params=to_params(best_theta), objective=objective, delta=delta if objective == "huber" else None,
+        objective_value=best_val, n_points=int(n.size), n_starts=int(grid.shape[0]), se=se, ci=ci,
+        ci_level=ci_level, bootstrap=int(bootstrap), bootstrap_converged=ok_count,
+        elapsed_s=time.perf_counter() - t0, warnings=warnings,
     )
 
 
