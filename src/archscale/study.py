@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -81,16 +82,23 @@ class Study:
     def rope_base(self) -> float:
         return float(self.config["model"]["rope_base"])
 
+    @property
+    def network(self) -> dict[str, Any]:
+        """The model.* settings that define the network beyond its shape, as the config has
+        them (the train rule's params: their values are part of a run's identity)."""
+        return {"rope_base": self.config["model"]["rope_base"]}
+
     def training_recipe(self) -> dict[str, Any]:
         return self.identity("training")
 
     def training_hardware(self) -> dict[str, Any]:
-        """Hardware knobs of a training job, plus the device peak (None: MFU is not reported)."""
+        """Hardware knobs of a training job, plus the device peak (None: MFU is not reported).
+
+        ``tensorboard`` and ``wandb`` are the config's own values: the train package interprets
+        them (:func:`archscale.train.launcher.training_hardware`)."""
         from .plan import peak_flops
-        from .train.tracking import settings_from_config
 
         hw = self.hardware("training")
-        hw.update(settings_from_config(self.config))  # TensorBoard / W&B (W&B group: run_name)
         try:
             hw["peak_flops"] = float(peak_flops(self.config["compute"]))
         except (KeyError, ValueError):  # CPU plan or an unknown GPU model without compute.peak_flops
@@ -113,10 +121,156 @@ class Study:
     def evaluate_spec(self) -> dict[str, Any]:
         return self.identity("evaluate")
 
+    # ---- run, data, tokenizer ------------------------------------------------------------
+    @property
+    def run_name(self) -> str:
+        return str(self.config["run_name"])
+
+    @property
+    def corpus_dir(self) -> Path:
+        return Path(self.config["data"]["corpus_dir"])
+
+    @property
+    def shard_glob(self) -> str:
+        return str(self.config["data"]["shard_glob"])
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        """The data section (split fraction, bad-record policy, mixture, seed): the data rules'
+        params, every value as the config has it."""
+        return self.section("data")
+
+    @property
+    def tokenizer(self) -> dict[str, Any]:
+        """The tokenizer section (a fresh dict: the tokenizer rule's params)."""
+        return copy.deepcopy(dict(self.config["tokenizer"]))
+
+    @property
+    def tokenizer_file(self) -> str | None:
+        """A configured tokenizer.json, or None (a BPE is trained on the corpus)."""
+        return self.config["tokenizer"]["file"] or None
+
+    # ---- per-stage run settings ----------------------------------------------------------
+    @property
+    def training_threads(self) -> int:
+        return int(self.config["training"]["threads"])
+
+    @property
+    def throughput_threads(self) -> int:
+        return int(self.config["throughput"]["threads"])
+
+    @property
+    def throughput_exclusive(self) -> bool:
+        return bool(self.config["throughput"]["exclusive"])
+
+    @property
+    def throughput_uses_trained_weights(self) -> bool:
+        return self.config["throughput"]["weights"] == "trained"
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return copy.deepcopy(self.config["throughput"]["batch_sizes"])
+
+    @property
+    def export_mem_mb(self) -> int:
+        return self.config["export"]["mem_mb"]
+
+    @property
+    def export_verify(self) -> bool:
+        return bool(self.config["export"]["verify"])
+
+    @property
+    def evaluate_enabled(self) -> bool:
+        return bool(self.config["evaluate"]["enabled"])
+
+    @property
+    def evaluate_threads(self) -> int:
+        return int(self.config["evaluate"]["threads"])
+
+    @property
+    def evaluate_runtime_min(self) -> int:
+        return int(self.config["evaluate"]["runtime_min"])
+
+    def evaluate_hardware(self, threads: int) -> dict[str, Any]:
+        """Hardware knobs of an evaluation (never part of its identity); ``threads`` is the job's."""
+        ev = self.config["evaluate"]
+        return {"batch_size": ev["batch_size"], "device": ev["device"], "threads": threads}
+
+    @property
+    def evaluate_tasks(self) -> tuple[list, str | None]:
+        """The configured tasks and the include path of local task files."""
+        ev = self.config["evaluate"]
+        return copy.deepcopy(ev["tasks"]), ev["include_path"]
+
+    def selected(self, section: str) -> Any:
+        """``<section>.architectures`` of export or evaluate ("all", names, ids or scales)."""
+        if section not in ("export", "evaluate"):
+            raise KeyError(f"no architecture selection in '{section}'")
+        return copy.deepcopy(self.config[section]["architectures"])
+
+    @property
+    def report_title(self) -> str:
+        return self.config["report"]["title"]
+
+    @property
+    def report_batch_size(self) -> int | None:
+        return self.config["report"]["throughput_batch_size"]
+
+    # ---- science plan, lifetime ------------------------------------------------------------
+    @property
+    def science(self) -> dict[str, Any]:
+        """plan.science (a fresh dict: the plan_science rule's params)."""
+        return copy.deepcopy(dict(self.config["plan"]["science"]))
+
+    @property
+    def science_law(self) -> str | None:
+        """plan.science.law: a named law, a fit file's path, or None (no science plan)."""
+        return self.config["plan"]["science"]["law"] or None
+
+    @property
+    def lifetime_tokens(self) -> Any:
+        """search.lifetime.tokens (None: no lifetime cost)."""
+        return self.config["search"]["lifetime"]["tokens"]
+
+    @cached_property
+    def lifetime_settings(self) -> Any:
+        """search.lifetime as :class:`archscale.search.lifetime` settings (None: tokens unset)."""
+        from .search.lifetime import settings_from_config
+
+        return settings_from_config(self.config)
+
     # ---- compute, fit --------------------------------------------------------------------
     @property
     def compute(self) -> Mapping[str, Any]:
         return self.section("compute")
+
+    @property
+    def gpus_per_job(self) -> int:
+        return int(self.config["compute"]["gpus_per_job"])
+
+    def gpu_model(self, gpus: int) -> str:
+        """The ``gpu_model`` resource of a job with ``gpus`` GPUs ("" without GPUs)."""
+        return (self.config["compute"]["gpu_model"] or "") if gpus else ""
+
+    @property
+    def mem_mb_per_job(self) -> int:
+        return self.config["compute"]["mem_mb_per_job"]
+
+    @property
+    def cpus_per_gpu(self) -> int:
+        return int(self.config["compute"]["cpus_per_gpu"])
+
+    @property
+    def throughput_runtime_min(self) -> int:
+        return int(self.config["compute"]["throughput_runtime_min"])
+
+    def slurm_partition(self, fallback: str = "") -> str:
+        """compute.partition, else ``fallback`` (the caller's $SBATCH_PARTITION)."""
+        return self.config["compute"]["partition"] or fallback
+
+    def slurm_account(self, fallback: str = "") -> str:
+        """compute.account, else ``fallback`` (the caller's $SBATCH_ACCOUNT)."""
+        return self.config["compute"]["account"] or fallback
 
     @property
     def fit(self) -> dict[str, Any]:

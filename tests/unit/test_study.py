@@ -95,7 +95,7 @@ def test_rope_base_reaches_the_train_job(tmp_path, monkeypatch):
 
     config = Study.from_config(tiny_config(rope_base=ROPE)).config
     train_rule = (ROOT / "workflow" / "rules" / "train.smk").read_text()
-    assert 'rope_base=config["model"]["rope_base"]' in train_rule  # the train rule's params
+    assert 'rope_base=STUDY.network["rope_base"]' in train_rule  # the train rule's params
     study = Study.from_config(config)
     arch = study.plan[study.plan.ids[0]].arch
     params = types.SimpleNamespace(arch=arch.to_dict(), budget={"tokens": 1000}, recipe=study.training_recipe(),
@@ -173,3 +173,12 @@ def test_trained_checkpoint_must_match_rope_base(tmp_path):
     write_json(tmp_path / "archscale.json", {"arch": arch.to_dict(), "seq_length": 32, "rope_base": 500000.0})
     with pytest.raises(ValueError, match="rope_base 500000.0, but model.rope_base is 12345.0"):
         build_megatron_model(arch, None, 16, ROPE, str(tmp_path))
+
+
+def test_rules_and_scripts_read_settings_through_the_study():
+    """The study is the one reader of the config: no rule or rule script indexes it."""
+    workflow_dir = ROOT / "workflow"
+    for path in [*workflow_dir.glob("rules/*.smk"), *workflow_dir.glob("scripts/*.py"), ROOT / "Snakefile"]:
+        text = path.read_text()
+        assert "config[" not in text, path
+        assert "workflow._cores" not in text, path

@@ -15,8 +15,8 @@ rule aggregate:
     conda:
         "../../environment.yml"
     params:
-        run_name=config["run_name"],
-        batch_sizes=config["throughput"]["batch_sizes"],
+        run_name=STUDY.run_name,
+        batch_sizes=STUDY.batch_sizes,
         train_runs=PLAN.run_rows(),
     script:
         "../scripts/aggregate.py"

@@ -7,7 +7,11 @@ from snakemake.logging import logger
 
 from archscale.config import ConfigError, read_yaml
 from archscale.preflight import preflight
-from archscale.workflow_support import invoked_as_dry_run, runtime_string
+from archscale.workflow_support import (
+    invoked_as_dry_run,
+    isolated_threads,
+    runtime_string,
+)
 
 try:
     # The config files as archscale reads them: a YAML error names file, line and column.
@@ -63,11 +67,11 @@ wildcard_constraints:
 
 
 # ---- corpus ----------------------------------------------------------------------
-CORPUS_DIR = Path(config["data"]["corpus_dir"])
-SHARDS = sorted(CORPUS_DIR.glob(config["data"]["shard_glob"]))
+CORPUS_DIR = STUDY.corpus_dir
+SHARDS = sorted(CORPUS_DIR.glob(STUDY.shard_glob))
 if not SHARDS:
     raise WorkflowError(
-        f"data.corpus_dir: no shards matching '{config['data']['shard_glob']}' under {CORPUS_DIR}; "
+        f"data.corpus_dir: no shards matching '{STUDY.shard_glob}' under {CORPUS_DIR}; "
         "point data.corpus_dir at a Dolma-format corpus (<source>/*.json.gz)"
     )
 SHARD_KEYS = [(p.parent.name, p.name[: -len(".json.gz")]) for p in SHARDS]
@@ -83,8 +87,8 @@ def all_shard_records():
 
 def tokenizer_input(wildcards):
     """A configured tokenizer file, or the corpus shards the BPE is trained on."""
-    if config["tokenizer"]["file"]:
-        return [config["tokenizer"]["file"]]
+    if STUDY.tokenizer_file:
+        return [STUDY.tokenizer_file]
     return [str(p) for p in SHARDS]
 
 
@@ -158,19 +162,28 @@ def throughput_workload():
 
 
 def throughput_weights(wildcards):
-    if config["throughput"]["weights"] == "trained":
+    if STUDY.throughput_uses_trained_weights:
         return [final_checkpoint(wildcards)]
     return []
 
 
+def throughput_threads():
+    """Threads a throughput job reserves: locally every core of the run (--cores), so no
+    other job runs beside a measurement; on a cluster throughput.threads (isolated_threads).
+    """
+    return isolated_threads(
+        workflow.local_exec, workflow.resource_settings.cores, STUDY.throughput_threads
+    )
+
+
 def gpu_resource():
-    return int(config["compute"]["gpus_per_job"])
+    return STUDY.gpus_per_job
 
 
 # ---- cluster resources (SLURM; see profiles/slurm/) -------------------------------
 def gpu_model(gpus):
     """`gpu_model` resource: compute.gpu_model for a job with GPUs, else none ("")."""
-    return (config["compute"]["gpu_model"] or "") if gpus else ""
+    return STUDY.gpu_model(gpus)
 
 
 def throughput_gpus():
@@ -179,27 +192,27 @@ def throughput_gpus():
 
 
 def throughput_runtime(wildcards, attempt):
-    return runtime_string(int(config["compute"]["throughput_runtime_min"]) * attempt)
+    return runtime_string(STUDY.throughput_runtime_min * attempt)
 
 
 def throughput_mem_mb():
     """Memory of a throughput job: one GPU's share of a training job's (all of it on CPU)."""
-    return int(config["compute"]["mem_mb_per_job"]) // max(1, gpu_resource())
+    return int(STUDY.mem_mb_per_job) // max(1, gpu_resource())
 
 
 def cpus_per_gpu():
     """CPU cores per GPU of GPU jobs (--cpus-per-gpu; jobs without GPUs use their threads)."""
-    return int(config["compute"]["cpus_per_gpu"])
+    return STUDY.cpus_per_gpu
 
 
 def slurm_partition():
     """Partition of GPU jobs: compute.partition, else $SBATCH_PARTITION, else the default."""
-    return config["compute"]["partition"] or os.environ.get("SBATCH_PARTITION", "")
+    return STUDY.slurm_partition(os.environ.get("SBATCH_PARTITION", ""))
 
 
 def slurm_account():
     """Account of GPU jobs: compute.account, else $SBATCH_ACCOUNT, else the user's default."""
-    return config["compute"]["account"] or os.environ.get("SBATCH_ACCOUNT", "")
+    return STUDY.slurm_account(os.environ.get("SBATCH_ACCOUNT", ""))
 
 
 def job_gpu_model(gpus):
@@ -241,12 +254,12 @@ def all_throughput():
 
 # ---- export and downstream evaluation (export.smk, evaluate.smk) -----------------
 def selected_architectures(section):
-    """Architecture ids of config[section]["architectures"] ("all", names, ids or scales)."""
+    """Architecture ids of <section>.architectures ("all", names, ids or scales)."""
     from archscale.evaluate import EvaluationError, select_architectures
 
     try:
         return select_architectures(
-            config[section]["architectures"],
+            STUDY.selected(section),
             [PLAN[a].arch for a in ARCH_IDS],
             key=f"{section}.architectures",
         )
@@ -257,7 +270,7 @@ def selected_architectures(section):
 def all_eval_records():
     """results/eval/{arch}.json of evaluate.architectures, an optional input of the
     aggregate; [] when evaluate.enabled is off."""
-    if not config["evaluate"]["enabled"]:
+    if not STUDY.evaluate_enabled:
         return []
     return expand("results/eval/{arch}.json", arch=selected_architectures("evaluate"))
 
@@ -280,15 +293,15 @@ def evaluate_task_files(wildcards):
     """Files of the local tasks evaluated: editing a task re-runs its evaluations."""
     from archscale.eval_tasks import EvaluationError, local_task_files
 
-    ev = config["evaluate"]
+    tasks, include_path = STUDY.evaluate_tasks
     try:
-        return local_task_files(ev["tasks"], ev["include_path"])
+        return local_task_files(tasks, include_path)
     except EvaluationError as exc:
         raise WorkflowError(f"config error: {exc}") from None
 
 
 def evaluate_runtime(wildcards, attempt):
-    return runtime_string(int(config["evaluate"]["runtime_min"]) * attempt)
+    return runtime_string(STUDY.evaluate_runtime_min * attempt)
 
 
 def get_final_output():
@@ -307,21 +320,19 @@ def get_final_output():
 
 def lifetime_output():
     """results/search/{target}/lifetime.json when search.lifetime.tokens is set, else []."""
-    if STUDY.config["search"]["lifetime"]["tokens"] is None:
+    if STUDY.lifetime_tokens is None:
         return []
     return expand("results/search/{target}/lifetime.json", target=SEARCH_TARGETS)
 
 
 def science_plan_output():
     """results/plan/science.json when the science plan is on (plan.science.law set), else []."""
-    return (
-        ["results/plan/science.json"] if STUDY.config["plan"]["science"]["law"] else []
-    )
+    return ["results/plan/science.json"] if STUDY.science_law else []
 
 
 def science_law_input(wildcards):
     """The prior law's fit file when plan.science.law is a path (a named law has no file)."""
     from archscale.law.laws import NAMED_LAWS
 
-    law = STUDY.config["plan"]["science"]["law"]
+    law = STUDY.science_law
     return [] if not law or law in NAMED_LAWS else [law]

@@ -22,10 +22,10 @@ checkpoint tokenizer:
         "../../environment.yml"
     threads: 8
     params:
-        tokenizer=config["tokenizer"],
+        tokenizer=STUDY.tokenizer,
         # BPE training reads training documents only: the held-out split stays unseen.
-        valid_fraction=config["data"]["valid_fraction"],
-        on_bad_record=config["data"]["on_bad_record"],
+        valid_fraction=STUDY.data["valid_fraction"],
+        on_bad_record=STUDY.data["on_bad_record"],
     script:
         "../scripts/tokenizer.py"
 
@@ -50,8 +50,8 @@ rule tokenize:
     # One thread per job: shards are the unit of parallelism.
     threads: 1
     params:
-        valid_fraction=config["data"]["valid_fraction"],
-        on_bad_record=config["data"]["on_bad_record"],
+        valid_fraction=STUDY.data["valid_fraction"],
+        on_bad_record=STUDY.data["on_bad_record"],
     script:
         "../scripts/tokenize.py"
 
@@ -68,7 +68,7 @@ checkpoint data_manifest:
     conda:
         "../../environment.yml"
     params:
-        mixture=config["data"]["mixture"],
-        seed=config["data"]["seed"],
+        mixture=STUDY.data["mixture"],
+        seed=STUDY.data["seed"],
     script:
         "../scripts/data_manifest.py"

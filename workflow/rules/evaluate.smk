@@ -15,7 +15,7 @@ rule evaluate:
         "benchmarks/eval/{arch}.tsv"
     conda:
         "../../environment.yml"
-    threads: config["evaluate"]["threads"]
+    threads: STUDY.evaluate_threads
     resources:
         **gpu_job_resources(evaluate_runtime, throughput_gpus(), cpus_per_gpu=None),
     params:

@@ -18,7 +18,7 @@ rule export:
         "../../environment.yml"
     threads: 1
     resources:
-        mem_mb=config["export"]["mem_mb"],
+        mem_mb=STUDY.export_mem_mb,
         runtime=lambda wc, attempt: runtime_string(60 * attempt),
     params:
         export=export_params(),

@@ -12,7 +12,7 @@ rule plan:
         "../scripts/plan.py"
 
 
-# Plan the science (issue 15): on when plan.science.law is set (see get_final_output).
+# Plan the science: on when plan.science.law is set (see get_final_output).
 rule plan_science:
     input:
         "results/plan/plan.parquet",
@@ -24,6 +24,6 @@ rule plan_science:
     conda:
         "../../environment.yml"
     params:
-        science=STUDY.config["plan"]["science"],
+        science=STUDY.science,
     script:
         "../scripts/plan_science.py"

@@ -75,7 +75,7 @@ rule report:
     conda:
         "../../environment.yml"
     params:
-        title=config["report"]["title"],
-        batch_size=config["report"]["throughput_batch_size"],
+        title=STUDY.report_title,
+        batch_size=STUDY.report_batch_size,
     script:
         "../scripts/report.py"

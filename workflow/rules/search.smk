@@ -2,7 +2,6 @@
 # list of what to measure, one throughput job per target that measures every listed
 # architecture interleaved (A B C A B C ...), then the GQA walk and the Surefire verdict on
 # ratios with bootstrap intervals, and the Panda / Surefire picks.
-from archscale.workflow_support import isolated_threads
 
 
 include: "search_common.smk"
@@ -38,13 +37,13 @@ rule throughput_candidates:
         "benchmarks/search/{target}/throughput.tsv"
     conda:
         "../../environment.yml"
-    threads: isolated_threads(workflow.local_exec, workflow._cores, config["throughput"]["threads"])
+    threads: throughput_threads()
     resources:
         **gpu_job_resources(
             throughput_runtime,
             throughput_gpus(),
             mem_mb=throughput_mem_mb(),
-            exclusive=int(config["throughput"]["exclusive"]),
+            exclusive=int(STUDY.throughput_exclusive),
         ),
     params:
         workload=candidate_workload(),

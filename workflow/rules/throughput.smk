@@ -1,7 +1,6 @@
 # Inference throughput and energy per architecture (all configured batch sizes in one job),
 # then a roofline cost model calibrated on the measurements. Locally a throughput job reserves
-# every core of the run (isolated_threads) so that no other job runs beside a measurement.
-from archscale.workflow_support import isolated_threads
+# every core of the run (throughput_threads) so that no other job runs beside a measurement.
 
 
 rule throughput:
@@ -15,13 +14,13 @@ rule throughput:
         "benchmarks/throughput/{arch}.tsv"
     conda:
         "../../environment.yml"
-    threads: isolated_threads(workflow.local_exec, workflow._cores, config["throughput"]["threads"])
+    threads: throughput_threads()
     resources:
         **gpu_job_resources(
             throughput_runtime,
             throughput_gpus(),
             mem_mb=throughput_mem_mb(),
-            exclusive=int(config["throughput"]["exclusive"]),
+            exclusive=int(STUDY.throughput_exclusive),
         ),
     params:
         arch=arch_params,

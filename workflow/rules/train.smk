@@ -22,16 +22,14 @@ rule train:
     priority: train_priority
     conda:
         "../../environment.yml"
-    threads: config["training"]["threads"]
+    threads: STUDY.training_threads
     resources:
-        **gpu_job_resources(
-            train_runtime, train_gpus, mem_mb=config["compute"]["mem_mb_per_job"]
-        ),
+        **gpu_job_resources(train_runtime, train_gpus, mem_mb=STUDY.mem_mb_per_job),
     params:
         arch=run_params,
         budget=train_budget,
         recipe=run_recipe,
-        rope_base=config["model"]["rope_base"],
+        rope_base=STUDY.network["rope_base"],
         checkpoint_dir=lambda wc: f"results/checkpoints/{wc.run}",
     script:
         "../scripts/train.py"
