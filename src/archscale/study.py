@@ -28,7 +28,7 @@ from .config import cached_schema, validate_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from .plan import Plan
-    from .search import SearchSettings, SearchTarget
+    from .search.targets import SearchSettings, SearchTarget
 
 #: Sections whose keys split into identity (``x-identity: true`` in the schema) and the rest.
 STAGES = ("training", "throughput", "export", "evaluate")

@@ -30,15 +30,15 @@ def scalars(acc: EventAccumulator, tag: str) -> list[tuple[int, float]]:
 
 def test_settings_from_config_are_hardware_knobs_not_identity(tmp_path, manifest):
     from archscale.config import load_config
-    from archscale.study import Study
+    from archscale.train.launcher import training_hardware
 
     default = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
     overrides = {"run_name": "study-a", "training": {"tensorboard": False,
                                                      "wandb": {"project": "p", "tags": ["x"], "mode": "offline"}}}
-    hw = Study.from_config(load_config(default, overrides=overrides)).training_hardware()
+    hw = training_hardware(load_config(default, overrides=overrides))
     assert hw["tensorboard"] is False
     assert hw["wandb"] == {"project": "p", "entity": None, "group": "study-a", "tags": ["x"], "mode": "offline"}
-    assert Study.from_config(load_config(default)).training_hardware()["tensorboard"] is True
+    assert training_hardware(load_config(default))["tensorboard"] is True
     job = make_job(tmp_path, manifest, tokens=5000)
     logged = make_job(tmp_path, manifest, tokens=5000, hardware={"tensorboard": False, "wandb": hw["wandb"]})
     assert logged.fingerprint() == job.fingerprint()

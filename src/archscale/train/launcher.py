@@ -206,10 +206,21 @@ def launch(job: TrainJob, gpus: int, stdout=None) -> int:
     return run(cmd, environment(threads, gpus=int(gpus)), stdout=out)
 
 
+def training_hardware(config: Mapping) -> dict:
+    """The hardware knobs of a training job of the study ``config``: the study's
+    (:meth:`archscale.study.Study.training_hardware`) with ``tensorboard`` and ``wandb`` validated
+    and completed (:func:`archscale.train.tracking.settings_from_config`: W&B group ``run_name``)."""
+    from ..study import Study
+    from .tracking import settings_from_config
+
+    study = Study.from_config(config)
+    hardware = study.training_hardware()
+    hardware.update(settings_from_config(study.config))
+    return hardware
+
+
 def job_from_snakemake(snakemake) -> TrainJob:
     """The job of a ``train`` rule invocation: identity from params, hardware from the study."""
-    from ..study import Study
-
     p = snakemake.params
     return TrainJob(
         arch=Architecture.from_dict(p.arch),
@@ -222,5 +233,5 @@ def job_from_snakemake(snakemake) -> TrainJob:
         metrics=str(snakemake.output.metrics),
         curve=str(snakemake.output.curve),
         final=str(snakemake.output.final),
-        hardware=Study.from_config(snakemake.config).training_hardware(),
+        hardware=training_hardware(snakemake.config),
     )
