@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU readiness (issue 11, item 8): on a machine with one GPU and PyTorch installed, in < 8 minutes,
+# GPU readiness: on a machine with one GPU and PyTorch installed, in < 8 minutes,
 # train two tiny architectures in bf16, measure them with megatron-core's dynamic engine and NVML
 # energy, export one, write one JSON (default bench/results/gpu_check.json).
 #
@@ -13,4 +13,4 @@ if [[ -n "${WHEELS:-}" ]]; then
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 python -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "gpu_check: no GPU visible to torch")'
-exec timeout 480 python -m archscale.throughput.gpucheck --out "$out"
+exec timeout 480 python bench/gpu_check.py --out "$out"

@@ -1,11 +1,16 @@
-"""The CPU-independent parts of bench/gpu_check.sh: jobs, workload and the energy checks."""
+"""The CPU-independent parts of bench/gpu_check.sh (bench/gpu_check.py): jobs, workload and the
+energy checks."""
 
+import importlib.util
 from pathlib import Path
 
 import pytest
 
-from archscale.throughput import gpucheck
 from archscale.throughput.job import check_workload
+
+_SPEC = importlib.util.spec_from_file_location("gpu_check", Path(__file__).resolve().parents[2] / "bench" / "gpu_check.py")
+gpucheck = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(gpucheck)
 
 
 def _record(jpt=0.01, mean=200.0, peak=300.0, limit=700.0, nvml=True):

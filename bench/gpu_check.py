@@ -2,7 +2,10 @@
 measure their throughput with megatron-core's dynamic engine and NVML energy, export one, write
 one JSON.
 
-    python -m archscale.throughput.gpucheck --out bench/results/gpu_check.json [--workdir DIR]
+    python bench/gpu_check.py --out bench/results/gpu_check.json [--workdir DIR]
+
+It drives the whole pipeline (training, throughput, export), so it lives beside the benchmarks,
+above every stage of the library, not inside one of them.
 
 The checks that decide ``ok`` (:func:`energy_checks`): every batch size has energy per output
 token > 0 from the NVML counter, and mean and peak power within the card's enforced limit.
@@ -17,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..arch import Architecture
+from archscale.arch import Architecture
 
 VOCAB = 300
 EOD = "<|endoftext|>"
@@ -37,13 +40,13 @@ TRAIN_TOKENS = 200 * 32 * 128  # 200 steps
 
 def rope_base() -> float:
     """The schema's ``model.rope_base`` (throughput and the check do not depend on its value)."""
-    from ..config import schema_default
+    from archscale.config import schema_default
 
     return float(schema_default("model.rope_base"))
 
 
 def train_job(arch: Architecture, workdir: Path, manifest: Path):
-    from ..train.job import TrainJob
+    from archscale.train.job import TrainJob
 
     root = workdir / arch.arch_id
     return TrainJob(
@@ -108,12 +111,12 @@ def summarise(trained: list[dict], throughput: list[dict], export: dict | None, 
 def run(workdir: Path) -> dict:
     import torch
 
-    from ..data.dataset import write_synthetic_manifest
-    from ..data.tokenizer import train_bpe
-    from ..export import export_checkpoint
-    from ..io import read_json, write_json
-    from ..train import launcher
-    from .job import run_job
+    from archscale.data.dataset import write_synthetic_manifest
+    from archscale.data.tokenizer import train_bpe
+    from archscale.export import export_checkpoint
+    from archscale.io import read_json, write_json
+    from archscale.throughput.job import run_job
+    from archscale.train import launcher
 
     if not torch.cuda.is_available():
         raise RuntimeError("gpu_check needs a GPU (torch.cuda.is_available() is False)")
@@ -145,7 +148,7 @@ def run(workdir: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    from ..io import write_json
+    from archscale.io import write_json
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/results/gpu_check.json")
