@@ -27,6 +27,8 @@ guards flag (a knob left out, an ill-conditioned design, library warnings) is ``
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -93,6 +95,107 @@ def _tasks(groups: list, kinds) -> list[tuple[str, list, object]]:
     return out
 
 
+class TaskData(NamedTuple):
+    """One validation task's points and its two references for ``L_opt``.
+
+    ``l_emp``: the empirical L_opt table of the training and held-out scales; ``chin``: the
+    Chinchilla law fitted on the training scales; ``*_err``: why a reference is unavailable.
+    """
+
+    kind: str
+    task: str
+    train_scales: str
+    test_scale: str
+    train: pd.DataFrame
+    test: pd.DataFrame
+    l_emp: dict | None
+    emp_err: str | None
+    chin: Any
+    chin_err: str | None
+
+
+def task_references(runs: pd.DataFrame, cols, train_mask, test_mask):
+    """(empirical table, its error, Chinchilla fit on the training scales, its error)."""
+    l_emp = chin = emp_err = chin_err = None
+    try:
+        l_emp = empirical_l_opt(runs[train_mask | test_mask], cols)
+    except FitError as exc:
+        emp_err = f"skipped: {exc}"
+    try:
+        sub = runs[train_mask]
+        chin = fit_chinchilla(sub[cols["n"]], sub[cols["d"]], sub[cols["loss"]], bootstrap=0,
+                              groups=run_ids(sub, cols))
+    except FitError as exc:
+        chin_err = str(exc) if str(exc).startswith("Chinchilla law not identifiable") else f"skipped: {exc}"
+    return l_emp, emp_err, chin, chin_err
+
+
+def task_data(runs: pd.DataFrame, cols, kind: str, train_groups, test_group, r_range) -> TaskData:
+    """The task's labels, in-range points and references."""
+    g = runs[cols["group_n"]]
+    train_mask, test_mask = g.isin(train_groups), g == test_group
+    in_range = (runs[cols["r"]] >= r_range[0]) & (runs[cols["r"]] <= r_range[1])
+    train_labels = [_scale_label(runs, g == t, t) for t in train_groups]
+    test_label = _scale_label(runs, test_mask, test_group)
+    l_emp, emp_err, chin, chin_err = task_references(runs, cols, train_mask, test_mask)
+    test = runs[test_mask & in_range]
+    if len(test) == 0:
+        emp_err = chin_err = f"skipped: no runs of {test_label} have r in [{r_range[0]}, {r_range[1]}]"
+    return TaskData(kind, f"{'+'.join(train_labels)}->{test_label}", "+".join(train_labels), test_label,
+                    runs[train_mask & in_range], test, l_emp, emp_err, chin, chin_err)
+
+
+def _empirical_metrics(t: TaskData, form: str, cols, row: dict) -> str:
+    """Fill the empirical reference's metrics and optima into ``row``; returns its status."""
+    if t.emp_err is not None:
+        return t.emp_err
+
+    def lo(df):
+        return np.array([t.l_emp[_key(n, d)] for n, d in zip(df[cols["group_n"]], df[cols["group_d"]])])
+
+    try:
+        fit, row["mse"], row["spearman"] = _evaluate(form, t.train, t.test, lo(t.train), lo(t.test), cols)
+    except FitError as exc:
+        return f"skipped: {exc}"
+    row["d_over_sqrt_n_opt"] = fit["optimum"]["d_over_sqrt_n"]
+    row["r_opt"] = fit["optimum"]["r"]
+    return fit["status"]
+
+
+def _extrapolated_metrics(t: TaskData, form: str, cols, row: dict) -> str:
+    """Fill the extrapolated (Chinchilla) reference's metrics into ``row``; returns its status."""
+    if t.chin_err is not None:
+        return t.chin_err
+
+    def chin_lo(df):
+        return chinchilla_predict(t.chin.params, df[cols["group_n"]].to_numpy(float), df[cols["group_d"]].to_numpy(float))
+
+    try:
+        fit_c, row["mse_extrapolated"], row["spearman_extrapolated"] = _evaluate(
+            form, t.train, t.test, chin_lo(t.train), chin_lo(t.test), cols)
+    except FitError as exc:
+        return f"skipped: {exc}"
+    notes = list(t.chin.warnings) + ([] if fit_c["status"] == "ok" else [fit_c["status"]])
+    return "ok" if not notes else "flagged: " + "; ".join(notes)
+
+
+def form_row(t: TaskData, form: str, cols, reference: str) -> dict:
+    """One row of the validation table: the task fitted with ``form`` under both references."""
+    row = {
+        "task": t.task, "kind": t.kind, "form": form, "train_scales": t.train_scales,
+        "test_scale": t.test_scale, "n_train": int(len(t.train)), "n_test": int(len(t.test)),
+        "mse": None, "spearman": None, "mse_extrapolated": None, "spearman_extrapolated": None,
+        "d_over_sqrt_n_opt": None, "r_opt": None, "reference_note": EMPIRICAL_NOTE,
+    }
+    st_emp = _empirical_metrics(t, form, cols, row)
+    st_chin = _extrapolated_metrics(t, form, cols, row)
+    row["status_empirical"], row["status_extrapolated"] = st_emp, st_chin
+    lead, other, other_name = (st_chin, st_emp, "empirical") if reference == "chinchilla" else (
+        st_emp, st_chin, "extrapolated")
+    row["status"] = lead if other == "ok" else f"{lead}; {other_name} reference: {other}"
+    return row
+
+
 def progressive_validation(
     runs: pd.DataFrame,
     *,
@@ -113,66 +216,10 @@ def progressive_validation(
     cols = resolve_columns(runs, columns)
     check_runs(runs, cols)
     groups = sorted(runs[cols["group_n"]].unique())
-    in_range = (runs[cols["r"]] >= r_range[0]) & (runs[cols["r"]] <= r_range[1])
     rows = []
     for kind, train_groups, test_group in _tasks(groups, tuple(kinds)):
-        train_mask = runs[cols["group_n"]].isin(train_groups)
-        test_mask = runs[cols["group_n"]] == test_group
-        train_labels = [_scale_label(runs, runs[cols["group_n"]] == g, g) for g in train_groups]
-        test_label = _scale_label(runs, test_mask, test_group)
-        task = f"{'+'.join(train_labels)}->{test_label}"
-        train, test = runs[train_mask & in_range], runs[test_mask & in_range]
-        emp_err = chin_err = None
-        try:
-            l_emp = empirical_l_opt(runs[train_mask | test_mask], cols)
-        except FitError as exc:
-            emp_err = f"skipped: {exc}"
-        chin = None
-        try:
-            sub = runs[train_mask]
-            chin = fit_chinchilla(sub[cols["n"]], sub[cols["d"]], sub[cols["loss"]], bootstrap=0,
-                                  groups=run_ids(sub, cols))
-        except FitError as exc:
-            chin_err = str(exc) if str(exc).startswith("Chinchilla law not identifiable") else f"skipped: {exc}"
-        if len(test) == 0:
-            emp_err = chin_err = f"skipped: no runs of {test_label} have r in [{r_range[0]}, {r_range[1]}]"
-
-        def lo(table, df):
-            return np.array([table[_key(n, d)] for n, d in zip(df[cols["group_n"]], df[cols["group_d"]])])
-
-        for form in forms:
-            row = {
-                "task": task, "kind": kind, "form": form, "train_scales": "+".join(train_labels),
-                "test_scale": test_label, "n_train": int(len(train)), "n_test": int(len(test)),
-                "mse": None, "spearman": None, "mse_extrapolated": None, "spearman_extrapolated": None,
-                "d_over_sqrt_n_opt": None, "r_opt": None, "reference_note": EMPIRICAL_NOTE,
-            }
-            st_emp, st_chin = emp_err, chin_err
-            if st_emp is None:
-                try:
-                    fit, row["mse"], row["spearman"] = _evaluate(form, train, test, lo(l_emp, train), lo(l_emp, test), cols)
-                    row["d_over_sqrt_n_opt"] = fit["optimum"]["d_over_sqrt_n"]
-                    row["r_opt"] = fit["optimum"]["r"]
-                    st_emp = fit["status"]
-                except FitError as exc:
-                    st_emp = f"skipped: {exc}"
-            if st_chin is None:
-                try:
-                    def chin_lo(df):
-                        return chinchilla_predict(chin.params, df[cols["group_n"]].to_numpy(float),
-                                                  df[cols["group_d"]].to_numpy(float))
-
-                    fit_c, row["mse_extrapolated"], row["spearman_extrapolated"] = _evaluate(
-                        form, train, test, chin_lo(train), chin_lo(test), cols)
-                    notes = list(chin.warnings) + ([] if fit_c["status"] == "ok" else [fit_c["status"]])
-                    st_chin = "ok" if not notes else "flagged: " + "; ".join(notes)
-                except FitError as exc:
-                    st_chin = f"skipped: {exc}"
-            row["status_empirical"], row["status_extrapolated"] = st_emp, st_chin
-            lead, other, other_name = (st_chin, st_emp, "empirical") if reference == "chinchilla" else (
-                st_emp, st_chin, "extrapolated")
-            row["status"] = lead if other == "ok" else f"{lead}; {other_name} reference: {other}"
-            rows.append(row)
+        t = task_data(runs, cols, kind, train_groups, test_group, r_range)
+        rows += [form_row(t, form, cols, reference) for form in forms]
     return pd.DataFrame(rows, columns=VALIDATION_SCHEMA.names)
 
 
