@@ -13,14 +13,15 @@ from archscale.study import Study
 from archscale.arch import Architecture, Scale
 from archscale.config import ConfigError, load_config
 from archscale.cost import inference_flops_per_token
+from archscale.law.laws import Law
 from archscale.search import (
-    LawModel,
     SearchError,
     SearchSettings,
     SearchTarget,
     check_target_feasible,
     enumerate_space,
     fitted_ranges,
+    law_from_fit,
     gqa_walk,
     pareto_mask,
     prepare,
@@ -73,15 +74,19 @@ def additive(form: dict, x: float, r: float, l_opt: float) -> float:
     return l_opt + (a[0] + a[1] * math.log(x) + a[2] / x) + (b[1] * math.log(r) + b[2] / r)
 
 
-class OracleLaw(LawModel):
+class OracleLaw(Law):
     """The law evaluated with the paper's equations (independent of archscale.law)."""
 
-    def l_opt(self, n: int, tokens: int) -> float:
-        return next(float(r["l_opt"]) for r in self.conditional["l_opt"] if (r["n"], r["d"]) == (n, tokens))
+    @classmethod
+    def of(cls, conditional: dict) -> "OracleLaw":
+        return cls(**vars(law_from_fit(conditional)))
 
-    def predict(self, d_over_sqrt_n: float, r: float, l_opt: float) -> dict[str, float]:
+    def fit_reference_loss(self, n: int, tokens: int) -> float:
+        return next(float(r["l_opt"]) for r in self.fit["l_opt"] if (r["n"], r["d"]) == (n, tokens))
+
+    def predict_forms(self, d_over_sqrt_n: float, r: float, l_opt: float) -> dict[str, float]:
         fns = {"multiplicative": multiplicative, "additive": additive}
-        return {f: fns[f](self.conditional["forms"][f], d_over_sqrt_n, r, l_opt) for f in self.forms}
+        return {f: fns[f](self.fit["forms"][f], d_over_sqrt_n, r, l_opt) for f in self.fitted_forms}
 
 
 def toy_efficiency(arch: Architecture) -> float:
@@ -89,9 +94,9 @@ def toy_efficiency(arch: Architecture) -> float:
     return 1e15 / (inference_flops_per_token(arch, 5120) + 4000.0 * arch.kv_cache_bytes_per_token())
 
 
-def law_models(conditional: dict) -> list[LawModel]:
+def law_models(conditional: dict) -> list[Law]:
     """The oracle and archscale.law's implementation: the search must agree with both."""
-    return [OracleLaw(conditional), LawModel(conditional)]
+    return [OracleLaw.of(conditional), law_from_fit(conditional)]
 
 
 def target_1b(**kw) -> SearchTarget:
@@ -126,9 +131,9 @@ def test_panda_near_fitted_optimum_with_paper_coefficients(coef, x_star, r_star)
 
 
 def test_surefire_is_fastest_within_the_baselines_predicted_loss():
-    law = OracleLaw(conditional_json(PAPER_1B))
+    law = OracleLaw.of(conditional_json(PAPER_1B))
     cands, space = prepare(target_1b(), FINE, law, toy_efficiency)
-    target = multiplicative(law.conditional["forms"]["multiplicative"], LLAMA_1B.d_over_sqrt_n, LLAMA_1B.mlp_attn_ratio, L_OPT_1B)
+    target = multiplicative(law.fit["forms"]["multiplicative"], LLAMA_1B.d_over_sqrt_n, LLAMA_1B.mlp_attn_ratio, L_OPT_1B)
     assert cands["loss_target"]["value"] == pytest.approx(target)
     assert cands["loss_target"]["baseline"] == LLAMA_1B.arch_id
     ok = space[space["loss"] <= target]
@@ -147,7 +152,7 @@ def test_surefire_is_fastest_within_the_baselines_predicted_loss():
 
 
 def test_measurement_plan_walks_gqa_upward_from_4_with_heads_reresolved():
-    law = OracleLaw(conditional_json(PAPER_1B))
+    law = OracleLaw.of(conditional_json(PAPER_1B))
     cands, _ = prepare(target_1b(), FINE, law, toy_efficiency)
     assert len(cands["walks"]) == 2
     ids = [m["arch_id"] for m in cands["measure"]]
@@ -202,7 +207,7 @@ def test_walk_rejects_unordered_steps():
 
 
 def test_select_picks_the_measured_fastest_over_all_walks():
-    law = OracleLaw(conditional_json(PAPER_1B))
+    law = OracleLaw.of(conditional_json(PAPER_1B))
     cands, space = prepare(target_1b(), FINE, law, toy_efficiency)
     by_id = {m["arch_id"]: m for m in cands["measure"]}
     # Synthetic measurements: throughput rises with GQA up to 8 then collapses, so every walk
@@ -228,7 +233,7 @@ def test_select_picks_the_measured_fastest_over_all_walks():
 
 
 def test_no_architecture_within_target_reports_it():
-    law = OracleLaw(conditional_json(PAPER_1B))
+    law = OracleLaw.of(conditional_json(PAPER_1B))
     result, _ = run_search(target_1b(loss_target=1.0, baseline=None), FINE, law, toy_efficiency)
     assert result["surefire"] is None and result["panda"] is not None
     assert "no architecture meets the loss target" in result["note"]
@@ -240,7 +245,7 @@ def test_additive_form_can_drive_the_pick():
     cond = conditional_json(PAPER_1B, additive=add)
     settings = SearchSettings(**{**FINE.to_dict(), "form": "additive"})
     settings = SearchSettings.from_dict(settings.to_dict())
-    cands, space = prepare(target_1b(), settings, OracleLaw(cond), toy_efficiency)
+    cands, space = prepare(target_1b(), settings, OracleLaw.of(cond), toy_efficiency)
     assert {"loss_multiplicative", "loss_additive"} <= set(space.columns)
     assert (space["loss"] == space["loss_additive"]).all()
     assert abs(cands["panda"]["d_over_sqrt_n"] - 0.074) < 0.004
@@ -256,7 +261,7 @@ def test_scale_without_valid_architecture_is_a_clear_error():
     assert "search target 'hopeless'" in msg and "no valid architecture at scale 'tiny'" in msg
     assert "infeasible" in msg and "head_dim" in msg
     with pytest.raises(SearchError, match="no valid architecture"):
-        prepare(target, FINE, OracleLaw(conditional_json(PAPER_1B)), toy_efficiency)
+        prepare(target, FINE, OracleLaw.of(conditional_json(PAPER_1B)), toy_efficiency)
 
 
 def test_enumeration_counts_infeasible_points_and_merges_duplicates():
@@ -331,7 +336,7 @@ def test_3b_search_with_the_1b_only_fit_lands_near_the_paper_panda():
     cond = conditional_json(PAPER_1B, l_opt=[{"n": s3.n_target, "d": s3.train_tokens, "l_opt": 2.6}])
     target = SearchTarget(name="3b", scale=s3, tokens=s3.train_tokens, loss_target="llama-3.2-3b",
                           gqa_candidates=(1, 2, 3, 4, 6, 8, 12), baseline=llama3)
-    cands, space = prepare(target, FINE, LawModel(cond), toy_efficiency)
+    cands, space = prepare(target, FINE, law_from_fit(cond), toy_efficiency)
     panda = cands["panda"]
     assert abs(panda["d_over_sqrt_n"] - 0.074) < 0.004 and abs(panda["mlp_attn_ratio"] - 1.22) / 1.22 < 0.1
     assert panda["head_dim"] == 128 and panda["layers"] == 28

@@ -68,7 +68,7 @@ def test_select_with_interleaved_samples_reports_the_surefire_interval_and_verdi
 
     from archscale.search import prepare, select
 
-    cands, space = prepare(target_1b(), FINE, OracleLaw(conditional_json(PAPER_1B)), lambda a: 1.0)
+    cands, space = prepare(target_1b(), FINE, OracleLaw.of(conditional_json(PAPER_1B)), lambda a: 1.0)
     by_id = {m["arch_id"]: m for m in cands["measure"]}
 
     def level(aid):  # GQA 8 is 20% faster than 4, 16 collapses; the baseline sits at 1000

@@ -31,10 +31,10 @@ from ..io import read_json, write_json, write_parquet
 from ..study import Study
 from ..search import (
     FORMS,
-    LawModel,
     SearchError,
     SearchSettings,
     cost_model_efficiency,
+    law_from_fit,
     run_search,
     throughput_at,
 )
@@ -148,7 +148,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         if not args.scale:
             raise SearchError("give a CONFIG with search.targets, or --scale NAME to search a scale of the runs table")
         targets = {args.scale: target_from_runs(args, runs)}
-    law = LawModel(conditional, runs)
+    law = law_from_fit(conditional, str(args.fit))
     efficiency = cost_model_efficiency(cost_model, settings.input_len, settings.output_len, settings.batch_size)
     measure, label = None, "cost model (predicted)"
     if args.measure == "run":

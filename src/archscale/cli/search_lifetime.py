@@ -156,7 +156,7 @@ def _law_target(args, settings, cost_model, records) -> dict:
 def _config_targets(args, settings, cost_model, records) -> dict:
     """CONFIG or --scale: Algorithm 1 per target, then the lifetime search with its picks."""
     from ..law import load_law
-    from ..search import LawModel, cost_model_efficiency, run_search
+    from ..search import cost_model_efficiency, law_from_fit, run_search
     from ..search.algorithm import fitted_ranges
     from ..study import Study
     from .search_inputs import _settings as search_settings, read_inputs, target_from_runs
@@ -173,7 +173,7 @@ def _config_targets(args, settings, cost_model, records) -> dict:
         targets = {args.scale: target_from_runs(args, runs)}
     else:
         raise LifetimeError("give a CONFIG with search.targets, --scale NAME, or --law LAW")
-    law_model, law = LawModel(conditional, runs), load_law(args.fit)
+    law_model, law = law_from_fit(conditional, str(args.fit)), load_law(args.fit)
     efficiency = cost_model_efficiency(cost_model, s.input_len, s.output_len, s.batch_size)
     x_range = fitted_ranges(conditional, runs)[0]
     out = {}

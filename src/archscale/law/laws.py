@@ -47,6 +47,14 @@ class LawError(ValueError):
 
 @dataclass
 class Law:
+    """A conditional law: its fitted (or published) forms with their intervals, guarded optima
+    and bootstrap samples, the range it was fitted on, its reference loss and its provenance.
+
+    The one law object of archscale: the search, the science planner, the report and the CLI
+    all read a fit through it. ``fit`` is the conditional.json object it was read from (empty
+    for a published law): the provenance, and the source of :meth:`fit_reference_loss`.
+    """
+
     name: str
     source: str
     forms: dict[str, dict]
@@ -56,12 +64,18 @@ class Law:
     status: str = "ok"
     #: the fit's column mapping (keys of ``conditional.DEFAULT_COLUMNS``); empty for a named law
     columns: dict[str, str] = field(default_factory=dict)
+    fit: dict[str, Any] = field(default_factory=dict)
 
     def column(self, key: str) -> str:
         """The runs-table column of ``key`` (n, d, loss, x, r, ...): the fit's mapping, else the default."""
         from .conditional import DEFAULT_COLUMNS
 
         return self.columns.get(key) or DEFAULT_COLUMNS[key]
+
+    @property
+    def fitted_forms(self) -> list[str]:
+        """The forms with coefficients, in :data:`~archscale.law.calibration.FORMS` order."""
+        return [f for f in FORMS if self.forms.get(f)]
 
     @property
     def default_form(self) -> str:
@@ -76,6 +90,10 @@ class Law:
     def predict(self, d_over_sqrt_n, r, l_opt, form: str | None = None):
         """Predicted loss (broadcasts)."""
         return predict_loss(self._form(form), d_over_sqrt_n, r, l_opt)
+
+    def predict_forms(self, d_over_sqrt_n: float, r: float, l_opt: float) -> dict[str, float]:
+        """Predicted loss of one point under every fitted form."""
+        return {f: float(self.predict(d_over_sqrt_n, r, l_opt, f)) for f in self.fitted_forms}
 
     def samples(self, form: str | None = None) -> np.ndarray | None:
         """Bootstrap samples of the coefficients, rows ``a0 a1 a2 b0 b1 b2`` (None when not kept)."""
@@ -121,6 +139,18 @@ class Law:
             + "; give L_opt as a number (--l-opt) or a law fitted with the chinchilla reference"
         )
 
+    def fit_reference_loss(self, n: float, d: float) -> float:
+        """``L_opt(N, D)`` exactly as the fit used it: its stored Chinchilla fit (chinchilla
+        reference) or its stored table of lowest observed losses (nearest N within 10%)."""
+        from .conditional import reference_loss
+
+        if not self.fit:
+            raise LawError(f"law '{self.name}' is not a fit: it has no reference loss of its own")
+        try:
+            return float(reference_loss(self.fit, n, d))
+        except ValueError as exc:
+            raise LawError(str(exc)) from None
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "forms": sorted(self.forms), "range": self.range,
                 "status": self.status, "has_chinchilla": bool(self.chinchilla),
@@ -142,7 +172,7 @@ def law_from_conditional(obj: dict, name: str, chinchilla: dict | None = None) -
     bad = [f for f in obj["forms"] if f not in FORMS]
     if bad:
         raise LawError(f"{name}: unknown form(s) {bad}")
-    factors = next(iter(obj["forms"].values())).get("factors", {})
+    factors = next((v for v in obj["forms"].values() if v), {}).get("factors", {})
     rng = {"r": list(obj.get("r_range") or []) or None,
            "d_over_sqrt_n": (factors.get("d_over_sqrt_n") or {}).get("range")}
     if factors.get("r"):
@@ -154,7 +184,8 @@ def law_from_conditional(obj: dict, name: str, chinchilla: dict | None = None) -
     chin = obj.get("chinchilla") or (chinchilla if chinchilla and chinchilla.get("fitted", True) and
                                       "params" in chinchilla else None)
     return Law(name=name, source=f"fit file {name}", forms=dict(obj["forms"]), range=rng, chinchilla=chin,
-               l_opt_table=table, status=obj.get("status", "ok"), columns=dict(obj.get("columns") or {}))
+               l_opt_table=table, status=obj.get("status", "ok"), columns=dict(obj.get("columns") or {}),
+               fit=obj)
 
 
 def load_law(name_or_path) -> Law:

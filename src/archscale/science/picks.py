@@ -17,15 +17,14 @@ import numpy as np
 import pandas as pd
 
 from ..law.laws import Law
-from ..search.algorithm import LawModel, enumerate_space, grid_axes, pick_panda, score
+from ..search.algorithm import enumerate_space, grid_axes, pick_panda, score
 from ..search.targets import SearchError
 from .fits import predict
 
 
 def prior_panda(law: Law, archs, form: str) -> str:
     """The search's Panda under the prior law (search.algorithm.score + pick_panda)."""
-    model = LawModel({"forms": {f: dict(v) for f, v in law.forms.items()}})
-    df = score(archs, model, 1.0, lambda a: 0.0, form if form in model.forms else law.default_form)
+    df = score(archs, law, 1.0, lambda a: 0.0, form if form in law.fitted_forms else law.default_form)
     return str(pick_panda(df)["arch_id"])
 
 

@@ -45,7 +45,6 @@ from .algorithm import (
     BROAD_D_OVER_SQRT_N,
     BROAD_R,
     Efficiency,
-    LawModel,
     Space,
     arch_record,
     check_target_feasible,
@@ -55,9 +54,11 @@ from .algorithm import (
     fitted_ranges,
     gqa_walk,
     grid_axes,
+    law_from_fit,
     pareto_mask,
     pick_panda,
     rank_within_target,
+    reference_l_opt,
     require_feasible,
     score,
     within_target,
@@ -89,10 +90,10 @@ from .targets import (
 )
 
 __all__ = [
-    "ARCH_COLUMNS", "BROAD_D_OVER_SQRT_N", "BROAD_R", "Efficiency", "FORMS", "LawModel", "SearchError",
+    "ARCH_COLUMNS", "BROAD_D_OVER_SQRT_N", "BROAD_R", "Efficiency", "FORMS", "SearchError",
     "SearchSettings", "SearchTarget", "Space", "arch_record", "check_target_feasible", "cost_model_efficiency",
     "enumerate_candidates", "enumerate_space", "LossTarget", "attach_probabilities", "predicted_loss_of",
-    "search_at_scale", "fitted_ranges", "gqa_walk", "grid_axes", "loss_target_value", "measure_arch",
+    "search_at_scale", "fitted_ranges", "law_from_fit", "reference_l_opt", "gqa_walk", "grid_axes", "loss_target_value", "measure_arch",
     "measure_candidates_interleaved", "measure_entry", "measure_ids", "pareto_mask", "pick_panda", "prepare",
     "prepare_from_files", "rank_within_target", "require_feasible", "run_search", "score", "select",
     "select_from_files", "select_interleaved_from_files", "settings_from_study",

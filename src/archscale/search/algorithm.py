@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..arch import Architecture, GridPoint, InfeasiblePoint, Scale, resolve
 from .targets import FORMS, SearchError, SearchSettings, SearchTarget
+
+if TYPE_CHECKING:
+    from ..law.laws import Law
 
 #: Broad grid used to tell whether a scale admits any architecture at all (plan time).
 BROAD_D_OVER_SQRT_N = (0.01, 3.0)
@@ -23,40 +26,25 @@ Efficiency = Callable[[Architecture], float]
 
 
 # ---- the law and the efficiency measure ----------------------------------------------------
-class LawModel:
-    """The fitted conditional law (``results/fit/conditional.json``) as a loss predictor."""
+def law_from_fit(conditional: dict, name: str = "fit") -> Law:
+    """The fitted conditional law (``results/fit/conditional.json``) as the search reads it."""
+    from ..law.laws import law_from_conditional
 
-    def __init__(self, conditional: dict, runs: pd.DataFrame | None = None):
-        forms = conditional.get("forms") or {}
-        self.forms = [f for f in FORMS if f in forms and forms[f]]
-        if not self.forms:
-            raise SearchError("conditional fit: no fitted form under 'forms'; re-run the fit")
-        self.conditional = conditional
-        self.runs = runs
+    forms = conditional.get("forms") or {}
+    if not [f for f in FORMS if f in forms and forms[f]]:
+        raise SearchError("conditional fit: no fitted form under 'forms'; re-run the fit")
+    try:
+        return law_from_conditional(conditional, name)
+    except ValueError as exc:  # LawError, or an l_opt table in an old format
+        raise SearchError(str(exc)) from None
 
-    def column(self, key: str) -> str:
-        """The runs-table column of ``key`` (n, d, loss, ...): the fit's mapping, else the default."""
-        from ..law.conditional import DEFAULT_COLUMNS
 
-        return (self.conditional.get("columns") or {}).get(key) or DEFAULT_COLUMNS[key]
-
-    def l_opt(self, n: int, tokens: int) -> float:
-        """``L_opt(N, D)`` as the fit used it (its stored table, or its Chinchilla fit)."""
-        from ..law.conditional import reference_loss
-
-        try:
-            return float(reference_loss(self.conditional, n, tokens))
-        except ValueError as exc:
-            raise SearchError(f"reference loss at N={n:,}, D={tokens:,}: {exc}") from None
-
-    def predict(self, d_over_sqrt_n: float, r: float, l_opt: float) -> dict[str, float]:
-        from ..law.conditional import predict_loss
-
-        forms = self.conditional["forms"]
-        return {f: float(predict_loss(dict(forms[f], form=f), d_over_sqrt_n, r, l_opt)) for f in self.forms}
-
-    def optimum(self, form: str) -> dict[str, Any]:
-        return dict(self.conditional["forms"][form].get("optimum") or {})
+def reference_l_opt(law: Law, n: int, tokens: int) -> float:
+    """``L_opt(N, D)`` as the fit used it (its stored table, or its Chinchilla fit)."""
+    try:
+        return law.fit_reference_loss(n, tokens)
+    except ValueError as exc:
+        raise SearchError(f"reference loss at N={n:,}, D={tokens:,}: {exc}") from None
 
 
 def cost_model_efficiency(cost_model: dict, input_len: int, output_len: int, batch_size: int) -> Efficiency:
@@ -72,8 +60,8 @@ def cost_model_efficiency(cost_model: dict, input_len: int, output_len: int, bat
 # ---- grid and enumeration ------------------------------------------------------------------
 def fitted_ranges(conditional: dict, runs: pd.DataFrame | None) -> tuple[tuple[float, float], tuple[float, float]]:
     """The (d/sqrt(N), r) box the law was fitted on: runs with r inside the fit's r_range (columns: the fit's mapping)."""
-    model = LawModel(conditional) if conditional.get("forms") else None
-    xc, rc, lc = (model.column(k) if model else _default_column(k) for k in ("x", "r", "loss"))
+    mapping = (conditional.get("columns") or {}) if conditional.get("forms") else {}
+    xc, rc, lc = (mapping.get(k) or _default_column(k) for k in ("x", "r", "loss"))
     r_lo, r_hi = (float(v) for v in conditional.get("r_range") or BROAD_R)
     if runs is None or len(runs) == 0 or xc not in runs or rc not in runs:
         raise SearchError(
@@ -237,15 +225,16 @@ def arch_record(arch: Architecture) -> dict[str, Any]:
 
 
 def score(
-    archs: Iterable[Architecture], law: LawModel, l_opt: float, efficiency: Efficiency, form: str
+    archs: Iterable[Architecture], law: Law, l_opt: float, efficiency: Efficiency, form: str
 ) -> pd.DataFrame:
     """One row per architecture: predicted loss (every fitted form) and predicted efficiency."""
-    if form not in law.forms:
-        raise SearchError(f"search.form '{form}' was not fitted (fitted forms: {law.forms}); change search.form or fit.forms")
+    if form not in law.fitted_forms:
+        raise SearchError(
+            f"search.form '{form}' was not fitted (fitted forms: {law.fitted_forms}); change search.form or fit.forms")
     rows = []
     for arch in archs:
         row = arch_record(arch)
-        losses = law.predict(arch.d_over_sqrt_n, arch.mlp_attn_ratio, l_opt)
+        losses = law.predict_forms(arch.d_over_sqrt_n, arch.mlp_attn_ratio, l_opt)
         for f, v in losses.items():
             row[f"loss_{f}"] = v
         row["loss"] = losses[form]

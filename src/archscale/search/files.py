@@ -10,7 +10,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from ..io import read_json
-from .algorithm import LawModel, cost_model_efficiency
+from .algorithm import cost_model_efficiency, law_from_fit
 from .anyscale import attach_probabilities
 from .selection import measure_arch, measure_entry, measure_ids, prepare, select, throughput_at
 from .targets import SearchError, SearchSettings, SearchTarget
@@ -22,14 +22,14 @@ def prepare_from_files(
     """``search_candidates``: the rule's params (target, settings) and its three input files."""
     t, s = SearchTarget.from_dict(target), SearchSettings.from_dict(settings)
     runs = pd.read_parquet(runs_path)
-    law = LawModel(read_json(fit_path), runs)
+    law = law_from_fit(read_json(fit_path), str(fit_path))
     cost_model = read_json(cost_model_path)
     efficiency = cost_model_efficiency(cost_model, s.input_len, s.output_len, s.batch_size)
     candidates, space = prepare(t, s, law, efficiency, runs)
     candidates["inputs"] = {"runs": str(runs_path), "fit": str(fit_path), "cost_model": str(cost_model_path)}
     candidates["cost_model_spearman"] = cost_model.get("spearman")
     # The fitted form's coefficients and bootstrap samples: the picks' probabilities at select time.
-    candidates["law_forms"] = {s.form: law.conditional["forms"][s.form]}
+    candidates["law_forms"] = {s.form: law.fit["forms"][s.form]}
     return candidates, space
 
 

@@ -5,7 +5,7 @@ the Pareto table, step 5); :func:`run_search` runs both in one process.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -14,23 +14,26 @@ from ..arch import Architecture, GridPoint, InfeasiblePoint, resolve
 from .algorithm import (
     ARCH_COLUMNS,
     Efficiency,
-    LawModel,
     enumerate_space,
     gqa_walk,
     grid_axes,
     pareto_mask,
     pick_panda,
     rank_within_target,
+    reference_l_opt,
     require_feasible,
     score,
     within_target,
 )
 from .targets import SearchError, SearchSettings, SearchTarget
 
+if TYPE_CHECKING:
+    from ..law.laws import Law
+
 
 # ---- stage 1: candidates and the measurement plan ------------------------------------------
 def loss_target_value(
-    target: SearchTarget, law: LawModel, l_opt: float, settings: SearchSettings, runs: pd.DataFrame | None
+    target: SearchTarget, law: Law, l_opt: float, settings: SearchSettings, runs: pd.DataFrame | None
 ) -> dict[str, Any]:
     """The numeric loss target, and where it came from."""
     lt = target.loss_target
@@ -39,7 +42,7 @@ def loss_target_value(
     if not isinstance(lt, str):
         return {"value": float(lt), "source": "number", "baseline": None}
     base = target.baseline
-    predicted = law.predict(base.d_over_sqrt_n, base.mlp_attn_ratio, l_opt)
+    predicted = law.predict_forms(base.d_over_sqrt_n, base.mlp_attn_ratio, l_opt)
     observed = None
     loss_col = law.column("loss")  # the fit's mapping
     if runs is not None and len(runs) and loss_col in runs:
@@ -77,7 +80,7 @@ def _py(v: Any) -> Any:
     return v
 
 
-def _scored(arch: Architecture, law: LawModel, l_opt: float, efficiency: Efficiency, settings: SearchSettings,
+def _scored(arch: Architecture, law: Law, l_opt: float, efficiency: Efficiency, settings: SearchSettings,
             loss_target: float | None) -> dict[str, Any]:
     """One architecture scored as in the space, with its ``within_target`` flag."""
     row = score([arch], law, l_opt, efficiency, settings.form).iloc[0].to_dict()
@@ -131,17 +134,17 @@ def _walk_variants(
 def prepare(
     target: SearchTarget,
     settings: SearchSettings,
-    law: LawModel,
+    law: Law,
     efficiency: Efficiency,
     runs: pd.DataFrame | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Steps 1-4: the scored space (one row per architecture) and the measurement plan."""
-    xs, rs, grid_source = grid_axes(settings, law.conditional, runs)
+    xs, rs, grid_source = grid_axes(settings, law.fit, runs)
     base_gqa = target.walk_base_gqa
     space = enumerate_space(target.scale, xs, rs, base_gqa)
     require_feasible(target, space, xs, rs)
 
-    l_opt = law.l_opt(target.scale.n_target, target.tokens)
+    l_opt = reference_l_opt(law, target.scale.n_target, target.tokens)
     df = score(space.archs.values(), law, l_opt, efficiency, settings.form)
     df["requested_d_over_sqrt_n"] = [space.requested[a][0] for a in df["arch_id"]]
     df["requested_r"] = [space.requested[a][1] for a in df["arch_id"]]
@@ -343,7 +346,7 @@ def select(
 def run_search(
     target: SearchTarget,
     settings: SearchSettings,
-    law: LawModel,
+    law: Law,
     efficiency: Efficiency,
     runs: pd.DataFrame | None = None,
     measure: Callable[[Architecture], float] | None = None,
@@ -358,7 +361,7 @@ def run_search(
 
 
 
-# ---- interleaved comparisons: GQA walk and Surefire verdict with intervals (issue 11) -------
+# ---- interleaved comparisons: GQA walk and Surefire verdict with intervals ------------------
 def resolved_gqa_walk(steps: list[dict], compare: Callable[[str, str], dict]) -> dict[str, Any]:
     """The GQA walk on interleaved measurements: a step is taken only when it is resolved faster.
 
