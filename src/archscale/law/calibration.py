@@ -14,6 +14,14 @@ The forms and their normalisation are described in :mod:`archscale.law.condition
   refits each resample from the best few starts of the original fit;
 * the additive form's intervals use a cluster-robust covariance when runs repeat;
 * an optimum is kept only when it is interior and its interval lies in the sampled range.
+
+:func:`fit_form` is a sequence of steps, each a function: :func:`prepare_points` (validated
+arrays, run ids), :func:`knob_factors` (which knobs carry a factor), :func:`check_design` (rank
+of the linear design), then per form the start grid (:func:`multiplicative_starts`, shared with
+the science planner's batched fits in :mod:`archscale.science.fits`), the optimisation
+(:func:`optimise_multiplicative` / :func:`fit_additive`), the bootstrap
+(:func:`bootstrap_multiplicative`, :func:`bootstrap_intervals`) and the range guard of the
+optima (:func:`guard_optima`).
 """
 
 from __future__ import annotations

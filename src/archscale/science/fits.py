@@ -15,7 +15,9 @@ multiplicative
     delta method on its Gauss-Newton covariance (the bootstrap's large-sample limit); the spread
     of the optima across the simulated studies is reported beside it.
 
-The guards are the fit stage's (:mod:`archscale.law.guards`): a knob with fewer than three
+The start grid, the knob guard and the design check are the fit stage's own functions
+(:func:`~archscale.law.calibration.multiplicative_starts`, :func:`~archscale.law.calibration.knob_factors`,
+:func:`~archscale.law.calibration.check_design`). The guards are the fit stage's (:mod:`archscale.law.guards`): a knob with fewer than three
 distinct values is not fitted, a rank-deficient design is an error, and an optimum counts only
 when it is a minimum (``c1, c2 > 0``) whose point and interval lie in the knob's sampled range.
 Agreement with :func:`~archscale.law.calibration.fit_form` is tested in tests/unit/test_science.py.
@@ -121,8 +123,55 @@ def _delta_ci(P, cov, z):
     return out
 
 
+def optimise_additive(X: np.ndarray, free, loss, lopt, dof: int):
+    """(P [K, 5], SSE [K], covariance of the free coefficients [K, p, p]): one least-squares
+    solve with K right-hand sides and the OLS covariance."""
+    P = np.zeros((loss.shape[0], N_COEF))
+    beta, *_ = np.linalg.lstsq(X, (loss - lopt).T, rcond=None)
+    P[:, free] = beta.T
+    res = (loss - lopt) - beta.T @ X.T
+    sse = np.einsum("ij,ij->i", res, res)
+    XtX_inv = np.linalg.inv(X.T @ X)
+    return P, sse, (sse / dof)[:, None, None] * XtX_inv[None]
+
+
+def optimise_multiplicative(x, r, loss, lopt, free, dof: int):
+    """(P, SSE, covariance of the free coefficients): batched Levenberg-Marquardt from the fit
+    stage's starts, the best start per study, its Gauss-Newton covariance."""
+    K = loss.shape[0]
+    fits = [batched_lm(s, x, r, loss, lopt, free) for s in multiplicative_starts(x, r, loss, lopt, free)]
+    sses = np.column_stack([f[1] for f in fits])
+    sses = np.where(np.isfinite(sses), sses, np.inf)
+    best = np.argmin(sses, axis=1)
+    P = np.stack([f[0] for f in fits], axis=1)[np.arange(K), best]
+    sse = sses[np.arange(K), best]
+    _, J = _mult_parts(P, x, r, lopt)
+    Jf = J[:, :, free]
+    with np.errstate(all="ignore"):
+        A = np.einsum("kni,knj->kij", Jf, Jf)
+        covf = np.linalg.pinv(A) * (sse / dof)[:, None, None]
+    return P, sse, covf
+
+
+def guard_batch(P, cov, why: dict, ranges: dict, z: float):
+    """The fit stage's optimum guard per study: (optimum, ci, interior point, interior with
+    its interval), an optimum kept only when it is a minimum inside the knob's sampled range."""
+    optimum, ci, ip, inn = {}, {}, {}, {}
+    for key, (val, cik) in _delta_ci(P, cov, z).items():
+        lo, hi = ranges[key]
+        if why[key]:
+            val = np.full(P.shape[0], np.nan)
+        point = np.isfinite(val) & (val >= lo) & (val <= hi)
+        inside = point & np.all(np.isfinite(cik), axis=1) & (cik[:, 0] >= lo) & (cik[:, 1] <= hi)
+        optimum[key], ci[key], ip[key], inn[key] = np.where(point, val, np.nan), cik, point, inside
+    return optimum, ci, ip, inn
+
+
 def fit_batch(form: str, x, r, loss, lopt, ci_level: float = 0.95) -> BatchFit:
-    """Fit ``form`` to K studies (rows of ``loss``, ``lopt``: ``[K, n]``) at the points ``x``, ``r``."""
+    """Fit ``form`` to K studies (rows of ``loss``, ``lopt``: ``[K, n]``) at the points ``x``, ``r``.
+
+    Steps: the fit stage's knob guard and design check, the form's optimisation (its start
+    grid shared with the fit stage), the delta-method intervals and the range guard."""
     x, r = np.asarray(x, float), np.asarray(r, float)
     loss, lopt = np.atleast_2d(loss), np.atleast_2d(lopt)
     n = x.size
@@ -130,48 +179,22 @@ def fit_batch(form: str, x, r, loss, lopt, ci_level: float = 0.95) -> BatchFit:
         raise FitError(f"conditional fit ({form}): {n} points in the r range are fewer than the {N_COEF} coefficients")
     free, why = free_mask(x, r)
     check_design(x, r, free, form)
-    X = _design(x, r)[:, free]
     K, p = loss.shape[0], int(free.sum())
     dof = max(n - p, 1)
-    P = np.zeros((K, N_COEF))
     if form == "additive":
-        beta, *_ = np.linalg.lstsq(X, (loss - lopt).T, rcond=None)
-        P[:, free] = beta.T
-        res = (loss - lopt) - beta.T @ X.T
-        sse = np.einsum("ij,ij->i", res, res)
-        XtX_inv = np.linalg.inv(X.T @ X)
-        covf = (sse / dof)[:, None, None] * XtX_inv[None]
+        P, sse, covf = optimise_additive(_design(x, r)[:, free], free, loss, lopt, dof)
     elif form == "multiplicative":
-        starts = multiplicative_starts(x, r, loss, lopt, free)
-        fits = [batched_lm(s, x, r, loss, lopt, free) for s in starts]
-        sses = np.column_stack([f[1] for f in fits])
-        sses = np.where(np.isfinite(sses), sses, np.inf)
-        best = np.argmin(sses, axis=1)
-        P = np.stack([f[0] for f in fits], axis=1)[np.arange(K), best]
-        sse = sses[np.arange(K), best]
-        _, J = _mult_parts(P, x, r, lopt)
-        Jf = J[:, :, free]
-        with np.errstate(all="ignore"):
-            A = np.einsum("kni,knj->kij", Jf, Jf)
-            covf = np.linalg.pinv(A) * (sse / dof)[:, None, None]
+        P, sse, covf = optimise_multiplicative(x, r, loss, lopt, free, dof)
     else:
         raise FitError(f"unknown conditional form '{form}'")
     cov = np.zeros((K, N_COEF, N_COEF))
     cov[np.ix_(np.arange(K), free, free)] = covf
-    z = stats.norm.ppf(0.5 + ci_level / 2)
     note = None
     if n <= p:
         note = "as many points as coefficients: the law interpolates them, intervals are undefined"
         cov[:] = np.nan
     ranges = {"d_over_sqrt_n": (float(x.min()), float(x.max())), "r": (float(r.min()), float(r.max()))}
-    optimum, ci, ip, inn = {}, {}, {}, {}
-    for key, (val, cik) in _delta_ci(P, cov, z).items():
-        lo, hi = ranges[key]
-        if why[key]:
-            val = np.full(K, np.nan)
-        point = np.isfinite(val) & (val >= lo) & (val <= hi)
-        inside = point & np.all(np.isfinite(cik), axis=1) & (cik[:, 0] >= lo) & (cik[:, 1] <= hi)
-        optimum[key], ci[key], ip[key], inn[key] = np.where(point, val, np.nan), cik, point, inside
+    optimum, ci, ip, inn = guard_batch(P, cov, why, ranges, stats.norm.ppf(0.5 + ci_level / 2))
     return BatchFit(form, P, sse / dof, optimum, ci, ip, inn, why, ranges, note)
 
 
