@@ -232,13 +232,6 @@ class Study:
         """search.lifetime.tokens (None: no lifetime cost)."""
         return self.config["search"]["lifetime"]["tokens"]
 
-    @cached_property
-    def lifetime_settings(self) -> Any:
-        """search.lifetime as :class:`archscale.search.lifetime` settings (None: tokens unset)."""
-        from .search.lifetime import settings_from_config
-
-        return settings_from_config(self.config)
-
     # ---- compute, fit --------------------------------------------------------------------
     @property
     def compute(self) -> Mapping[str, Any]:

@@ -15,7 +15,7 @@ from archscale.io import write_json, write_parquet
 from archscale.law.conditional import fit_conditional
 from archscale.law.laws import law_from_conditional
 from archscale.plan import build_plan
-from archscale.science.noise import seed_decomposition
+from archscale.analysis.noise import seed_decomposition
 from archscale.science.suggest import _t_half, format_sequential, sequential_design
 from helpers.study import REPO
 

@@ -1,10 +1,10 @@
 # Lifetime cost per search target (archscale.search.lifetime): the (N, D, shape) that meets the
 # loss target at the lowest training plus serving cost for search.lifetime.tokens of demand, and
 # the crossover demands of the baseline, Panda, Surefire and that pick. Off while tokens is null.
-from archscale.search.lifetime import LifetimeError
+from archscale.search.lifetime import LifetimeError, settings_from_config
 
 try:
-    LIFETIME = STUDY.lifetime_settings
+    LIFETIME = settings_from_config(STUDY.config)  # the search package reads its own settings
 except LifetimeError as exc:
     raise WorkflowError(f"config error: search.lifetime: {exc}") from None
 

@@ -160,9 +160,9 @@ def _budgets(runs: pd.DataFrame) -> pd.Series:
 
 def seed_noise(runs: pd.DataFrame, value: str = "valid_loss") -> dict[str, SeedNoise]:
     """Per scale (and token budget, where a scale has several): the pooled within-architecture sd
-    and its seed-shared part (archscale.science.noise.seed_decomposition, the one estimator).
+    and its seed-shared part (archscale.analysis.noise.seed_decomposition, the one estimator).
     Keys: the scale, or "scale at T tokens" when the scale has several budgets."""
-    from ..science.noise import seed_decomposition
+    from .noise import seed_decomposition
 
     out = {}
     runs = runs[np.isfinite(runs[value].astype(float))].assign(_budget=_budgets)

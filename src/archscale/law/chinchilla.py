@@ -53,6 +53,9 @@ from .guards import MIN_DISTINCT, capture_warnings, distinct, rank_check
 from .optim import batched_lbfgs
 
 PARAMS = ("E", "A", "B", "alpha", "beta")
+#: Besiroglu et al. 2024 (Epoch AI's Chinchilla replication): the reference parameters where a
+#: law or a prior has none (the science plan's simulations, the lifetime search's loss model).
+EPOCH_CHINCHILLA = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
 OBJECTIVES = ("huber", "squared", "lad")
 HUBER_DELTA = 1e-3
 # Smoothing of |r| in the batched stages of the "lad" objective (the exact LAD polish follows).

@@ -1,4 +1,4 @@
-"""Plan the science before the compute: will this grid find the optima? (issue 15)
+"""Plan the science before the compute: will this grid find the optima?
 
 :func:`science_plan` is the one entry point (``archscale plan --science`` and the workflow's
 ``plan_science`` rule): simulated studies (:mod:`.simulate`, fitted by :mod:`.fits`), the
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .noise import seed_decomposition, seed_noise_from_runs
+from ..analysis.noise import seed_decomposition, seed_noise_from_runs
 from .simulate import simulate_study
 from .suggest import suggest, with_suggestions, yaml_entries
 from .text import format_science

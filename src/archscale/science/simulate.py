@@ -1,4 +1,4 @@
-"""Plan the science: simulate a study's fits before training it (issue 15).
+"""Plan the science: simulate a study's fits before training it.
 
 :func:`simulate_study` draws K simulated studies on the grid the plan resolves
 (``Study(config).plan``): the loss of every architecture is a prior law's prediction
@@ -12,7 +12,7 @@ progressive task the expected Spearman; per search target the probability that t
 Panda is the prior law's Panda; per one-knob sweep the probability that the effects stage's
 paired rule (:mod:`archscale.analysis.paired`) resolves it. Every planned run (architecture x
 seed) is drawn: the per-run seed noise is split into a part shared by all runs of one seed at a
-scale (same data order; ``shared``, measured by :func:`archscale.science.noise.seed_decomposition`)
+scale (same data order; ``shared``, measured by :func:`archscale.analysis.noise.seed_decomposition`)
 and an independent rest, so matched-seed differences are as correlated as the measured runs.
 
 The prior's reference loss ``L_opt(N, D)``: the law's own (its Chinchilla part or its table of
@@ -29,14 +29,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..law.chinchilla import FitError
+from ..law.chinchilla import EPOCH_CHINCHILLA, FitError
 from ..law.chinchilla import predict_loss as chinchilla_predict
 from ..law.laws import Law, LawError
 from .fits import KNOBS, BatchFit, fit_batch, predict, spearman_rows
 from .picks import panda_agreement
 
-#: Besiroglu et al. 2024 (Epoch AI's Chinchilla replication); the reference when the prior has none.
-EPOCH_CHINCHILLA = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
 PLAN_FIELDS = ["arch_id", "scale", "n_target", "tokens", "d_over_sqrt_n", "mlp_attn_ratio", "est_device_hours", "gqa",
                "sweeps", "seeds"]
 
@@ -188,7 +186,7 @@ def simulate_study(study, law: Law, noise: float, simulations: int, seed: int = 
                    shared: float = 0.0) -> dict[str, Any]:
     """The plan-the-science report (a JSON-ready dict); see the module docstring. ``noise`` is the
     per-run seed sd; ``shared`` the fraction of its variance common to every run of one seed at a
-    scale (the data order), as :func:`archscale.science.noise.seed_decomposition` measures it."""
+    scale (the data order), as :func:`archscale.analysis.noise.seed_decomposition` measures it."""
     if noise < 0 or not np.isfinite(noise):
         raise ValueError(f"seed noise must be a finite non-negative loss, got {noise!r}")
     if not 0.0 <= shared < 1.0:

@@ -1,4 +1,4 @@
-"""Which grid points would narrow the optima's intervals most per GPU-hour (issue 15, item 2).
+"""Which grid points would narrow the optima's intervals most per GPU-hour.
 
 The full-set fit is linearised at the prior law (its coefficients, the true ``L_opt``): with seed
 noise sigma the coefficients' covariance is ``sigma^2 (J^T J)^-1`` (``J``: the Jacobian of the
@@ -186,7 +186,7 @@ def load_results(results) -> tuple[Law, dict, "pd.DataFrame", dict]:
     import pandas as pd
 
     from ..law.laws import LawError, load_law
-    from .noise import seed_decomposition
+    from ..analysis.noise import seed_decomposition
 
     results = Path(results)
     cpath, rpath = results / "fit" / "conditional.json", results / "runs.parquet"
@@ -568,7 +568,7 @@ def sequential_design(raw: dict, law: Law, conditional: dict, runs, noise: dict,
     config overlay that trains them (see docs/sequential-design.md).
 
     ``raw``: the layered config the results were trained with, as written; ``law``/``conditional``:
-    its fitted law; ``runs``: runs.parquet; ``noise``: :func:`archscale.science.noise.seed_decomposition`
+    its fitted law; ``runs``: runs.parquet; ``noise``: :func:`archscale.analysis.noise.seed_decomposition`
     of the runs. Targets: each one-knob sweep whose interior minimum the effects stage does not
     resolve (:func:`archscale.analysis.effects.knob_effects`), and each fitted optimum withheld or
     wider than ``width`` times its value. ``top`` proposals at most, within ``budget`` device-hours.
