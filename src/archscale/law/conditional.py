@@ -230,6 +230,19 @@ def reference_loss(conditional_json: dict, n: float, d: float, runs: pd.DataFram
     return _lookup(l_opt_table(conditional_json["l_opt"]), n, d)
 
 
+def reference_table(runs: pd.DataFrame, cols, reference: str, chinchilla, bootstrap: int, seed: int):
+    """(L_opt per (N, D) group, the Chinchilla fit's dict or None): the lowest observed loss
+    (empirical) or the Chinchilla law's prediction, fitting that law when none is given."""
+    if reference != "chinchilla":
+        return empirical_l_opt(runs, cols), None
+    groups = empirical_l_opt(runs, cols, min_runs=1)
+    if chinchilla is None:
+        chinchilla = fit_chinchilla(runs[cols["n"]], runs[cols["d"]], runs[cols["loss"]], bootstrap=bootstrap, seed=seed)
+    chin_dict = chinchilla.to_dict() if isinstance(chinchilla, ChinchillaFit) else dict(chinchilla)
+    params = _chinchilla_params(chin_dict)
+    return {k: float(chinchilla_predict(params, *k)) for k in groups}, chin_dict
+
+
 def fit_conditional(
     runs: pd.DataFrame,
     *,
@@ -260,16 +273,7 @@ def fit_conditional(
     runs, notes = derive_knobs(runs, columns)
     cols = resolve_columns(runs, columns)
     check_runs(runs, cols)
-    chin_dict = None
-    if reference == "chinchilla":
-        groups = empirical_l_opt(runs, cols, min_runs=1)
-        if chinchilla is None:
-            chinchilla = fit_chinchilla(runs[cols["n"]], runs[cols["d"]], runs[cols["loss"]], bootstrap=bootstrap, seed=seed)
-        chin_dict = chinchilla.to_dict() if isinstance(chinchilla, ChinchillaFit) else dict(chinchilla)
-        params = _chinchilla_params(chin_dict)
-        table = {k: float(chinchilla_predict(params, *k)) for k in groups}
-    else:
-        table = empirical_l_opt(runs, cols)
+    table, chin_dict = reference_table(runs, cols, reference, chinchilla, bootstrap, seed)
     sel = runs[(runs[cols["r"]] >= lo) & (runs[cols["r"]] <= hi)]
     if len(sel) < N_COEF:
         raise FitError(
