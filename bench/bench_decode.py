@@ -9,7 +9,7 @@ batch size: prefill latency (a generation of one token), decode tokens/s
 (``B*(O-1) / (t_full - t_prefill)``), output tokens/s (``B*O / t_full``); median of
 ``--repeats`` after one warm-up. The memory-bandwidth roofline of the same run (copy bandwidth
 and matmul FLOP/s measured here, archscale.throughput.roofline) gives the ideal decode tokens/s.
-Goals (issue 11): mini-llama at batch 1 >= 2,000 output tokens/s on 2 cores
+Goals: mini-llama at batch 1 >= 2,000 output tokens/s on 2 cores
 (``goal_2000_output_tokens_per_s``); llama-25m at batch 1 and 8 at least transformers' decode
 tokens/s. Load average is recorded before and after.
 """

@@ -5,7 +5,7 @@
 Each case runs in a fresh temporary copy of the workflow (nothing done yet: the worst case, every
 job planned), as a user types it: `snakemake -n --configfile CONFIG` (the full per-job listing)
 and `snakemake -n --quiet rules --configfile CONFIG` (the job-count table only). Reported: wall
-time of each repeat, the number of jobs and architectures, the machine. Goal (issue 7): a 2,000-
+time of each repeat, the number of jobs and architectures, the machine. Goal: a 2,000-
 architecture grid dry-runs in under 2 minutes on 2 cores.
 
 The generated grid takes the paper config's scales 80M..1B and lists 2,000 distinct feasible

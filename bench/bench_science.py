@@ -1,4 +1,4 @@
-"""Time the science plan (issue 15): config/paper.yaml (216 architectures), K simulated studies.
+"""Time the science plan: config/paper.yaml (216 architectures), K simulated studies.
 
 Target: 200 simulations in under a minute on 2 cores. Times the simulation (every scale set and
 form, the validation Spearman, the search's picks) and the suggestions separately. Writes

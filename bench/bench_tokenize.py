@@ -14,7 +14,7 @@ each the best of ``--repeats`` (the machine may be shared), interleaved:
 - stage (parallel jobs): the same split over ``--threads`` worker processes of one thread each,
   the way Snakemake runs the ``tokenize`` rule (one job per shard).
 
-Overhead = 1 - stage tokens/s / raw tokens/s (goal, issue 3: < 20%). The fixed cost of a job
+Overhead = 1 - stage tokens/s / raw tokens/s (goal: < 20%). The fixed cost of a job
 (interpreter start and the megatron-core import, paid once per shard job) is reported apart:
 it does not grow with the shard and is amortised on real (GB-sized) Dolma shards.
 """

@@ -1,4 +1,5 @@
-"""What the workflow's rule scripts and rule files share: the log context and the GPU resources.
+"""What the workflow's rule scripts and rule files share: the log context, SLURM time limits, the
+throughput rules' core reservation and dry-run detection.
 
 A rule script is ``with rule_logging(snakemake): <call the library>``; the library never imports
 the workflow (docs/architecture.md). No torch here: the rule process stays light.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import traceback
-from typing import Any, Iterator, Mapping, TextIO
+from typing import Any, Iterator, TextIO
 
 
 @contextlib.contextmanager
@@ -37,25 +38,6 @@ def runtime_string(minutes: float) -> str:
     if whole < 1:
         raise ValueError(f"runtime must be at least one minute, got {minutes!r}")
     return f"{whole}m"
-
-
-def gpu_resources(
-    compute: Mapping[str, Any], gpus: int, mem_mb: int, partition_env: str = "", account_env: str = ""
-) -> dict[str, Any]:
-    """The resources shared by the GPU rules (train, throughput, search measurements, export,
-    evaluate): GPUs, their model, CPUs per GPU, memory, SLURM partition and account.
-
-    ``compute`` is the config's compute section; partition and account fall back to the
-    environment's ($SBATCH_PARTITION / $SBATCH_ACCOUNT) values passed in.
-    """
-    return {
-        "gpu": int(gpus),
-        "gpu_model": (compute["gpu_model"] or "") if gpus else "",
-        "cpus_per_gpu": int(compute["cpus_per_gpu"]),
-        "mem_mb": int(mem_mb),
-        "slurm_partition": compute["partition"] or partition_env,
-        "slurm_account": compute["account"] or account_env,
-    }
 
 
 def isolated_threads(local_exec: bool, cores: int | None, configured: int) -> int:

@@ -1,4 +1,4 @@
-"""Issue 7, item 7: the workflow is snakefmt-formatted and `snakemake --lint` finds nothing."""
+"""The workflow is snakefmt-formatted and `snakemake --lint` finds nothing."""
 
 from __future__ import annotations
 

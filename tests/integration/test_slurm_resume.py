@@ -1,5 +1,5 @@
 """Preempted, cancelled and timed-out training jobs on a real SLURM controller resume from their
-checkpoints (issue 7, item 3), under the policy of profiles/slurm/config.yaml:
+checkpoints, under the policy of profiles/slurm/config.yaml:
 
 * preemption (simulated with `scontrol requeue`, what SLURM does to a preempted job under
   PreemptMode=REQUEUE): SLURM restarts the SAME job; Snakemake keeps waiting, never resubmits;

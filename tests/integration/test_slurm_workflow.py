@@ -1,4 +1,4 @@
-"""The workflow end to end on a real SLURM controller (issue 7, item 3), through the exact command
+"""The workflow end to end on a real SLURM controller, through the exact command
 of the README, typed at the root of a checkout:
 
     snakemake --profile slurm --configfile config/test-tiny.yaml

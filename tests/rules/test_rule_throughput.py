@@ -49,7 +49,7 @@ def test_throughput_and_cost_model_rules(tmp_path):
             assert r["energy_j"] is None and r["power_mean_w"] is None
         assert (tmp_path / "logs" / "throughput" / f"{path.stem}.log").exists()
         assert (tmp_path / "benchmarks" / "throughput" / f"{path.stem}.tsv").exists()
-        # issue 17: the rule logged the record next to the training curves (TensorBoard is on by default)
+        # the rule logs the record next to the training curves (TensorBoard is on by default)
         assert any((tmp_path / "results" / "train" / path.stem / "tb" / "throughput").glob("events.out.tfevents.*"))
         assert rec["mode"] == "decode_at_context" and rec["context"] == 1024  # the embedded default's workload
 

@@ -1,4 +1,4 @@
-"""The launcher (issue 16): a refused second launcher leaves the running trainer's job.json alone;
+"""The launcher: a refused second launcher leaves the running trainer's job.json alone;
 the trainer stops (SIGTERM) when its launcher is killed and when the snakemake above it is killed."""
 
 from __future__ import annotations

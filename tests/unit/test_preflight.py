@@ -1,4 +1,4 @@
-"""Up-front validation (issue 16): every config problem in one message with its key path, before
+"""Up-front validation: every config problem in one message with its key path, before
 any job; non-finite numbers anywhere the schema says a number; YAML errors with line and column;
 the CLI layers configs as the workflow does; names used in paths are safe; CLI argument ranges."""
 

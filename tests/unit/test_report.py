@@ -30,7 +30,7 @@ def run_study_search(root, st):
         )
         eff = S.cost_model_efficiency(st["cost_model"], settings.input_len, settings.output_len, settings.batch_size)
         res, par = S.select(cands, space, lambda a: 1.05 * eff(S.measure_arch(cands, a)))
-        S.attach_probabilities(res, cands["law_forms"])  # as search.files.select_from_files does
+        S.attach_probabilities(res, cands["law_forms"])  # as search.files.select_interleaved_from_files does
         results.append(root / f"results/search/{name}/result.json")
         paretos.append(root / f"results/search/{name}/pareto.parquet")
         write_json(results[-1], res)

@@ -1,4 +1,4 @@
-"""Plan the science (issue 15): batched fits, simulated optima, suggestions, CLI."""
+"""Plan the science: batched fits, simulated optima, suggestions, CLI."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The search at any scale from a law (issue 12 items 5-7): the paper's Panda rows, candidates, uncertainty."""
+"""The search at any scale from a law: the paper's Panda rows, candidates, uncertainty."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""``archscale search --law ...`` (issue 12 items 5-7): the paper's Panda rows from the command
+"""``archscale search --law ...``: the paper's Panda rows from the command
 line, Surefire with a cost model, loss targets from a baseline, clear errors."""
 
 from __future__ import annotations

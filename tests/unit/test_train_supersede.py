@@ -123,7 +123,8 @@ def declared(digests: dict) -> dict:
 
 @pytest.mark.slow
 def test_invalid_recipe_after_a_finished_run_loses_nothing(tmp_path, manifest):
-    """Issue 16's case: `lr: .nan` makes Snakemake delete the outputs and the trainer fail."""
+    """An invalid recipe (`lr: .nan`) after a finished run: Snakemake deletes the outputs and the trainer
+    fails; the finished run's results survive."""
     def job_at(**changes):
         job = make_job(tmp_path, manifest, tokens=30 * 512, **changes)
         out = tmp_path / "results" / "train" / "a1"

@@ -10,7 +10,6 @@ same on every run, so the training position is simply a sample index (see
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,10 +234,6 @@ def unigram_entropy(manifest: Manifest, max_tokens_per_dataset: int = 50_000_000
         dist[: len(counts)] += (weight / total) * counts[: manifest.vocab_size] / counts.sum()
     p = dist[dist > 0] / dist.sum()
     return float(-(p * np.log(p)).sum())
-
-
-def samples_for_tokens(tokens: int, seq_length: int) -> int:
-    return max(1, math.ceil(tokens / seq_length))
 
 
 def write_synthetic_manifest(

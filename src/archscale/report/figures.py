@@ -19,7 +19,6 @@ from ..analysis.aggregate import batch_column, table_batch_sizes  # noqa: E402
 from ..io import atomic_path  # noqa: E402
 from .words import finite, num, sweep_name  # noqa: E402
 
-FORM_STYLE = {"multiplicative": "-", "additive": "--"}
 DPI = 110
 
 
@@ -170,17 +169,6 @@ def _loss_caption(label: str, along: pd.DataFrame, found: dict | None, seeded: i
         return (f"{head}{seeds}; the fitted law places the optimum at {num(found['value'])} "
                 f"[{num(found['ci'][0])}, {num(found['ci'][1])}].")
     return f"{head}{seeds}; no optimum is resolved, so no law is drawn."
-
-
-def throughput_rows(runs: pd.DataFrame) -> pd.DataFrame:
-    """Measured output tokens/s of the grid from runs.parquet: one row per (architecture, batch size)."""
-    keep = ["arch_id", "scale", "d_model", "gqa", "mlp_attn_ratio", "d_over_sqrt_n"]
-    parts = [
-        runs[keep].assign(source="grid", batch_size=b, output_tokens_per_s=runs[batch_column("output_tokens_per_s", b)],
-                          device=runs["throughput_device"])
-        for b in table_batch_sizes(runs.columns)
-    ]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*keep, "source", "batch_size"])
 
 
 def _tokens_axis(ax) -> None:

@@ -1,4 +1,4 @@
-"""What the science plan predicted next to what the fit found (issue 15, item 4).
+"""What the science plan predicted next to what the fit found.
 
 :func:`plan_vs_fit` pairs each fitted optimum (``results/fit/conditional.json``) with the
 plan's prediction for the same form on the full scale set (``results/plan/science.json``): the

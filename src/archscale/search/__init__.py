@@ -67,7 +67,6 @@ from .anyscale import LossTarget, attach_probabilities, predicted_loss_of, searc
 from .files import (
     measure_candidates_interleaved,
     prepare_from_files,
-    select_from_files,
     select_interleaved_from_files,
 )
 from .selection import (
@@ -96,6 +95,6 @@ __all__ = [
     "search_at_scale", "fitted_ranges", "law_from_fit", "reference_l_opt", "gqa_walk", "grid_axes", "loss_target_value", "measure_arch",
     "measure_candidates_interleaved", "measure_entry", "measure_ids", "pareto_mask", "pick_panda", "prepare",
     "prepare_from_files", "rank_within_target", "require_feasible", "run_search", "score", "select",
-    "select_from_files", "select_interleaved_from_files", "settings_from_study",
+    "select_interleaved_from_files", "settings_from_study",
     "targets_from_study", "throughput_at", "within_target",
 ]

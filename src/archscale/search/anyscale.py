@@ -1,4 +1,4 @@
-"""Search at any scale from any law, without runs at that scale (issue 12, items 5-7).
+"""Search at any scale from any law, without runs at that scale.
 
 :func:`search_at_scale` lists every candidate at the target N with
 :func:`~archscale.search.algorithm.enumerate_candidates` (the search's one exhaustive

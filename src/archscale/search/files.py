@@ -4,15 +4,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
 from ..io import read_json
 from .algorithm import cost_model_efficiency, law_from_fit
 from .anyscale import attach_probabilities
-from .selection import measure_arch, measure_entry, measure_ids, prepare, select, throughput_at
+from .selection import measure_arch, measure_entry, measure_ids, prepare, select
 from .targets import SearchError, SearchSettings, SearchTarget
 
 
@@ -94,31 +93,3 @@ def select_interleaved_from_files(candidates_path: str, space_path: str, measure
     attach_probabilities(result, candidates.get("law_forms") or {}, name=str(candidates.get("inputs", {}).get("fit")))
     return result, pareto
 
-
-def select_from_files(candidates_path: str, space_path: str, measured_paths: Iterable[str]) -> tuple[dict, pd.DataFrame]:
-    """``search_select``: the GQA walks on the measured records, Panda, Surefire, Pareto table."""
-    candidates = read_json(candidates_path)
-    space = pd.read_parquet(space_path)
-    records = {}
-    for p in measured_paths:
-        rec = read_json(p)
-        aid = rec.get("arch_id") or Path(p).stem
-        if Path(p).stem != aid:
-            raise SearchError(f"{p}: record is for architecture {aid}, not {Path(p).stem}")
-        records[aid] = (p, rec)
-    missing = [a for a in measure_ids(candidates) if a not in records]
-    if missing:
-        raise SearchError(f"{candidates_path}: no throughput record for listed architecture(s) {missing}")
-    batch = candidates["settings"]["batch_size"]
-
-    def tput(arch_id: str) -> float:
-        path, rec = records[arch_id]
-        return throughput_at(rec, batch, path)
-
-    devices = sorted({str(r.get("device")) for _, r in records.values()})
-    engines = sorted({str(r.get("engine")) for _, r in records.values()})
-    result, pareto = select(candidates, space, tput, measured_label=f"measured ({', '.join(engines)} on {', '.join(devices)})")
-    result["measurement"] = {"devices": devices, "engines": engines, "records": len(records)}
-    result["cost_model_spearman"] = candidates.get("cost_model_spearman")
-    attach_probabilities(result, candidates.get("law_forms") or {}, name=str(candidates.get("inputs", {}).get("fit")))
-    return result, pareto

@@ -29,17 +29,6 @@ from typing import Callable, Protocol
 #: nvmlDeviceGetTotalEnergyConsumption returns an unsigned long long (mJ).
 ENERGY_COUNTER_MODULUS = 2**64
 
-SAMPLE_KEYS = (
-    "power_w",
-    "memory_used_bytes",
-    "sm_util_pct",
-    "mem_util_pct",
-    "sm_clock_mhz",
-    "mem_clock_mhz",
-    "temperature_c",
-)
-
-
 class NvmlUnavailable(RuntimeError):
     """NVML is required (``throughput.require_nvml: true``) but cannot be used."""
 
