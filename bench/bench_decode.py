@@ -72,7 +72,8 @@ def bench_arch(arch: Architecture, input_len: int, output_len: int, batches, rep
     runtime = resolve_runtime(cuda_available=False, te_installed=False)
     torch.manual_seed(0)
     mcore = build_model(arch, runtime, max_sequence_length=input_len + output_len, rope_base=ROPE).eval()
-    hf = hf_llama_model(arch, dtype="float32", max_position_embeddings=input_len + output_len, rope_base=ROPE)
+    hf = hf_llama_model(arch.with_network(rope_base=ROPE), dtype="float32",
+                        max_position_embeddings=input_len + output_len)
     hf.load_state_dict(megatron_to_hf_state_dict(mcore.state_dict(), arch), strict=False)
     dec = FastDecoder(model_weights(mcore), runtime, input_len + output_len)
     rows = []

@@ -99,7 +99,7 @@ class Decoders:
 
     def get(self, a: Architecture):
         if a.name not in self.built:
-            self.built[a.name] = build_decoder(a, self.runtime, self.max_seq, self.seed, rope_base=ROPE)
+            self.built[a.name] = build_decoder(a.with_network(rope_base=ROPE), self.runtime, self.max_seq, self.seed)
         return self.built[a.name]
 
     def free(self, keep: str) -> None:

@@ -53,9 +53,9 @@ def _job(arch: dict, manifest: str, root: str):
     recipe = {"seq_length": SEQ, "global_batch": BATCH, "lr": 1e-3, "min_lr_ratio": 0.1, "warmup_fraction": 0.0,
               "weight_decay": 0.1, "adam_beta1": 0.9, "adam_beta2": 0.95, "clip_grad": 1.0, "init_std": 0.02,
               "seed": 1, "eval_tokens": SEQ * BATCH, "eval_interval": 0}
-    return TrainJob(arch=a.to_dict(), budget={"tokens": 10_000 * SEQ * BATCH}, recipe=recipe, manifest=manifest,
+    a = a.with_network(rope_base=schema_default("model.rope_base"))
+    return TrainJob(arch=a, budget={"tokens": 10_000 * SEQ * BATCH}, recipe=recipe, manifest=manifest,
                     checkpoint_dir=root, metrics=f"{root}/m.json", curve=f"{root}/c.parquet", final=f"{root}/final",
-                    rope_base=float(schema_default("model.rope_base")),
                     hardware={"micro_batch": BATCH, "threads": int(os.environ.get("OMP_NUM_THREADS", "1"))})
 
 

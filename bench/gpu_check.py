@@ -38,11 +38,11 @@ RECIPE = {
 TRAIN_TOKENS = 200 * 32 * 128  # 200 steps
 
 
-def rope_base() -> float:
-    """The schema's ``model.rope_base`` (throughput and the check do not depend on its value)."""
-    from archscale.config import schema_default
+def spec(arch: Architecture) -> Architecture:
+    """``arch`` with the schema's network settings (throughput and the check do not depend on them)."""
+    from archscale.study import default_spec
 
-    return float(schema_default("model.rope_base"))
+    return default_spec(arch)
 
 
 def train_job(arch: Architecture, workdir: Path, manifest: Path):
@@ -50,11 +50,10 @@ def train_job(arch: Architecture, workdir: Path, manifest: Path):
 
     root = workdir / arch.arch_id
     return TrainJob(
-        arch=arch.to_dict(), budget={"tokens": TRAIN_TOKENS, "scale": arch.scale, "n_target": arch.params_non_embedding},
+        arch=spec(arch), budget={"tokens": TRAIN_TOKENS, "scale": arch.scale, "n_target": arch.params_non_embedding},
         recipe=RECIPE, manifest=str(manifest), checkpoint_dir=str(root / "ckpt"), metrics=str(root / "metrics.json"),
         curve=str(root / "curve.parquet"), final=str(root / "final"),
         hardware={"micro_batch": 32, "threads": 1, "precision": "bf16", "checkpoint_interval": 1000},
-        rope_base=rope_base(),
     )
 
 
@@ -132,7 +131,7 @@ def run(workdir: Path) -> dict:
         metrics = read_json(job.metrics)
         trained.append({"valid_loss": metrics.get("valid_loss"), "precision": metrics.get("precision"),
                         "wall_s": time.perf_counter() - t})
-        throughput.append(run_job(arch.to_dict(), workload(), HARDWARE, checkpoint=job.final, rope_base=rope_base()))
+        throughput.append(run_job(spec(arch), workload(), HARDWARE, checkpoint=job.final))
     tok = train_bpe(["The quick brown fox jumps over the lazy dog. " * 3, "def f(x):\n    return x + 1\n"] * 20,
                     VOCAB, EOD)
     tok_file, meta = workdir / "tokenizer.json", workdir / "tokenizer.meta.json"

@@ -9,6 +9,10 @@ Definitions follow the paper (method.md section 2):
 * ``r = 3*d*f / (2*d*dh*(h+g))`` (MLP-to-attention parameter ratio)
 * embedding ``V*d``, plus ``V*d`` again when the output layer is untied.
 
+An :class:`Architecture` is the whole network spec: the shape above, the vocabulary and
+embedding tying, and the network settings beyond the shape (RoPE base, RMSNorm epsilon).
+Jobs, export and throughput take the spec; nothing carries those settings beside it.
+
 The resolver turns a *grid point* (hidden size, r, GQA) at a *scale* (layers, head
 dim, vocabulary, target N) into a concrete architecture (d, heads, kv heads, ffn
 width). Rounding rules are explicit:
@@ -30,10 +34,16 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 BYTES_PER_ELEMENT = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1}
+
+#: RMSNorm epsilon of the LLaMA-3.2 family (not a config setting: a spec's field default).
+NORM_EPS = 1e-5
+
+#: Network settings beyond the shape, as records and checkpoint descriptions store them.
+NETWORK_FIELDS = ("rope_base", "norm_eps")
 
 
 class InfeasiblePoint(ValueError):
@@ -54,6 +64,12 @@ class Architecture:
     tied: bool = True
     scale: str = ""
     name: str = ""
+    #: RoPE base frequency (the config's model.rope_base); None on a shape read back from a
+    #: record without it: such a spec sizes and names a network but cannot build one. The
+    #: network settings take no part in equality: two specs are equal when their shapes are
+    #: (as their arch ids are), whether or not one was read back without its settings.
+    rope_base: float | None = field(default=None, compare=False)
+    norm_eps: float = field(default=NORM_EPS, compare=False)
 
     def __post_init__(self) -> None:
         for key in ("d_model", "ffn", "layers", "heads", "kv_heads", "head_dim", "vocab"):
@@ -122,8 +138,29 @@ class Architecture:
             f"x{self.head_dim}-f{self.ffn}{tie}"
         )
 
+    def network(self) -> dict[str, Any]:
+        """The network settings beyond the shape (what a checkpoint's description and a training
+        job's fingerprint store beside :meth:`to_dict`): the RoPE base, and the norm epsilon
+        when it is not the family's."""
+        if self.rope_base is None:
+            raise ValueError(f"architecture {self.label()}: no rope_base (a shape without its network settings)")
+        out: dict[str, Any] = {"rope_base": float(self.rope_base)}
+        if self.norm_eps != NORM_EPS:
+            out["norm_eps"] = float(self.norm_eps)
+        return out
+
+    def spec_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` plus the network settings: the whole spec, as a job file holds it."""
+        return {**self.to_dict(), **self.network()}
+
     def to_dict(self) -> dict[str, Any]:
+        """The shape (the rules' ``arch`` params, records, plan rows): the network settings are
+        left out but for a non-default norm epsilon, so the dict of an architecture, and with
+        it every finished job's identity, is the same as before the spec carried them."""
         out = asdict(self)
+        del out["rope_base"]
+        if self.norm_eps == NORM_EPS:
+            del out["norm_eps"]
         out.update(
             arch_id=self.arch_id,
             gqa=self.gqa,
@@ -145,7 +182,24 @@ class Architecture:
         for k in ("scale", "name"):
             if k in data:
                 kw[k] = str(data[k] or "")
+        for k in NETWORK_FIELDS:
+            if data.get(k) is not None:
+                kw[k] = float(data[k])
         return cls(**kw)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Architecture":
+        """The spec of a record or checkpoint description: its ``arch`` dict, with the network
+        settings that older records store beside it (``rope_base`` next to ``arch``)."""
+        beside = {k: record[k] for k in NETWORK_FIELDS if record.get(k) is not None}
+        return cls.from_dict({**beside, **record["arch"]})
+
+    def with_network(self, **settings: Any) -> "Architecture":
+        """This shape with the given network settings (``rope_base``, ``norm_eps``)."""
+        unknown = set(settings) - set(NETWORK_FIELDS)
+        if unknown:
+            raise TypeError(f"not network settings: {sorted(unknown)}")
+        return replace(self, **{k: float(v) for k, v in settings.items()})
 
 
 def _plain(value: Any) -> Any:
@@ -159,6 +213,13 @@ def round_to_multiple(x: float, multiple: int, minimum: int | None = None) -> in
     value = int(round(x / multiple)) * multiple
     floor = multiple if minimum is None else minimum
     return max(value, floor)
+
+
+def network_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The network settings beyond the shape of a validated config (:class:`Architecture`
+    fields), as the config has them: what the plan gives every spec, and the train rule's
+    identity params."""
+    return {"rope_base": config["model"]["rope_base"]}
 
 
 @dataclass(frozen=True)

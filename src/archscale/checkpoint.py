@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+from .arch import Architecture
 from .io import read_json, write_json
 
 #: The file of a final checkpoint describing the model it holds.
@@ -30,11 +31,11 @@ DESCRIPTION = "archscale.json"
 FORMAT = "megatron-core dist_checkpointing, key 'model'"
 
 
-def describe(arch: Mapping[str, Any], arch_id: str, seq_length: int, rope_base: float, step: int,
-                tokens_seen: int, precision: str) -> dict[str, Any]:
+def describe(arch: Architecture, seq_length: int, step: int, tokens_seen: int, precision: str) -> dict[str, Any]:
     """The contents of :data:`DESCRIPTION`: what :func:`load_final` needs to rebuild the model
-    (``arch``, ``seq_length``, ``rope_base``) and what the run reached."""
-    return {"arch": dict(arch), "arch_id": arch_id, "seq_length": int(seq_length), "rope_base": float(rope_base),
+    (the spec: ``arch`` and its network settings beside it, ``seq_length``) and what the run
+    reached."""
+    return {"arch": arch.to_dict(), "arch_id": arch.arch_id, "seq_length": int(seq_length), **arch.network(),
             "step": int(step), "tokens_seen": int(tokens_seen), "precision": precision, "format": FORMAT}
 
 
@@ -115,16 +116,17 @@ def load_final(path: str | Path, runtime=None):
     """
     from megatron.core import dist_checkpointing
 
-    from .arch import Architecture
     from .model import build_model, resolve_runtime
 
     path = Path(path)
     desc = read_json(path / DESCRIPTION)
     runtime = runtime or resolve_runtime()
-    arch = Architecture.from_dict(desc["arch"])
-    if "rope_base" not in desc:
-        raise ValueError(f"{path / DESCRIPTION}: no rope_base; re-run the train rule to rewrite the checkpoint")
-    model = build_model(arch, runtime, int(desc["seq_length"]), rope_base=float(desc["rope_base"]))
+    arch = Architecture.from_record(desc)
+    try:
+        arch.network()
+    except ValueError as exc:
+        raise ValueError(f"{path / DESCRIPTION}: {exc}; re-run the train rule to rewrite the checkpoint") from None
+    model = build_model(arch, runtime, int(desc["seq_length"]))
     loaded = dist_checkpointing.load({"model": model.sharded_state_dict()}, str(path))
     model.load_state_dict(loaded["model"])
     return model, desc

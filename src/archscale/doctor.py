@@ -197,10 +197,11 @@ def driver_checks(driver: dict, torch_sees: int) -> list[Check]:
             Check("NVML", "ok", "energy and clocks readable")]
 
 
-def _rope_base() -> float:
-    from .config import schema_default
+def _spec():
+    """The checks' architecture with the schema's network settings."""
+    from .study import default_spec
 
-    return float(schema_default("model.rope_base"))
+    return default_spec(ARCH)
 
 
 def _error_line(output: str) -> str:
@@ -223,10 +224,10 @@ def training_check(gpus: int, timeout_s: float = 300.0, verbose: bool = False) -
         manifest = write_synthetic_manifest(root / "data", vocab_size=ARCH.vocab, train_tokens=8 * tokens,
                                             valid_tokens=4 * tokens, seed=1)
         job = TrainJob(
-            arch=ARCH.to_dict(), budget={"tokens": tokens, "scale": ARCH.scale, "n_target": ARCH.params_non_embedding},
+            arch=_spec(), budget={"tokens": tokens, "scale": ARCH.scale, "n_target": ARCH.params_non_embedding},
             recipe=RECIPE, manifest=str(manifest), checkpoint_dir=str(root / "ckpt"),
             metrics=str(root / "metrics.json"), curve=str(root / "curve.parquet"), final=str(root / "final"),
-            hardware={"micro_batch": BATCH, "threads": 1, "checkpoint_interval": 1000}, rope_base=_rope_base(),
+            hardware={"micro_batch": BATCH, "threads": 1, "checkpoint_interval": 1000},
         )
         t0 = time.perf_counter()
         try:
@@ -254,7 +255,7 @@ def decode_check() -> Check:
     from .throughput.fastdecode import FastDecoder, random_weights
 
     runtime = resolve_runtime()
-    decoder = FastDecoder(random_weights(ARCH, runtime, rope_base=_rope_base(), seed=1), runtime, max_seq=SEQ)
+    decoder = FastDecoder(random_weights(_spec(), runtime, seed=1), runtime, max_seq=SEQ)
     gen = decoder.generate(random_prompts(ARCH.vocab, 1, 8, seed=1, device=runtime.device), 4)
     tokens = gen.tokens.tolist()[0]
     if len(tokens) != 4 or not all(0 <= t < ARCH.vocab for t in tokens):

@@ -194,17 +194,16 @@ def hf_model_type(arch: Architecture, requested: str = "auto") -> str:
 def hf_config(
     arch: Architecture,
     seq_length: int,
-    rope_base: float,
     eod_id: int | None,
     dtype: str,
     model_type: str = "auto",
 ) -> dict[str, Any]:
-    """``config.json``: the shape mapping of :func:`archscale.throughput.hf_config.llama_config`
-    (one copy of it in the project), with the trained context length, the token ids and the
-    model type of :func:`hf_model_type`."""
+    """``config.json`` of the spec ``arch``: the mapping of
+    :func:`archscale.throughput.hf_config.llama_config` (one copy of it in the project), with the
+    trained context length, the token ids and the model type of :func:`hf_model_type`."""
     from .throughput.hf_config import llama_config
 
-    cfg = llama_config(arch, max_position_embeddings=seq_length, rope_base=rope_base, dtype=dtype)
+    cfg = llama_config(arch, max_position_embeddings=seq_length, dtype=dtype)
     cfg.update(eos_token_id=eod_id, pad_token_id=eod_id, bos_token_id=None)
     if hf_model_type(arch, model_type) == "mistral":
         cfg.update(model_type="mistral", architectures=["MistralForCausalLM"], sliding_window=None)
@@ -274,14 +273,15 @@ def export_model(
     tokenizer_file: str | Path,
     tokenizer_meta: dict,
     seq_length: int,
-    rope_base: float,
+    rope_base: float | None = None,
     dtype: str = "auto",
     model_type: str = "auto",
     provenance: dict | None = None,
     verify_tokens=None,
     verify_atol: float | None = None,
 ) -> dict:
-    """Write the HF directory of an in-memory megatron-core GPTModel; returns the export record.
+    """Write the HF directory of an in-memory megatron-core GPTModel of the spec ``arch`` (its
+    RoPE base replaced by ``rope_base`` when given); returns the export record.
 
     With ``verify_tokens`` ([B, S] token ids), the exported directory is loaded back with
     transformers and its logits compared with megatron's (both in fp32); the max absolute
@@ -291,6 +291,8 @@ def export_model(
     import torch
     from safetensors.torch import save_file
 
+    if rope_base is not None:
+        arch = arch.with_network(rope_base=rope_base)
     params = list(model.parameters())
     out_dtype = resolve_dtype(dtype, params[0].dtype)
     if arch.vocab < int(tokenizer_meta["vocab_size"]):
@@ -300,14 +302,14 @@ def export_model(
     state = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor) or v is None}
     tensors = megatron_to_hf(state, arch)
     tensors = {k: v.detach().to("cpu", _torch_dtype(out_dtype)).contiguous() for k, v in tensors.items()}
-    config = hf_config(arch, seq_length, rope_base, int(tokenizer_meta["eod_id"]), out_dtype, model_type)
+    config = hf_config(arch, seq_length, int(tokenizer_meta["eod_id"]), out_dtype, model_type)
     record = {
         "arch_id": arch.arch_id,
         "model_type": config["model_type"],
         "arch": arch.to_dict(),
         "dtype": out_dtype,
         "seq_length": int(seq_length),
-        "rope_base": float(rope_base),
+        **arch.network(),
         "tensors": len(tensors),
         "parameters": int(sum(t.numel() for t in tensors.values())),
         "files": ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
@@ -419,7 +421,7 @@ def export_checkpoint(
         torch.set_num_threads(int(threads))
     setup_runtime(runtime, seed=0)
     model, desc = load_final(checkpoint, runtime)
-    arch = Architecture.from_dict(desc["arch"])
+    arch = Architecture.from_record(desc)
     if dtype == "auto" and desc.get("precision") == "bf16":
         # Trained in bf16 and loaded here in fp32 (a CPU job): keep the checkpoint's precision.
         dtype = "bfloat16"
@@ -436,7 +438,6 @@ def export_checkpoint(
         tokenizer_file=tokenizer_file,
         tokenizer_meta=meta,
         seq_length=int(desc["seq_length"]),
-        rope_base=float(desc["rope_base"]),
         dtype=dtype,
         model_type=model_type,
         provenance={"source_checkpoint": str(checkpoint), "source": {k: desc[k] for k in desc if k != "arch"}},

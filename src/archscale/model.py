@@ -1,6 +1,6 @@
 """A resolved architecture as a megatron-core ``GPTModel`` (LLaMA-3.2 style).
 
-RMSNorm, SwiGLU, RoPE (base from config: model.rope_base, LLaMA-3's by default), no biases, GQA, tied or
+RMSNorm, SwiGLU, RoPE (the spec's rope_base: model.rope_base, LLaMA-3's by default), no biases, GQA, tied or
 untied output layer. GPU: bf16 and the Transformer Engine layer spec when it is installed
 (local spec otherwise). CPU: fp32, local spec, with :mod:`archscale.compat` active.
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .arch import Architecture
+from .arch import NORM_EPS, Architecture
 
 
 @dataclass(frozen=True)
@@ -110,15 +110,24 @@ def setup_runtime(runtime: Runtime, seed: int) -> None:
         model_parallel_cuda_manual_seed(seed, inference_rng_tracker=True)
 
 
-#: RMSNorm epsilon of every archscale model (megatron's config and the static-cache decoder).
-LAYERNORM_EPSILON = 1e-5
+#: RMSNorm epsilon of the family (a spec's default ``norm_eps``; each model takes its spec's).
+LAYERNORM_EPSILON = NORM_EPS
 
 
-def rope_inv_freq(head_dim: int, rope_base: float) -> torch.Tensor:
-    """Inverse frequencies of the rotary embedding over a full head (megatron's ``RotaryEmbedding``
-    with ``rotary_percent`` 1, base ``int(rope_base)`` as :func:`build_model` passes it)."""
-    exponent = torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim
-    return 1.0 / (int(rope_base) ** exponent)
+def spec_rope_base(arch: Architecture, rope_base: float | None = None) -> float:
+    """The RoPE base a network of ``arch`` is built with: ``rope_base`` when given, else the spec's."""
+    base = arch.rope_base if rope_base is None else rope_base
+    if base is None:
+        raise ValueError(f"{arch.arch_id}: the spec has no rope_base (build it from a study: Study.spec)")
+    return float(base)
+
+
+def rope_inv_freq(arch: Architecture, rope_base: float | None = None) -> torch.Tensor:
+    """Inverse frequencies of the rotary embedding over a full head of ``arch`` (megatron's
+    ``RotaryEmbedding`` with ``rotary_percent`` 1, base ``int(rope_base)`` as :func:`build_model`
+    passes it)."""
+    exponent = torch.arange(0, arch.head_dim, 2, dtype=torch.float32) / arch.head_dim
+    return 1.0 / (int(spec_rope_base(arch, rope_base)) ** exponent)
 
 
 def transformer_config(arch: Architecture, runtime: Runtime, init_std: float = 0.02, **extra):
@@ -137,7 +146,7 @@ def transformer_config(arch: Architecture, runtime: Runtime, init_std: float = 0
         gated_linear_unit=True,
         activation_func=F.silu,
         normalization="RMSNorm",
-        layernorm_epsilon=LAYERNORM_EPSILON,
+        layernorm_epsilon=arch.norm_eps,
         add_bias_linear=False,
         add_qkv_bias=False,
         hidden_dropout=0.0,
@@ -212,10 +221,11 @@ def build_model(
     runtime: Runtime,
     max_sequence_length: int,
     *,
-    rope_base: float,
     init_std: float = 0.02,
+    rope_base: float | None = None,
 ):
-    """The megatron-core GPTModel of ``arch`` (call :func:`setup_runtime` first)."""
+    """The megatron-core GPTModel of the spec ``arch`` (call :func:`setup_runtime` first);
+    ``rope_base`` overrides the spec's."""
     from megatron.core.models.gpt import GPTModel
 
     model = GPTModel(
@@ -225,7 +235,7 @@ def build_model(
         max_sequence_length=max_sequence_length,
         share_embeddings_and_output_weights=arch.tied,
         position_embedding_type="rope",
-        rotary_base=int(rope_base),
+        rotary_base=int(spec_rope_base(arch, rope_base)),
     )
     if runtime.on_gpu:
         model = model.cuda()

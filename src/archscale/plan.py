@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .arch import Architecture, GridPoint, InfeasiblePoint, Scale, architecture_from_entry, resolve
+from .arch import Architecture, GridPoint, InfeasiblePoint, Scale, architecture_from_entry, network_settings, resolve
 from .config import ConfigError, validate_config
 from .cost import PEAK_FLOPS, gpu_hours, inference_flops_per_token, training_cost
 
@@ -375,6 +375,7 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
     problems: list[str] = []
     skip = config["model"]["on_infeasible"] == "skip"
     skipped: list[str] = []
+    network = network_settings(config)
     for i, entry in enumerate(config["scales"]):
         scale = Scale.from_entry(entry, config)
         if scale.name in scales:
@@ -416,6 +417,7 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
                 continue
             archs.append((arch, where, list(ex.get("seeds") or scale_seeds), []))
         for arch, origin, seeds, sweeps in archs:
+            arch = arch.with_network(**network)
             run = runs.get(arch.arch_id)
             if run is None:
                 runs[arch.arch_id] = PlannedRun(arch, scale, tokens, seq, batch, [origin], gpus,

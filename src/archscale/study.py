@@ -23,8 +23,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .arch import Architecture, Scale, architecture_from_entry  # noqa: F401 (re-exported)
-from .config import cached_schema, validate_config
+from .arch import Architecture, Scale, architecture_from_entry, network_settings  # noqa: F401 (re-exported)
+from .config import cached_schema, schema_default, validate_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from .plan import Plan
@@ -44,6 +44,14 @@ def hardware_keys(section: str, schema: Mapping | None = None) -> tuple[str, ...
     """Keys of ``section`` that do not change a result (threads, precision, intervals, ...)."""
     props = (schema or cached_schema())["properties"][section]["properties"]
     return tuple(k for k, spec in props.items() if not spec.get("x-identity"))
+
+
+def default_spec(arch: Architecture) -> Architecture:
+    """``arch`` with the schema's network settings where it has none (measurements of a shape
+    outside a study: throughput does not depend on them)."""
+    if arch.rope_base is not None:
+        return arch
+    return arch.with_network(rope_base=schema_default("model.rope_base"))
 
 
 def _frozen(d: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -79,14 +87,15 @@ class Study:
         return {k: copy.deepcopy(sec[k]) for k in hardware_keys(stage, self.schema) if k in sec}
 
     @property
-    def rope_base(self) -> float:
-        return float(self.config["model"]["rope_base"])
-
-    @property
     def network(self) -> dict[str, Any]:
         """The model.* settings that define the network beyond its shape, as the config has
         them (the train rule's params: their values are part of a run's identity)."""
-        return {"rope_base": self.config["model"]["rope_base"]}
+        return network_settings(self.config)
+
+    def spec(self, arch: Mapping[str, Any] | Architecture) -> Architecture:
+        """The whole network spec of a shape (a rule's ``arch`` params): the study's settings."""
+        shape = arch if isinstance(arch, Architecture) else Architecture.from_dict(dict(arch))
+        return shape.with_network(**self.network)
 
     def training_recipe(self) -> dict[str, Any]:
         return self.identity("training")

@@ -110,3 +110,22 @@ def test_hidden_size_too_large_for_budget():
 def test_grid_point_needs_exactly_one_hidden_size():
     with pytest.raises(InfeasiblePoint, match="exactly one"):
         resolve(SCALE_1B, GridPoint(r=1.0, gqa=4))
+
+
+def test_the_spec_carries_the_network_settings_outside_its_shape_dict():
+    """The spec's network settings travel beside the shape dict (the rules' params and every
+    record keep their content); records of older code with rope_base beside arch still load."""
+    from archscale.arch import NORM_EPS
+
+    shape = Architecture(d_model=32, ffn=80, layers=2, heads=4, kv_heads=2, head_dim=8, vocab=256, scale="t")
+    spec = shape.with_network(rope_base=10000)
+    assert spec.to_dict() == shape.to_dict() and "rope_base" not in spec.to_dict()
+    assert spec == shape and spec.network() == {"rope_base": 10000.0} and spec.norm_eps == NORM_EPS
+    assert Architecture.from_dict(spec.spec_dict()).rope_base == 10000.0
+    assert Architecture.from_record({"arch": shape.to_dict(), "rope_base": 10000}).network() == {"rope_base": 10000.0}
+    odd = spec.with_network(norm_eps=1e-6)
+    assert odd.to_dict()["norm_eps"] == 1e-6 and odd.network() == {"rope_base": 10000.0, "norm_eps": 1e-6}
+    with pytest.raises(ValueError, match="no rope_base"):
+        shape.network()
+    with pytest.raises(TypeError):
+        shape.with_network(heads=2)

@@ -209,8 +209,8 @@ def test_hf_config_reuses_the_throughput_mapping():
     from archscale.throughput.hf_config import llama_config
 
     arch = _arch(4, 2, False)
-    cfg = hf_config(arch, 128, ROPE, eod_id=5, dtype="float32")
-    base = llama_config(arch, max_position_embeddings=128, rope_base=ROPE, dtype="float32")
+    cfg = hf_config(arch.with_network(rope_base=ROPE), 128, eod_id=5, dtype="float32")
+    base = llama_config(arch.with_network(rope_base=ROPE), max_position_embeddings=128, dtype="float32")
     assert {k: v for k, v in cfg.items() if not k.endswith("token_id")} == {
         k: v for k, v in base.items() if not k.endswith("token_id")
     }

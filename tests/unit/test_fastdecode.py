@@ -82,7 +82,7 @@ def test_decode_step_matches_megatron_at_a_filled_context():
 def test_random_weights_have_the_megatron_models_layout(arch):
     """The megatron-free random weights (throughput on random weights) are shaped, typed, tied and
     rotated exactly like a built megatron model's; only the values differ."""
-    built, drawn = model_weights(_model(arch)), random_weights(arch, CPU, rope_base=500000.0, seed=3)
+    built, drawn = model_weights(_model(arch)), random_weights(arch.with_network(rope_base=500000.0), CPU, seed=3)
     for name in ("emb", "final_ln", "out"):
         assert getattr(drawn, name).shape == getattr(built, name).shape, name
         assert getattr(drawn, name).dtype == getattr(built, name).dtype, name
@@ -95,9 +95,9 @@ def test_random_weights_have_the_megatron_models_layout(arch):
                                                                           built.head_dim, built.eps)
     assert torch.equal(drawn.inv_freq, built.inv_freq)
     # seeded: the same seed draws the same weights, another seed others
-    again = random_weights(arch, CPU, rope_base=500000.0, seed=3)
+    again = random_weights(arch.with_network(rope_base=500000.0), CPU, seed=3)
     assert torch.equal(again.layers[0].qkv, drawn.layers[0].qkv)
-    assert not torch.equal(random_weights(arch, CPU, rope_base=500000.0, seed=4).layers[0].qkv, drawn.layers[0].qkv)
+    assert not torch.equal(random_weights(arch.with_network(rope_base=500000.0), CPU, seed=4).layers[0].qkv, drawn.layers[0].qkv)
     dec = FastDecoder(drawn, CPU, max_seq=48)
     gen = dec.decode_at_context(batch=2, context=30, steps=5)
     assert gen.tokens.shape == (2, 5) and gen.decode_s > 0

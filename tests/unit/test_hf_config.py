@@ -22,7 +22,7 @@ ARCHS = [
 
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda a: a.arch_id)
 def test_llama_param_count_matches_resolver(arch):
-    model = hf_llama_model(arch, dtype="float32", rope_base=ROPE)
+    model = hf_llama_model(arch.with_network(rope_base=ROPE), dtype="float32")
     assert sum(p.numel() for p in model.parameters()) == arch.params_total
     attn = model.model.layers[0].self_attn
     assert attn.q_proj.weight.shape == (arch.heads * arch.head_dim, arch.d_model)
@@ -32,9 +32,9 @@ def test_llama_param_count_matches_resolver(arch):
 
 def test_config_json_written(tmp_path):
     a = ARCHS[0]
-    write_llama_config(a, tmp_path, max_position_embeddings=96, rope_base=10000)
+    write_llama_config(a.with_network(rope_base=10000), tmp_path, max_position_embeddings=96)
     cfg = json.loads((tmp_path / "config.json").read_text())
-    assert cfg == json.loads(json.dumps(llama_config(a, max_position_embeddings=96, rope_base=10000)))
+    assert cfg == json.loads(json.dumps(llama_config(a.with_network(rope_base=10000), max_position_embeddings=96)))
     assert cfg["architectures"] == ["LlamaForCausalLM"] and cfg["num_key_value_heads"] == 2
     assert cfg["max_position_embeddings"] == 96 and cfg["rope_theta"] == 10000.0
 
@@ -51,7 +51,7 @@ def test_megatron_weights_in_transformers_give_the_same_logits_and_tokens(arch):
     runtime = resolve_runtime(cuda_available=False, te_installed=False)
     setup_runtime(runtime, 3)
     mcore = build_model(arch, runtime, max_sequence_length=64, rope_base=ROPE, init_std=0.3).eval()
-    hf = hf_llama_model(arch, dtype="float32", max_position_embeddings=64, rope_base=ROPE)
+    hf = hf_llama_model(arch.with_network(rope_base=ROPE), dtype="float32", max_position_embeddings=64)
     missing, unexpected = hf.load_state_dict(megatron_to_hf_state_dict(mcore.state_dict(), arch), strict=False)
     assert not unexpected and all("rotary" in k for k in missing)
     prompts = random_prompts(arch.vocab, 2, 10, seed=0)
@@ -72,7 +72,7 @@ def test_config_is_a_llama_config_whose_validators_still_run():
 
     from archscale.throughput.hf_config import hf_llama_config
 
-    cfg = hf_llama_config(ARCHS[3], rope_base=500000.0)
+    cfg = hf_llama_config(ARCHS[3].with_network(rope_base=500000.0))
     assert isinstance(cfg, LlamaConfig) and cfg.model_type == "llama" and cfg.head_dim == 64
     cfg.num_key_value_heads = 5  # 72 heads are not a multiple of 5
     with pytest.raises(Exception, match="num_key_value_heads"):

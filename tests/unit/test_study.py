@@ -55,7 +55,8 @@ def test_views_hold_the_schema_defaults_and_are_copies():
     assert study.throughput_hardware(threads=3)["threads"] == 3
     assert "exclusive" not in study.throughput_hardware()
     assert study.fit["bootstrap"] == schema_default("fit.bootstrap")
-    assert study.rope_base == schema_default("model.rope_base")
+    assert study.network == {"rope_base": schema_default("model.rope_base")}
+    assert study.spec(study.plan[study.plan.ids[0]].arch.to_dict()).rope_base == schema_default("model.rope_base")
     with pytest.raises(TypeError):
         study.compute["mfu"] = 1.0  # read-only view
 
@@ -111,9 +112,10 @@ def test_rope_base_reaches_the_train_job(tmp_path, monkeypatch):
         runpy.run_path(str(ROOT / "workflow" / "scripts" / "train.py"), init_globals={"snakemake": smk})
     assert done.value.code == 0
     job = seen["job"]
-    assert job.rope_base == ROPE and job.arch == arch
+    assert job.arch.rope_base == ROPE and job.arch == arch
     assert launcher.write_job(job).exists()
-    assert json.loads(launcher.write_job(job).read_text())["rope_base"] == ROPE
+    assert json.loads(launcher.write_job(job).read_text())["arch"]["rope_base"] == ROPE
+    assert launcher.TrainJob.load(launcher.write_job(job)).arch.rope_base == ROPE
     assert job.fingerprint()["rope_base"] == ROPE
 
 
@@ -131,15 +133,15 @@ def test_rope_base_reaches_the_throughput_jobs(tmp_path, monkeypatch, script):
     class Built(Exception):
         pass
 
-    def fake_build(a, runtime, max_seq, rope_base, checkpoint):
-        built.update(arch=a, rope_base=rope_base)
+    def fake_build(a, runtime, max_seq, checkpoint):
+        built.update(arch=a, rope_base=a.rope_base)
         raise Built  # stop before any model is built
 
-    def fake_decoder(a, runtime, max_seq, seed, *, rope_base):
-        fake_build(a, runtime, max_seq, rope_base, None)
+    def fake_decoder(a, runtime, max_seq, seed):
+        fake_build(a, runtime, max_seq, None)
 
-    def fake_random_weights(a, runtime, *, rope_base, seed, **kw):  # random weights: no megatron model
-        fake_build(a, runtime, None, rope_base, None)
+    def fake_random_weights(a, runtime, *, seed, **kw):  # random weights: no megatron model
+        fake_build(a, runtime, None, None)
 
     from archscale.throughput import fastdecode
 
@@ -171,8 +173,9 @@ def test_trained_checkpoint_must_match_rope_base(tmp_path):
 
     arch = Architecture(d_model=32, ffn=80, layers=2, heads=4, kv_heads=2, head_dim=8, vocab=256, scale="t")
     write_json(tmp_path / "archscale.json", {"arch": arch.to_dict(), "seq_length": 32, "rope_base": 500000.0})
-    with pytest.raises(ValueError, match="rope_base 500000.0, but model.rope_base is 12345.0"):
-        build_megatron_model(arch, None, 16, ROPE, str(tmp_path))
+    with pytest.raises(ValueError, match="trained with {'rope_base': 500000.0}, but the study's model settings are "
+                                         "{'rope_base': 12345.0}"):
+        build_megatron_model(arch.with_network(rope_base=ROPE), None, 16, str(tmp_path))
 
 
 def test_rules_and_scripts_read_settings_through_the_study():

@@ -183,4 +183,4 @@ def test_vllm_engine_fails_clearly_where_it_cannot_run():
     if torch.cuda.is_available():
         pytest.skip("GPU machine: vLLM may run here")
     with pytest.raises(RuntimeError, match=expected):
-        VllmDecoder(ARCH, 8, 96, seed=0, rope_base=ROPE)
+        VllmDecoder(ARCH.with_network(rope_base=ROPE), 8, 96, seed=0)

@@ -24,7 +24,7 @@ def _no_nvml():
 
 def test_run_job_record_on_cpu():
     _no_nvml()
-    rec = run_job(ARCH.to_dict(), WORKLOAD, HW, rope_base=ROPE)
+    rec = run_job(ARCH.to_dict(), WORKLOAD, HW)
     json.dumps(rec)  # serialisable as it stands
     assert rec["arch_id"] == ARCH.arch_id and rec["arch"]["gqa"] == 2
     assert rec["engine"] == "archscale-static" and rec["device"] == "cpu" and rec["precision"] == "fp32"
@@ -55,7 +55,7 @@ def test_run_job_record_on_cpu():
 def test_require_nvml_fails_clearly_without_nvml():
     _no_nvml()
     with pytest.raises(NvmlUnavailable, match="require_nvml"):
-        run_job(ARCH.to_dict(), WORKLOAD, {**HW, "require_nvml": True}, rope_base=ROPE)
+        run_job(ARCH.to_dict(), WORKLOAD, {**HW, "require_nvml": True})
 
 
 @pytest.mark.parametrize(
@@ -109,28 +109,28 @@ def test_trained_checkpoint_is_loaded(tmp_path):
     final = tmp_path / "final"
     save_final(final, types.SimpleNamespace(module=trained), {"arch": ARCH.to_dict(), "seq_length": 32, "rope_base": ROPE})
 
-    loaded = job.build_megatron_model(ARCH, runtime, 13, 500000, str(final))
+    loaded = job.build_megatron_model(ARCH.with_network(rope_base=ROPE), runtime, 13, str(final))
     ref = trained.state_dict()
     got = loaded.state_dict()
     weights = [k for k in ref if torch.is_tensor(ref[k]) and not k.endswith("_extra_state")]
     assert weights and all(torch.equal(ref[k], got[k]) for k in weights)
-    fresh = job.build_megatron_model(ARCH, runtime, 13, 500000, None)
+    fresh = job.build_megatron_model(ARCH.with_network(rope_base=ROPE), runtime, 13, None)
     assert not all(torch.equal(ref[k], fresh.state_dict()[k]) for k in weights)
 
     rec = run_job(ARCH.to_dict(), {**WORKLOAD, "weights": "trained", "batch_sizes": [1], "repeats": 2}, HW,
-                  checkpoint=str(final), rope_base=ROPE)
+                  checkpoint=str(final))
     assert rec["weights"] == "trained" and rec["checkpoint"] == str(final)
 
     other = Architecture(d_model=32, ffn=80, layers=2, heads=4, kv_heads=4, head_dim=8, vocab=256, scale="t")
     with pytest.raises(ValueError, match="checkpoint of t-L2-d32-h4g2"):
-        job.build_megatron_model(other, runtime, 13, 500000, str(final))
+        job.build_megatron_model(other.with_network(rope_base=ROPE), runtime, 13, str(final))
     with pytest.raises(FileNotFoundError, match="not a final checkpoint"):
-        job.build_megatron_model(ARCH, runtime, 13, 500000, str(tmp_path))
+        job.build_megatron_model(ARCH.with_network(rope_base=ROPE), runtime, 13, str(tmp_path))
 
 
 def test_run_job_records_medians_intervals_mode_and_machine_state():
     _no_nvml()
-    rec = run_job(ARCH.to_dict(), {**WORKLOAD, "batch_sizes": [2], "repeats": 5}, HW, rope_base=ROPE)
+    rec = run_job(ARCH.to_dict(), {**WORKLOAD, "batch_sizes": [2], "repeats": 5}, HW)
     assert rec["engine"] == "archscale-static" and rec["mode"] == "prefill+decode" and rec["threads"] == 1
     (r,) = rec["records"]
     assert r["mode"] == "prefill+decode" and r["context"] is None
@@ -145,7 +145,7 @@ def test_run_job_records_medians_intervals_mode_and_machine_state():
 def test_run_job_decode_at_context():
     _no_nvml()
     w = {**WORKLOAD, "batch_sizes": [2], "mode": "decode_at_context", "context": 40, "output_len": 4}
-    rec = run_job(ARCH.to_dict(), w, HW, rope_base=ROPE)
+    rec = run_job(ARCH.to_dict(), w, HW)
     assert rec["mode"] == "decode_at_context" and rec["context"] == 40
     (r,) = rec["records"]
     assert r["mode"] == "decode_at_context" and r["context"] == 40
@@ -153,9 +153,9 @@ def test_run_job_decode_at_context():
         assert rep["decode_tokens_per_s"] == pytest.approx(2 * 4 / rep["decode_s"])
         assert rep["output_tokens_per_s"] == rep["decode_tokens_per_s"] and rep["prefill_latency_s"] > 0
     with pytest.raises(ValueError, match="throughput.mode"):
-        run_job(ARCH.to_dict(), {**w, "mode": "context"}, HW, rope_base=ROPE)
+        run_job(ARCH.to_dict(), {**w, "mode": "context"}, HW)
     with pytest.raises(ValueError, match="decode_at_context runs on"):
-        run_job(ARCH.to_dict(), w, {**HW, "megatron_engine": "static"}, rope_base=ROPE)
+        run_job(ARCH.to_dict(), w, {**HW, "megatron_engine": "static"})
 
 
 def test_random_weights_on_the_fast_decoder_never_import_megatron():
@@ -168,7 +168,7 @@ def test_random_weights_on_the_fast_decoder_never_import_megatron():
     code = (
         "import json, sys\n"
         "from archscale.throughput import run_job\n"
-        f"rec = run_job({ARCH.to_dict()!r}, {WORKLOAD!r}, {HW!r}, rope_base={ROPE!r})\n"
+        f"rec = run_job({ARCH.to_dict()!r}, {WORKLOAD!r}, {HW!r})\n"
         "print(json.dumps({'engine': rec['engine'], 'n': len(rec['records']),\n"
         "                  'megatron': sorted(m for m in sys.modules if m.startswith('megatron'))}))\n"
     )
@@ -200,9 +200,9 @@ def test_run_job_threads_default_and_load_warning_in_the_record(monkeypatch):
     monkeypatch.setattr(measure, "machine_state", lambda reader=None: {
         "load_average_1m": 1e3, "load_average_5m": 0.0, "load_average_15m": 0.0})
     hw = {k: v for k, v in HW.items() if k != "threads"}
-    rec = run_job(ARCH.to_dict(), {**WORKLOAD, "batch_sizes": [1], "repeats": 2}, hw, rope_base=ROPE)
+    rec = run_job(ARCH.to_dict(), {**WORKLOAD, "batch_sizes": [1], "repeats": 2}, hw)
     assert rec["threads"] == 1
     (r,) = rec["records"]
     assert r["load_warning"].startswith("load average 1000.00 before the measurement exceeds")
     with pytest.raises(ValueError, match="throughput.threads must be a positive integer, got 0"):
-        run_job(ARCH.to_dict(), WORKLOAD, {**HW, "threads": 0}, rope_base=ROPE)
+        run_job(ARCH.to_dict(), WORKLOAD, {**HW, "threads": 0})

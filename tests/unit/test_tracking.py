@@ -179,8 +179,7 @@ def test_log_throughput_writes_tensorboard_events(tmp_path):
     arch = ARCH.to_dict()
     workload = {"engine": "megatron", "weights": "random", "input_len": 8, "output_len": 5, "batch_sizes": [1, 2],
                 "warmup": 0, "repeats": 2}
-    record = run_throughput(arch, workload, {"threads": 1, "require_nvml": False, "nvml_interval_s": 0.05},
-                            rope_base=500000.0)
+    record = run_throughput(arch, workload, {"threads": 1, "require_nvml": False, "nvml_interval_s": 0.05})
     train_dir = tmp_path / "results/train" / ARCH.arch_id
     for _ in range(2):  # a rerun replaces the events
         tracking.log_throughput(record, {"training": {}}, train_dir)

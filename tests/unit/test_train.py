@@ -46,9 +46,9 @@ def make_job(root: Path, manifest: Path, tokens: int, arch: Architecture = ARCH,
     recipe = {**RECIPE, **changes.pop("recipe", {})}
     hardware = {"micro_batch": 4, "threads": 1, "log_interval": 10, "checkpoint_interval": 25,
                 "checkpoint_min_s": 0, "peak_flops": 5e10, **changes.pop("hardware", {})}
-    changes.setdefault("rope_base", 500000.0)
+    spec = arch.with_network(rope_base=changes.pop("rope_base", 500000.0))
     return TrainJob(
-        arch=arch.to_dict(), budget={"tokens": tokens, "scale": "t", "n_target": arch.params_non_embedding},
+        arch=spec, budget={"tokens": tokens, "scale": "t", "n_target": arch.params_non_embedding},
         recipe=recipe, manifest=str(manifest), checkpoint_dir=str(root / "ckpt"), metrics=str(root / "out/metrics.json"),
         curve=str(root / "out/curve.parquet"), final=str(root / "out/final"), hardware=hardware, **changes,
     )
@@ -79,9 +79,9 @@ def test_job_steps_warmup_and_identity(tmp_path, manifest):
     assert TrainJob.from_dict(json.loads(json.dumps(job.to_dict()))) == job
     with pytest.raises(ValueError, match="recipe lacks"):
         TrainJob(arch=ARCH.to_dict(), budget={"tokens": 1}, recipe={}, manifest="m", checkpoint_dir="c",
-                 metrics="m", curve="c", final="f", rope_base=500000.0)
+                 metrics="m", curve="c", final="f")
     assert set(RECIPE) == set(identity_keys("training"))
-    assert isinstance(job.arch, Architecture) and job.to_dict()["arch"] == ARCH.to_dict()
+    assert isinstance(job.arch, Architecture) and job.to_dict()["arch"] == {**ARCH.to_dict(), "rope_base": 500000.0}
 
 
 def test_sample_schedule_partitions_each_step():

@@ -114,10 +114,12 @@ def _live_measure(args: argparse.Namespace, config: dict | None, settings: Searc
     workload.setdefault("repeats", 3)
     hardware = {"threads": args.threads, "require_nvml": False}
 
-    rope_base = float((config or {}).get("model", {}).get("rope_base") or schema_default("model.rope_base"))
+    from ..study import default_spec, study_of
+
+    spec = study_of(config).spec if config else default_spec
 
     def measure(arch: Architecture) -> float:
-        record = run_job(arch.to_dict(), workload, hardware, None, rope_base=rope_base)
+        record = run_job(spec(arch), workload, hardware, None)
         return throughput_at(record, settings.batch_size, f"live measurement of {arch.arch_id}")
 
     return measure

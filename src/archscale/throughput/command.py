@@ -137,9 +137,10 @@ def run(args: argparse.Namespace) -> int:
     from .job import load_warning, owned_cores
 
     archs, baseline = architectures(args)
+    archs = {name: arch.with_network(rope_base=rope_base(args)) for name, arch in archs.items()}
     threads = args.threads or owned_cores()
     result = measure(archs, args.batch_size, args.input_len, args.output_len, args.context, args.repeats,
-                     args.warmup, threads, args.seed, baseline, rope_base=rope_base(args))
+                     args.warmup, threads, args.seed, baseline)
     for r in result["results"]:
         r["load_warning"] = load_warning(r["machine_before"]["load_average_1m"], result["threads"])
     if args.json:

@@ -17,11 +17,11 @@ from . import stats
 from .measure import check_mode, machine_state, medians, repeat_record, run_once
 
 
-def build_decoder(arch: Architecture, runtime, max_seq: int, seed: int, *, rope_base: float):
-    """:class:`FastDecoder` of ``arch`` on seeded random weights (no megatron model is built)."""
+def build_decoder(arch: Architecture, runtime, max_seq: int, seed: int):
+    """:class:`FastDecoder` of the spec ``arch`` on seeded random weights (no megatron model is built)."""
     from .fastdecode import FastDecoder, random_weights
 
-    return FastDecoder(random_weights(arch, runtime, rope_base=rope_base, seed=seed), runtime, max_seq)
+    return FastDecoder(random_weights(arch, runtime, seed=seed), runtime, max_seq)
 
 
 def measure_interleaved(
@@ -84,13 +84,12 @@ def measure(
     threads: int | None = None,
     seed: int = 1234,
     baseline: str | None = None,
-    *,
-    rope_base: float,
 ) -> dict:
-    """Build every architecture (random weights) and measure them per batch size, interleaved."""
+    """Build every architecture (specs, random weights) and measure them per batch size, interleaved."""
     import torch
 
     from ..model import resolve_runtime
+    from ..study import default_spec
 
     if not batch_sizes or any(b < 1 for b in batch_sizes):
         raise ValueError(f"--batch-size must be positive integers, got {batch_sizes}")
@@ -102,7 +101,8 @@ def measure(
     runtime = resolve_runtime("auto", "auto")
     max_seq = max(input_len, context or 0) + output_len
     t0 = time.perf_counter()
-    decoders = {n: build_decoder(a, runtime, max_seq, seed, rope_base=rope_base) for n, a in archs.items()}
+    archs = {n: default_spec(a) for n, a in archs.items()}
+    decoders = {n: build_decoder(a, runtime, max_seq, seed) for n, a in archs.items()}
     setup_s = time.perf_counter() - t0
     results = [
         measure_interleaved(decoders, {n: a.vocab for n, a in archs.items()}, b, input_len, output_len, mode,
@@ -117,7 +117,7 @@ def measure(
         "device": runtime.device,
         "precision": runtime.precision,
         "threads": torch.get_num_threads(),
-        "rope_base": rope_base,
+        **next(iter(archs.values())).network(),
         "setup_s": setup_s,
         "results": results,
     }

@@ -87,10 +87,11 @@ def model_weights(model) -> DecoderWeights:
                           eps=cfg.layernorm_epsilon, inv_freq=model.rotary_pos_emb.inv_freq.detach().float())
 
 
-def random_weights(arch: Architecture, runtime, *, rope_base: float, seed: int, init_std: float = 0.02) -> DecoderWeights:
-    """Seeded random weights of ``arch`` in megatron's layout (normal(0, ``init_std``) matrices, unit
-    norms, as :func:`archscale.model.build_model` initialises), on the runtime's device and dtype."""
-    from ..model import LAYERNORM_EPSILON, rope_inv_freq
+def random_weights(arch: Architecture, runtime, *, seed: int, init_std: float = 0.02) -> DecoderWeights:
+    """Seeded random weights of the spec ``arch`` in megatron's layout (normal(0, ``init_std``)
+    matrices, unit norms, as :func:`archscale.model.build_model` initialises), on the runtime's
+    device and dtype."""
+    from ..model import rope_inv_freq
 
     gen = torch.Generator().manual_seed(seed)
     dtype, device = runtime.params_dtype, runtime.device
@@ -111,7 +112,7 @@ def random_weights(arch: Architecture, runtime, *, rope_base: float, seed: int, 
     emb = normal(arch.vocab, d)
     out = emb if arch.tied else normal(arch.vocab, d)
     return DecoderWeights(emb, layers, ones(d), out, heads=arch.heads, kv_heads=arch.kv_heads, head_dim=hd,
-                          eps=LAYERNORM_EPSILON, inv_freq=rope_inv_freq(hd, rope_base))
+                          eps=arch.norm_eps, inv_freq=rope_inv_freq(arch))
 
 
 def extract_weights(model) -> tuple[torch.Tensor, list[_Layer], torch.Tensor, torch.Tensor]:

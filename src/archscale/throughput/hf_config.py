@@ -18,11 +18,11 @@ def llama_config(
     arch: Architecture,
     max_position_embeddings: int = 4096,
     *,
-    rope_base: float,
     dtype: str = "bfloat16",
-    rms_norm_eps: float = 1e-5,
 ) -> dict:
-    """The ``config.json`` of a LlamaForCausalLM with the shape of ``arch``."""
+    """The ``config.json`` of a LlamaForCausalLM of the spec ``arch`` (shape, RoPE, norm)."""
+    if arch.rope_base is None:
+        raise ValueError(f"{arch.arch_id}: the spec has no RoPE base (build it from a study: Study.spec)")
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -35,8 +35,8 @@ def llama_config(
         "vocab_size": arch.vocab,
         "tie_word_embeddings": arch.tied,
         "hidden_act": "silu",
-        "rms_norm_eps": rms_norm_eps,
-        "rope_theta": float(rope_base),
+        "rms_norm_eps": arch.norm_eps,
+        "rope_theta": float(arch.rope_base),
         "rope_scaling": None,
         "attention_bias": False,
         "mlp_bias": False,

@@ -28,16 +28,23 @@ from .measure import check_mode, measure_batch
 from .roofline import measure_device, roofline_times
 from .stats import Estimate
 
-WORKLOAD_KEYS = ("engine", "weights", "input_len", "output_len", "batch_sizes", "warmup", "repeats")
 DEFAULT_SEED = 1234
 
 
 def check_workload(workload: dict, checkpoint: str | None) -> dict:
-    """Validate the workload dict (the rule's params); errors name the config key."""
-    missing = [k for k in WORKLOAD_KEYS if k not in workload]
+    """Validate the workload dict (the rule's params: the schema's ``x-identity`` keys of the
+    throughput section); errors name the config key. A key the schema gives a null default
+    (``context``), and ``mode`` (absent from workloads of older records), take the schema's
+    default when absent; every other key must be there."""
+    from ..config import schema_default
+    from ..study import identity_keys
+
+    keys = identity_keys("throughput")
+    optional = {k: schema_default(f"throughput.{k}") for k in ("mode", "context")}
+    missing = [k for k in keys if k not in workload and k not in optional]
     if missing:
         raise ValueError(f"throughput workload: missing keys {missing} (config section 'throughput')")
-    w = dict(workload)
+    w = {**{k: v for k, v in optional.items() if k not in workload}, **workload}
     if w["engine"] not in ("megatron", "vllm"):
         raise ValueError(f"throughput.engine: '{w['engine']}' is not one of megatron, vllm")
     if w["weights"] not in ("random", "trained"):
@@ -121,17 +128,17 @@ def _peak_memory(runtime_on_gpu: bool) -> tuple[int, str]:
     return int(rss if sys.platform == "darwin" else rss * 1024), "process_max_rss"
 
 
-def build_megatron_model(a: Architecture, runtime, max_seq: int, rope_base: float, checkpoint: str | None):
+def build_megatron_model(a: Architecture, runtime, max_seq: int, checkpoint: str | None):
     """The model to measure: seeded random weights, or the training stage's final checkpoint.
 
     The checkpoint is ``results/train/{arch}/final`` as written by
     :func:`archscale.checkpoint.save_final` (dist_checkpointing, key ``model``, plus
-    ``archscale.json``); its architecture must be the job's.
+    ``archscale.json``); its spec (shape and network settings) must be the job's.
     """
     from ..model import build_model
 
     if checkpoint is None:
-        return build_model(a, runtime, max_sequence_length=max_seq, rope_base=rope_base)
+        return build_model(a, runtime, max_sequence_length=max_seq)
     from ..checkpoint import DESCRIPTION, load_final
     from ..io import read_json
 
@@ -141,34 +148,138 @@ def build_megatron_model(a: Architecture, runtime, max_seq: int, rope_base: floa
             f"throughput.weights is 'trained' but {checkpoint} is not a final checkpoint of the training "
             "stage (no archscale.json); run the train rule first or set throughput.weights: random"
         )
-    desc = read_json(desc_path)
-    trained = Architecture.from_dict(desc["arch"])
+    trained = Architecture.from_record(read_json(desc_path))
     if trained.arch_id != a.arch_id:
         raise ValueError(f"{desc_path}: checkpoint of {trained.arch_id}, but the job measures {a.arch_id}")
-    if "rope_base" in desc and float(desc["rope_base"]) != float(rope_base):
+    if trained.network() != a.network():
         raise ValueError(
-            f"{desc_path}: trained with rope_base {desc['rope_base']}, but model.rope_base is {rope_base}; "
+            f"{desc_path}: trained with {trained.network()}, but the study's model settings are {a.network()}; "
             "re-run the train rule for this architecture"
         )
     model, _ = load_final(checkpoint, runtime)
     return model
 
 
-def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None = None, *, rope_base: float) -> dict:
-    """Measure one architecture at every batch size of the workload (the record of docs/pipeline.md).
-
-    ``rope_base`` is ``model.rope_base`` (:attr:`archscale.study.Study.rope_base`); a trained
-    checkpoint brings its own (its ``archscale.json``), which must agree with it.
-    """
-    t_job = time.perf_counter()
-    a = Architecture.from_dict(arch)
-    w = check_workload(workload, checkpoint)
-    seed = int(w.get("seed", DEFAULT_SEED))
+def _job_threads(hardware: dict) -> int:
+    """Torch threads of the measurement: ``threads``, else every core the job owns."""
     threads = owned_cores() if hardware.get("threads") is None else int(hardware["threads"])
     if threads < 1:
         raise ValueError(f"throughput.threads must be a positive integer, got {hardware['threads']!r}")
-    interval = float(hardware.get("nvml_interval_s", 0.05))
-    reader, nvml_reason = nvml_mod.open_reader(int(hardware.get("device_index", 0)), bool(hardware.get("require_nvml")))
+    return threads
+
+
+def _decoder_kind(hardware: dict, w: dict, mode: str) -> str:
+    """The megatron inference path (``megatron_engine``); decode_at_context needs the static cache."""
+    kind = hardware["megatron_engine"]
+    if mode == "decode_at_context":
+        if kind not in ("auto", "fast") or w["engine"] != "megatron":
+            raise ValueError(
+                "throughput.mode decode_at_context runs on archscale's static-cache decoder: set "
+                "throughput.engine megatron and megatron_engine auto or fast"
+            )
+        kind = "fast"
+    return kind
+
+
+def _build_decoder(a: Architecture, w: dict, runtime, kind: str, max_seq: int, seed: int, checkpoint: str | None):
+    """The decoder that generates: the static-cache one, megatron's, or vLLM."""
+    max_batch = max(w["batch_sizes"])
+    if w["engine"] == "megatron":
+        from .decoders import make_decoder, resolve_kind
+
+        kind = resolve_kind(kind, runtime)
+        if kind == "fast" and w["weights"] == "random":
+            # the static-cache decoder on random weights in megatron's layout: no megatron
+            # model to build (nor megatron-core to import), seconds per job on CPU
+            from .fastdecode import FastDecoder, random_weights
+
+            return FastDecoder(random_weights(a, runtime, seed=seed), runtime, max_seq)
+        from ..model import setup_runtime
+
+        setup_runtime(runtime, seed)
+        model = build_megatron_model(a, runtime, max_seq, checkpoint if w["weights"] == "trained" else None)
+        return make_decoder(kind, model, a, runtime, max_batch, max_seq, seed)
+    from .vllm_engine import VllmDecoder
+
+    if w["weights"] == "trained":
+        raise ValueError("throughput.engine vllm runs on dummy weights; set throughput.weights: random")
+    return VllmDecoder(a, max_batch, max_seq, seed)
+
+
+def _batch_record(a: Architecture, decoder, w: dict, batch: int, *, mode: str, context: int | None, seed: int,
+                  runtime, roof_dev: dict, reader, interval: float, threads: int, max_seq: int) -> dict:
+    """Measure one batch size: the timed repeats, their summary, memory, roofline and energy."""
+    import torch
+
+    from .engine import random_prompts
+
+    prompts = random_prompts(a.vocab, batch, w["input_len"], seed + batch, runtime.device)
+    if runtime.on_gpu:
+        torch.cuda.reset_peak_memory_stats()
+    sampler = nvml_mod.Sampler(reader, interval) if reader is not None else None
+    if sampler:
+        sampler.start()
+    m = measure_batch(decoder, mode, prompts, w["output_len"], context, w["warmup"], w["repeats"],
+                      reader=reader, energy_mj=sampler.energy_mj if sampler else None)
+    window = sampler.stop() if sampler else None
+    peak, peak_kind = _peak_memory(runtime.on_gpu)
+    out_tokens = batch * w["output_len"] * w["repeats"]
+    roof = (roof_dev["mem_bw_bytes_per_s"], roof_dev["matmul_flops_per_s"], roof_dev["dtype_bytes"])
+    roof_prefill, roof_decode = roofline_times(a, w["input_len"], w["output_len"], batch, *roof)
+    if mode == "decode_at_context":  # output_len steps from KV length `context`
+        roof_decode = roofline_times(a, context, w["output_len"] + 1, batch, *roof)[1]
+    energy = window["energy_j"] if window else None
+    return {
+        **m,
+        **summarise_repeats(m["repeats"]),
+        "load_average": m["machine_after"]["load_average_1m"],
+        "load_warning": load_warning(m["machine_before"]["load_average_1m"], threads),
+        "peak_memory_bytes": peak,
+        "peak_memory_kind": peak_kind,
+        "kv_cache_bytes": 2 * a.layers * a.kv_heads * a.head_dim * roof_dev["dtype_bytes"] * batch * max_seq,
+        "roofline_prefill_s": roof_prefill,
+        "roofline_decode_s": roof_decode,
+        "energy_j": energy,
+        "energy_source": window["energy_source"] if window else None,
+        "energy_j_per_output_token": energy / out_tokens if energy is not None else None,
+        "power_mean_w": window["power_mean_w"] if window else None,
+        "power_peak_w": window["power_peak_w"] if window else None,
+        "nvml": window,
+    }
+
+
+def _report_batch(a: Architecture, batch: int, mode: str, rec: dict) -> None:
+    """One line per batch size on stderr (the rule's log), and the load warning if any."""
+    if rec["load_warning"]:
+        print(f"{a.arch_id} batch {batch}: warning: {rec['load_warning']}", file=sys.stderr)
+    out_med = Estimate(**rec["median"]["output_tokens_per_s"])
+    print(
+        f"{a.arch_id} batch {batch} ({mode}): prefill {rec['prefill_latency_s'] * 1e3:.2f} ms, output "
+        f"{out_med.text('.1f')} tok/s (median, 95% interval), load {rec['machine_before']['load_average_1m']:.2f}"
+        f" -> {rec['machine_after']['load_average_1m']:.2f}",
+        file=sys.stderr,
+    )
+
+
+def run_job(arch: Architecture | dict, workload: dict, hardware: dict, checkpoint: str | None = None) -> dict:
+    """Measure one architecture at every batch size of the workload (the record of docs/pipeline.md).
+
+    ``arch`` is the network spec (:meth:`archscale.study.Study.spec`; a dict without network
+    settings takes the schema's, which a measurement on random weights does not depend on); a
+    trained checkpoint brings its own (its ``archscale.json``), which must agree with it.
+    """
+    from ..config import schema_default
+    from ..study import default_spec, hardware_keys
+
+    t_job = time.perf_counter()
+    a = default_spec(arch if isinstance(arch, Architecture) else Architecture.from_dict(arch))
+    w = check_workload(workload, checkpoint)
+    # the schema's defaults for absent knobs, but threads: absent, the job takes its own cores
+    defaults = {k: schema_default(f"throughput.{k}") for k in hardware_keys("throughput") if k != "threads"}
+    hardware = {**defaults, **hardware}
+    seed = int(w.get("seed", DEFAULT_SEED))
+    threads = _job_threads(hardware)
+    reader, nvml_reason = nvml_mod.open_reader(int(hardware.get("device_index", 0)), bool(hardware["require_nvml"]))
     try:
         import torch
 
@@ -176,95 +287,20 @@ def run_job(arch: dict, workload: dict, hardware: dict, checkpoint: str | None =
         from ..model import resolve_runtime
 
         runtime = resolve_runtime(hardware.get("precision", "auto"), hardware.get("transformer_impl", "auto"))
-        mode, context = check_mode(w.get("mode", "prefill+decode"), w.get("context"), w["input_len"])
+        mode, context = check_mode(w["mode"], w["context"], w["input_len"])
         max_seq = max(w["input_len"], context or 0) + w["output_len"]
-        max_batch = max(w["batch_sizes"])
-        kind = hardware.get("megatron_engine", "auto")
-        if mode == "decode_at_context":
-            if kind not in ("auto", "fast") or w["engine"] != "megatron":
-                raise ValueError(
-                    "throughput.mode decode_at_context runs on archscale's static-cache decoder: set "
-                    "throughput.engine megatron and megatron_engine auto or fast"
-                )
-            kind = "fast"
         t_setup = time.perf_counter()
-        if w["engine"] == "megatron":
-            from .decoders import make_decoder, resolve_kind
-
-            kind = resolve_kind(kind, runtime)
-            if kind == "fast" and w["weights"] == "random":
-                # the static-cache decoder on random weights in megatron's layout: no megatron
-                # model to build (nor megatron-core to import), seconds per job on CPU
-                from .fastdecode import FastDecoder, random_weights
-
-                decoder = FastDecoder(random_weights(a, runtime, rope_base=rope_base, seed=seed), runtime, max_seq)
-            else:
-                from ..model import setup_runtime
-
-                setup_runtime(runtime, seed)
-                model = build_megatron_model(
-                    a, runtime, max_seq, rope_base, checkpoint if w["weights"] == "trained" else None
-                )
-                decoder = make_decoder(kind, model, a, runtime, max_batch, max_seq, seed)
-        else:
-            from .vllm_engine import VllmDecoder
-
-            if w["weights"] == "trained":
-                raise ValueError("throughput.engine vllm runs on dummy weights; set throughput.weights: random")
-            decoder = VllmDecoder(a, max_batch, max_seq, seed, rope_base=rope_base)
+        decoder = _build_decoder(a, w, runtime, _decoder_kind(hardware, w, mode), max_seq, seed, checkpoint)
         setup_s = time.perf_counter() - t_setup
         device_name = torch.cuda.get_device_name() if runtime.on_gpu else nvml_mod.cpu_model()
         roof_dev = measure_device(runtime.device, runtime.params_dtype)
-
-        from .engine import random_prompts
-
         records = []
         for batch in w["batch_sizes"]:
-            prompts = random_prompts(a.vocab, batch, w["input_len"], seed + batch, runtime.device)
-            if runtime.on_gpu:
-                torch.cuda.reset_peak_memory_stats()
-            sampler = nvml_mod.Sampler(reader, interval) if reader is not None else None
-            if sampler:
-                sampler.start()
-            m = measure_batch(decoder, mode, prompts, w["output_len"], context, w["warmup"], w["repeats"],
-                              reader=reader, energy_mj=sampler.energy_mj if sampler else None)
-            repeats = m["repeats"]
-            window = sampler.stop() if sampler else None
-            peak, peak_kind = _peak_memory(runtime.on_gpu)
-            out_tokens = batch * w["output_len"] * w["repeats"]
-            roof = (roof_dev["mem_bw_bytes_per_s"], roof_dev["matmul_flops_per_s"], roof_dev["dtype_bytes"])
-            roof_prefill, roof_decode = roofline_times(a, w["input_len"], w["output_len"], batch, *roof)
-            if mode == "decode_at_context":  # output_len steps from KV length `context`
-                roof_decode = roofline_times(a, context, w["output_len"] + 1, batch, *roof)[1]
-            rec = {
-                **m,
-                **summarise_repeats(repeats),
-                "load_average": m["machine_after"]["load_average_1m"],
-                "load_warning": load_warning(m["machine_before"]["load_average_1m"], threads),
-                "peak_memory_bytes": peak,
-                "peak_memory_kind": peak_kind,
-                "kv_cache_bytes": 2 * a.layers * a.kv_heads * a.head_dim * roof_dev["dtype_bytes"] * batch * max_seq,
-                "roofline_prefill_s": roof_prefill,
-                "roofline_decode_s": roof_decode,
-                "energy_j": window["energy_j"] if window else None,
-                "energy_source": window["energy_source"] if window else None,
-                "energy_j_per_output_token": (
-                    window["energy_j"] / out_tokens if window and window["energy_j"] is not None else None
-                ),
-                "power_mean_w": window["power_mean_w"] if window else None,
-                "power_peak_w": window["power_peak_w"] if window else None,
-                "nvml": window,
-            }
-            records.append(rec)
-            if rec["load_warning"]:
-                print(f"{a.arch_id} batch {batch}: warning: {rec['load_warning']}", file=sys.stderr)
-            out_med = Estimate(**m["median"]["output_tokens_per_s"])
-            print(
-                f"{a.arch_id} batch {batch} ({mode}): prefill {rec['prefill_latency_s'] * 1e3:.2f} ms, output "
-                f"{out_med.text('.1f')} tok/s (median, 95% interval), load {m['machine_before']['load_average_1m']:.2f}"
-                f" -> {m['machine_after']['load_average_1m']:.2f}",
-                file=sys.stderr,
-            )
+            records.append(_batch_record(a, decoder, w, batch, mode=mode, context=context, seed=seed,
+                                         runtime=runtime, roof_dev=roof_dev, reader=reader,
+                                         interval=float(hardware["nvml_interval_s"]), threads=threads,
+                                         max_seq=max_seq))
+            _report_batch(a, batch, mode, records[-1])
         nvml_info = reader.info() if reader is not None else None
     finally:
         if reader is not None:

@@ -39,13 +39,13 @@ def _import_vllm():
 class VllmDecoder:
     name = "vllm"
 
-    def __init__(self, arch: Architecture, max_batch: int, max_seq: int, seed: int, *, rope_base: float,
+    def __init__(self, arch: Architecture, max_batch: int, max_seq: int, seed: int, *,
                  dtype: str = "bfloat16", gpu_memory_utilization: float = 0.9):
         vllm = _import_vllm()
         if not torch.cuda.is_available():
             raise RuntimeError("throughput.engine vllm needs a GPU; use throughput.engine: megatron on CPU")
         self._dir = tempfile.TemporaryDirectory(prefix=f"archscale-{arch.arch_id}-")
-        write_llama_config(arch, self._dir.name, max_position_embeddings=max_seq, rope_base=rope_base, dtype=dtype)
+        write_llama_config(arch, self._dir.name, max_position_embeddings=max_seq, dtype=dtype)
         self.llm = vllm.LLM(
             model=self._dir.name,
             load_format="dummy",

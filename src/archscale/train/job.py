@@ -1,6 +1,6 @@
 """The description of one training job, as the launcher hands it to the training process.
 
-``identity`` fields (architecture, budget, recipe, rope base) decide the result and come from
+``identity`` fields (the architecture spec, budget, recipe) decide the result and come from
 the rule's ``params``; ``hardware`` fields (micro-batch, threads, precision, layer spec,
 parallelism, intervals) do not, and come from the config at run time. Which training keys are
 which is marked in the schema (``x-identity``; :mod:`archscale.study`), and so are the defaults.
@@ -41,7 +41,6 @@ class TrainJob:
     metrics: str
     curve: str
     final: str
-    rope_base: float
     hardware: dict[str, Any] = field(default_factory=dict)
     tokenizer_meta: str | None = None
 
@@ -128,24 +127,26 @@ class TrainJob:
 
     def fingerprint(self) -> dict[str, Any]:
         """What a resumable checkpoint must match to be resumed."""
-        ident = {"arch": self.arch.to_dict(), "budget": self.budget, "recipe": self.recipe, "rope_base": self.rope_base}
+        ident = {"arch": self.arch.to_dict(), "budget": self.budget, "recipe": self.recipe, **self.arch.network()}
         return _fingerprint(self.arch_id, ident)
 
     def trunk_fingerprint(self) -> dict[str, Any]:
         """What the stable phase's checkpoints must match to be continued: everything but the
         branch's own budget and decay (every branch of a run shares it)."""
         sched = {k: v for k, v in (self.schedule or {}).items() if k not in ("decay_fraction", "decay_style")}
-        ident = {"arch": self.arch.to_dict(), "stable": sched, "recipe": self.recipe, "rope_base": self.rope_base,
+        ident = {"arch": self.arch.to_dict(), "stable": sched, "recipe": self.recipe, **self.arch.network(),
                  "scale": self.budget.get("scale")}
         return _fingerprint(self.arch_id, ident)
 
     # ---- (de)serialisation ----------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "arch": self.arch.to_dict()}
+        return {**asdict(self), "arch": self.arch.spec_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainJob":
-        return cls(**data)
+        """A job of :meth:`to_dict` (older job files keep the network settings beside ``arch``)."""
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**{**fields, "arch": Architecture.from_record(data)})
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainJob":

@@ -24,12 +24,14 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
-from ..arch import Architecture
 from ..io import write_json
 from .job import TrainJob
 from .lock import TrainerLock, TrainerLockHeld
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..study import Study
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 TORCHRUN_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
@@ -206,32 +208,36 @@ def launch(job: TrainJob, gpus: int, stdout=None) -> int:
     return run(cmd, environment(threads, gpus=int(gpus)), stdout=out)
 
 
-def training_hardware(config: Mapping) -> dict:
+def training_hardware(config: Mapping | Study) -> dict:
     """The hardware knobs of a training job of the study ``config``: the study's
     (:meth:`archscale.study.Study.training_hardware`) with ``tensorboard`` and ``wandb`` validated
     and completed (:func:`archscale.train.tracking.settings_from_config`: W&B group ``run_name``)."""
-    from ..study import Study
+    from ..study import study_of
     from .tracking import settings_from_config
 
-    study = Study.from_config(config)
+    study = study_of(config)
     hardware = study.training_hardware()
     hardware.update(settings_from_config(study.config))
     return hardware
 
 
 def job_from_snakemake(snakemake) -> TrainJob:
-    """The job of a ``train`` rule invocation: identity from params, hardware from the study."""
+    """The job of a ``train`` rule invocation: identity from params (the shape, budget and recipe;
+    the network settings, whose values are params too, complete the spec from the study),
+    hardware from the study."""
+    from ..study import Study
+
     p = snakemake.params
+    study = Study.from_config(snakemake.config)
     return TrainJob(
-        arch=Architecture.from_dict(p.arch),
+        arch=study.spec(p.arch),
         budget=dict(p.budget),
         recipe=dict(p.recipe),
-        rope_base=float(p.rope_base),
         manifest=str(snakemake.input.manifest),
         tokenizer_meta=str(snakemake.input.tokenizer_meta),
         checkpoint_dir=str(p.checkpoint_dir),
         metrics=str(snakemake.output.metrics),
         curve=str(snakemake.output.curve),
         final=str(snakemake.output.final),
-        hardware=training_hardware(snakemake.config),
+        hardware=training_hardware(study),
     )

@@ -128,7 +128,7 @@ class _Trainer:
 
         job, rt, rec, hw = self.job, self.runtime, self.job.recipe, self.job.hardware
         torch.manual_seed(int(rec["seed"]))
-        model = build_model(self.arch, rt, job.seq_length, rope_base=job.rope_base, init_std=float(rec["init_std"]))
+        model = build_model(self.arch, rt, job.seq_length, init_std=float(rec["init_std"]))
         self.params_built = count_parameters(model) * rt.tensor_parallel  # approximate under TP
         config = model.config
         if rt.precision == "bf16":
@@ -472,7 +472,7 @@ class _Session:
 
         record = _metrics_record(job, runtime, tr, curve, self.train_time, valid_loss, self.resumed_from,
                                  unigram_entropy(tr.manifest))
-        description = final_ckpt.describe(job.arch, job.architecture.arch_id, job.seq_length, job.rope_base, job.steps,
+        description = final_ckpt.describe(job.arch, job.seq_length, job.steps,
                                           record["tokens_seen"], runtime.precision)
         final_ckpt.save_final(job.final, tr.ddp, description)
         record["wall_time_s"] = self.wall()
@@ -552,7 +552,7 @@ def _metrics_record(job, runtime, tr, curve, train_time, valid_loss, resumed_fro
         "versions": M.versions(),
         "resumed_from_step": resumed_from,
         "recipe": job.recipe,
-        "rope_base": job.rope_base,
+        **job.arch.network(),
         "schedule": "cosine" if job.schedule is None else "wsd",
         "warmup_steps": job.warmup_steps,
         "decay_steps": job.decay_steps,

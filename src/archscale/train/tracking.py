@@ -70,7 +70,7 @@ def hparams(job) -> dict[str, Any]:
     """The architecture and recipe of ``job`` as flat scalar hparams (TensorBoard's HParams tab)."""
     a = job.architecture
     out: dict[str, Any] = {"arch_id": a.arch_id, "scale": str(job.budget.get("scale", a.scale)),
-                           "tokens_budget": int(job.budget["tokens"]), "rope_base": float(job.rope_base)}
+                           "tokens_budget": int(job.budget["tokens"]), **job.architecture.network()}
     for key, value in a.to_dict().items():
         if isinstance(value, (bool, int, float, str)) and key not in ("arch_id", "scale"):
             out[f"arch.{key}"] = value
@@ -158,7 +158,7 @@ class Tracker:
                 id=_run_id(wb.get("group"), fp["digest"], "train"), resume="allow",
                 tags=sorted(set(wb.get("tags", []) + arch_tags(job.arch, job.budget.get("scale")))),
                 config={"arch": job.architecture.to_dict(), "budget": job.budget, "recipe": job.recipe,
-                        "rope_base": job.rope_base, "hardware": {k: v for k, v in job.hardware.items() if k != "wandb"}},
+                        **job.architecture.network(), "hardware": {k: v for k, v in job.hardware.items() if k != "wandb"}},
             )
         return cls(tb, run, train_time)
 
