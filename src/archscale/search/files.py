@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
+from ..arch import Architecture
 from ..io import read_json
+from ..throughput.job import DEFAULT_SEED
 from .algorithm import cost_model_efficiency, law_from_fit
 from .anyscale import attach_probabilities
 from .selection import measure_arch, measure_entry, measure_ids, prepare, select
@@ -32,10 +34,12 @@ def prepare_from_files(
     return candidates, space
 
 
-def measure_candidates_interleaved(candidates: dict, workload: dict, hardware: dict, rope_base: float) -> dict:
+def measure_candidates_interleaved(candidates: dict, workload: dict, hardware: dict,
+                                   spec: Callable[[Architecture], Architecture]) -> dict:
     """``throughput_candidates``: every listed architecture measured in one job, interleaved
     (A B C A B C ...) at the search's batch size, random weights; per architecture the rates of
-    every round, so that any two can be compared with a bootstrap ratio."""
+    every round, so that any two can be compared with a bootstrap ratio. ``spec`` completes a
+    shape with the study's network settings (:meth:`archscale.study.Study.spec`)."""
     import torch
 
     from ..model import resolve_runtime
@@ -43,20 +47,20 @@ def measure_candidates_interleaved(candidates: dict, workload: dict, hardware: d
     from ..throughput.measure import check_mode
 
     ids = measure_ids(candidates)
-    archs = {a: measure_arch(candidates, a) for a in ids}
+    archs = {a: spec(measure_arch(candidates, a)) for a in ids}
     batch = int(candidates["settings"]["batch_size"])
     mode, context = check_mode(workload.get("mode", "prefill+decode"), workload.get("context"), workload["input_len"])
     torch.set_num_threads(int(hardware.get("threads", 1)))
     runtime = resolve_runtime(hardware.get("precision", "auto"), hardware.get("transformer_impl", "auto"))
     max_seq = max(workload["input_len"], context or 0) + workload["output_len"]
-    seed = int(workload.get("seed", 1234))
-    decoders = {a: build_decoder(arch, runtime, max_seq, seed, rope_base=rope_base) for a, arch in archs.items()}
+    seed = int(workload.get("seed", DEFAULT_SEED))
+    decoders = {a: build_decoder(arch, runtime, max_seq, seed) for a, arch in archs.items()}
     res = measure_interleaved(decoders, {a: arch.vocab for a, arch in archs.items()}, batch, workload["input_len"],
                               workload["output_len"], mode, context, int(workload["repeats"]),
                               int(workload["warmup"]), seed)
     return {"target": candidates["target"]["name"], "engine": "archscale-static", "device": runtime.device,
             "precision": runtime.precision, "threads": torch.get_num_threads(), "weights": "random",
-            "workload": dict(workload), "rope_base": rope_base, **res}
+            "workload": dict(workload), **next(iter(archs.values())).network(), **res}
 
 
 def interleaved_samples(record: dict, batch: int, where: str) -> tuple[dict[str, float], dict[str, list[float]]]:
