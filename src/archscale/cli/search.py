@@ -158,7 +158,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     out = {}
     for name, target in targets.items():
         result, pareto = run_search(target, settings, law, efficiency, runs, measure=measure, measured_label=label)
-        attach_probabilities(result, {settings.form: conditional["forms"][settings.form]}, name=str(args.fit))
+        attach_probabilities(result, {settings.form: law.forms[settings.form]}, name=str(args.fit))
         if args.output_dir:
             write_json(args.output_dir / name / "result.json", result)
             write_parquet(args.output_dir / name / "pareto.parquet", pareto)
