@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from .config import schema_default
 from .eval_tasks import EvaluationError, resolve_tasks, unknown_task_message
 from .provenance import versions
 
@@ -244,15 +245,17 @@ def evaluate_model(
     tasks = list(spec["tasks"])
     include = [str(p) for p in spec.get("include_path") or []]
     specs, local = resolve_tasks(tasks, include)
-    device = hardware.get("device", "auto")
+    hardware = {**{k: schema_default(f"evaluate.{k}") for k in ("device", "batch_size")}, **hardware}
+    spec = {**{k: schema_default(f"evaluate.{k}") for k in ("num_fewshot", "seed", "limit")}, **spec}
+    device = hardware["device"]
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and hardware.get("threads"):
         torch.set_num_threads(int(hardware["threads"]))
-    batch_size = hardware.get("batch_size", 1)
-    num_fewshot = int(spec.get("num_fewshot", 0))
-    seed = int(spec.get("seed", 1234))
-    limit = spec.get("limit")
+    batch_size = hardware["batch_size"]
+    num_fewshot = int(spec["num_fewshot"])
+    seed = int(spec["seed"])
+    limit = spec["limit"]
     cmd = lm_eval_command(model_dir, tasks, include, limit, batch_size, device, num_fewshot, seed)
     log(f"[archscale] evaluate {arch_id}: {' '.join(cmd)}")
     if len(local) < len(tasks):

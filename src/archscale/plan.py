@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .arch import Architecture, GridPoint, InfeasiblePoint, Scale, architecture_from_entry, network_settings, resolve
-from .config import ConfigError, validate_config
+from .config import ConfigError, schema_default, validate_config
 from .cost import PEAK_FLOPS, gpu_hours, inference_flops_per_token, training_cost
 
 
@@ -228,15 +228,20 @@ def peak_flops(compute: dict) -> float:
 def estimated_hours(flops: float, compute: dict, gpus: int) -> float:
     """Wall-clock hours of a job on ``gpus`` devices (one CPU device when 0)."""
     devices = max(1, gpus)
-    return gpu_hours(flops, peak_flops(compute) * devices, float(compute.get("mfu", 0.35)))
+    return gpu_hours(flops, peak_flops(compute) * devices, float(_compute_setting(compute, "mfu")))
 
 
 def runtime_minutes(hours: float, compute: dict) -> int:
     """SLURM runtime of a training job: estimate x safety factor + overhead, whole minutes."""
-    minutes = hours * 60.0 * float(compute.get("runtime_factor", 1.5)) + float(
-        compute.get("runtime_overhead_min", 10)
+    minutes = hours * 60.0 * float(_compute_setting(compute, "runtime_factor")) + float(
+        _compute_setting(compute, "runtime_overhead_min")
     )
     return int(math.ceil(minutes))
+
+
+def _compute_setting(compute: Mapping[str, Any], key: str) -> Any:
+    """``compute[key]``, else the schema's default (a compute section not filled by validation)."""
+    return compute[key] if key in compute else schema_default(f"compute.{key}")
 
 
 def grid_sweeps(entry: dict, index: int) -> list[tuple[dict, list[GridPoint]]]:

@@ -46,7 +46,7 @@ def cmd_science(args: argparse.Namespace) -> int:
     source = " + ".join(map(str, args.config)) or str(args.base)
     config = load_layered(args.config, base=None if args.no_base else args.base)  # as the workflow layers it
     study = Study.from_config(config, source=source)
-    sci = dict(study.config.get("plan", {}).get("science", {}))
+    sci = study.science
     law = args.law or sci.get("law")
     if not law:
         raise SystemExit(f"archscale plan --science: no prior law; pass --law (paper-80m-297m, paper-1b or a "
@@ -63,10 +63,10 @@ def cmd_science(args: argparse.Namespace) -> int:
     if noise is None:
         raise SystemExit("archscale plan --science: no seed noise; pass --seed-noise S, --seed-noise-from RUNS or set "
                          f"plan.science.seed_noise in {source}")
-    k = args.simulations if args.simulations is not None else int(sci.get("simulations", 200))
+    k = args.simulations if args.simulations is not None else int(sci["simulations"])
     try:
         shared = args.seed_shared if args.seed_shared is not None else (noise_info or {}).get("rho", 0.0)
-        res = science_plan(study, law, float(noise), k, int(sci.get("seed", 0)), args.suggest, float(shared))
+        res = science_plan(study, law, float(noise), k, int(sci["seed"]), args.suggest, float(shared))
     except ValueError as exc:
         raise SystemExit(f"archscale plan --science: {exc}") from None
     if noise_info:

@@ -49,8 +49,8 @@ def measure_candidates_interleaved(candidates: dict, workload: dict, hardware: d
     ids = measure_ids(candidates)
     archs = {a: spec(measure_arch(candidates, a)) for a in ids}
     batch = int(candidates["settings"]["batch_size"])
-    mode, context = check_mode(workload.get("mode", "prefill+decode"), workload.get("context"), workload["input_len"])
-    torch.set_num_threads(int(hardware.get("threads", 1)))
+    mode, context = check_mode(workload["mode"], workload["context"], workload["input_len"])
+    torch.set_num_threads(int(hardware["threads"]))
     runtime = resolve_runtime(hardware.get("precision", "auto"), hardware.get("transformer_impl", "auto"))
     max_seq = max(workload["input_len"], context or 0) + workload["output_len"]
     seed = int(workload.get("seed", DEFAULT_SEED))
