@@ -34,9 +34,6 @@ import torch.nn.functional as F
 from ..arch import Architecture
 from .engine import Generation, _sync, _without_cpu_redirect
 
-MODE_GENERATE = "prefill+decode"
-MODE_CONTEXT = "decode_at_context"
-
 
 @dataclass
 class _Layer:
@@ -188,9 +185,6 @@ class FastDecoder:
             kv = torch.randn(shape, generator=gen, device=self.device, dtype=self.dtype)
             self._caches[batch] = kv
         return kv
-
-    def cache_bytes(self, batch: int, length: int) -> int:
-        return 2 * len(self.layers) * batch * self.kv_heads * length * self.head_dim * self.emb.element_size()
 
     def drop_caches(self) -> None:
         """Free every KV cache (the next run allocates again)."""
