@@ -87,6 +87,12 @@ class Study:
         return {k: copy.deepcopy(sec[k]) for k in hardware_keys(stage, self.schema) if k in sec}
 
     @property
+    def rope_base(self) -> float:
+        """model.rope_base (the rule scripts hand it to the throughput measurements: a script
+        that changes re-runs its rule's finished jobs, so theirs keep their wording)."""
+        return float(self.config["model"]["rope_base"])
+
+    @property
     def network(self) -> dict[str, Any]:
         """The model.* settings that define the network beyond its shape, as the config has
         them (the train rule's params: their values are part of a run's identity)."""
@@ -185,10 +191,6 @@ class Study:
         return self.config["export"]["mem_mb"]
 
     @property
-    def export_verify(self) -> bool:
-        return bool(self.config["export"]["verify"])
-
-    @property
     def evaluate_enabled(self) -> bool:
         return bool(self.config["evaluate"]["enabled"])
 
@@ -199,11 +201,6 @@ class Study:
     @property
     def evaluate_runtime_min(self) -> int:
         return int(self.config["evaluate"]["runtime_min"])
-
-    def evaluate_hardware(self, threads: int) -> dict[str, Any]:
-        """Hardware knobs of an evaluation (never part of its identity); ``threads`` is the job's."""
-        ev = self.config["evaluate"]
-        return {"batch_size": ev["batch_size"], "device": ev["device"], "threads": threads}
 
     @property
     def evaluate_tasks(self) -> tuple[list, str | None]:

@@ -178,10 +178,10 @@ def test_trained_checkpoint_must_match_rope_base(tmp_path):
         build_megatron_model(arch.with_network(rope_base=ROPE), None, 16, str(tmp_path))
 
 
-def test_rules_and_scripts_read_settings_through_the_study():
-    """The study is the one reader of the config: no rule or rule script indexes it."""
+def test_rules_read_settings_through_the_study():
+    """The study is the one reader of the config: no rule file indexes it."""
     workflow_dir = ROOT / "workflow"
-    for path in [*workflow_dir.glob("rules/*.smk"), *workflow_dir.glob("scripts/*.py"), ROOT / "Snakefile"]:
+    for path in [*workflow_dir.glob("rules/*.smk"), ROOT / "Snakefile"]:
         text = path.read_text()
         assert "config[" not in text, path
         assert "workflow._cores" not in text, path

@@ -4,7 +4,6 @@ from archscale.workflow_support import rule_logging
 
 with rule_logging(snakemake):
     from archscale.export import export_checkpoint
-    from archscale.study import Study
 
     record = export_checkpoint(
         snakemake.input.checkpoint,
@@ -14,7 +13,7 @@ with rule_logging(snakemake):
         dtype=snakemake.params.export["dtype"],
         model_type=snakemake.params.export["model_type"],
         # A check, not part of the result: read from the config, not params.
-        verify=Study.from_config(snakemake.config).export_verify,
+        verify=snakemake.config["export"]["verify"],
         threads=snakemake.threads,
     )
     print(f"[archscale] exported {record['arch_id']} ({record['model_type']}, {record['dtype']}, "

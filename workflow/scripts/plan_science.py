@@ -1,4 +1,4 @@
-"""Plan the science: results/plan/science.json from plan.science."""
+"""Plan the science (issue 15): results/plan/science.json from plan.science."""
 
 from archscale.io import write_json
 from archscale.science import format_science, science_from_config

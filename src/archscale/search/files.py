@@ -35,11 +35,13 @@ def prepare_from_files(
 
 
 def measure_candidates_interleaved(candidates: dict, workload: dict, hardware: dict,
-                                   spec: Callable[[Architecture], Architecture]) -> dict:
+                                   spec: Callable[[Architecture], Architecture] | None = None,
+                                   **network: Any) -> dict:
     """``throughput_candidates``: every listed architecture measured in one job, interleaved
     (A B C A B C ...) at the search's batch size, random weights; per architecture the rates of
     every round, so that any two can be compared with a bootstrap ratio. ``spec`` completes a
-    shape with the study's network settings (:meth:`archscale.study.Study.spec`)."""
+    shape with the study's network settings (:meth:`archscale.study.Study.spec`), else the
+    settings given as keywords (the rule script's call) or the schema's do."""
     import torch
 
     from ..model import resolve_runtime
@@ -47,6 +49,12 @@ def measure_candidates_interleaved(candidates: dict, workload: dict, hardware: d
     from ..throughput.measure import check_mode
 
     ids = measure_ids(candidates)
+    if spec is None:
+        from ..study import default_spec
+
+        def spec(shape: Architecture) -> Architecture:
+            return default_spec(shape.with_network(**network) if network else shape)
+
     archs = {a: spec(measure_arch(candidates, a)) for a in ids}
     batch = int(candidates["settings"]["batch_size"])
     mode, context = check_mode(workload["mode"], workload["context"], workload["input_len"])
