@@ -87,12 +87,6 @@ class Study:
         return {k: copy.deepcopy(sec[k]) for k in hardware_keys(stage, self.schema) if k in sec}
 
     @property
-    def rope_base(self) -> float:
-        """model.rope_base (the rule scripts hand it to the throughput measurements: a script
-        that changes re-runs its rule's finished jobs, so theirs keep their wording)."""
-        return float(self.config["model"]["rope_base"])
-
-    @property
     def network(self) -> dict[str, Any]:
         """The model.* settings that define the network beyond its shape, as the config has
         them (the train rule's params: their values are part of a run's identity)."""

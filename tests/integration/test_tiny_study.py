@@ -197,6 +197,16 @@ def test_c_nothing_to_do_exits_without_running_anything(tiny_study):
     print(f"no-op run of the complete tiny study: {seconds:.1f} s")
 
 
+def test_c_updating_the_rule_scripts_reruns_nothing(tiny_copy):
+    """An update of archscale (a `git pull` that rewrites every rule script: newer, different
+    files) re-runs no finished job: a job's identity is its params, not its script's code
+    (profiles/default: rerun-triggers without `code`)."""
+    for script in (tiny_copy.workdir / "workflow" / "scripts").glob("*.py"):
+        script.write_text(script.read_text() + "\n# updated\n")
+    run = tiny_copy.snakemake("-n")
+    assert nothing_to_do(run.output) and parse_jobs(run.output) == [], run.tail()
+
+
 # ---- faults on the finished study ---------------------------------------------------------
 def digests(workdir: Path, *dirs: str) -> dict[str, str]:
     """sha256 of every file under ``dirs`` (relative paths as keys)."""

@@ -7,7 +7,7 @@ import pytest
 
 from archscale.analysis.effects import effect_sentences, knob_effects, seed_noise, sweep_effect
 from archscale.arch import GridPoint
-from archscale.plan import sweep_memberships
+from archscale.plan import Sweep, grid_point_sweeps
 
 
 def _runs(means: dict[float, float], seeds: int, sd: float, knob: str = "d_over_sqrt_n", scale: str = "s1",
@@ -136,16 +136,24 @@ def test_sweep_effect_uses_means_over_seeds():
     assert e.noise_sd == pytest.approx(0.05)
 
 
-def test_sweep_memberships_name_the_knob_and_the_values_held():
+def test_grid_point_sweeps_name_the_knob_and_the_values_held_and_read_back():
     sweep = {"d_over_sqrt_n": [0.2, 0.4], "r": [1.0], "gqa": [1]}
     p = GridPoint(r=1.0, gqa=1, d_over_sqrt_n=0.2, origin="scales[0].grid[0]")
-    assert sweep_memberships(sweep, p) == ["d_over_sqrt_n@scales[0].grid[0]|r=1,gqa=1"]
+    assert [s.key for s in grid_point_sweeps(sweep, p, 0, 0)] == ["d_over_sqrt_n@scales[0].grid[0]|r=1,gqa=1"]
     product = {"d_model": [64, 96], "r": [1.0, 4.0], "gqa": [1]}
     q = GridPoint(r=4.0, gqa=1, d_model=96, origin="scales[1].grid[2]")
-    assert sweep_memberships(product, q) == ["d_over_sqrt_n@scales[1].grid[2]|r=4,gqa=1",
-                                             "r@scales[1].grid[2]|d_model=96,gqa=1"]
-    assert sweep_memberships({"d_model": [64], "r": [1.0], "gqa": [1]},
-                             GridPoint(r=1.0, gqa=1, d_model=64, origin="o")) == []
+    got = grid_point_sweeps(product, q, 1, 2)
+    assert [s.key for s in got] == ["d_over_sqrt_n@scales[1].grid[2]|r=4,gqa=1", "r@scales[1].grid[2]|d_model=96,gqa=1"]
+    assert Sweep.parse_cell(";".join(s.key for s in got)) == got  # the runs table's cell reads back typed
+    assert got[1] == Sweep("r", 1, 2, (("d_model", 96.0), ("gqa", 1.0)))
+    assert got[0].name("s100k") == "s100k, d/sqrt(N) sweep at r 4"  # GQA 1 left unsaid
+    assert got[1].name() == "r sweep at d_model 96"
+    assert Sweep.parse("r@scales[0].grid[1]|d_over_sqrt_n=0.35,gqa=2").name() == "r sweep at d/sqrt(N) 0.35 and GQA 2"
+    assert Sweep.parse_cell(None) == [] and Sweep.parse_cell("") == []
+    with pytest.raises(ValueError, match="not a sweep key"):
+        Sweep.parse("scales[0].grid[1]")
+    assert grid_point_sweeps({"d_model": [64], "r": [1.0], "gqa": [1]},
+                             GridPoint(r=1.0, gqa=1, d_model=64, origin="o"), 0, 0) == []
 
 
 def test_effects_table_rows_match_the_effects_and_the_report_renders_them():

@@ -71,11 +71,11 @@ def test_proposals_target_the_unresolved_optimum_and_the_overlay_adds_only_them(
     runs, cond, law, noise = _finished(raw, STRONG_D, WEAK_R)
     res = sequential_design(raw, law, cond, runs, noise, top=3)
     # one unresolved optimum: the r sweep (the d/sqrt(N) sweep and both fitted optima are resolved)
-    assert [t["target"] for t in res["targets"]] == ["s100k r sweep scales[0].grid[1]"]
-    assert any(n.startswith("s100k d/sqrt(N) sweep") and "resolved" in n for n in res["notes"])
+    assert [t["target"] for t in res["targets"]] == ["s100k, r sweep at d/sqrt(N) 0.2"]
+    assert any(n.startswith("s100k, d/sqrt(N) sweep") and "resolved" in n for n in res["notes"])
     assert len(res["proposals"]) == 3
     for p in res["proposals"]:
-        assert p["why"] == "s100k r sweep scales[0].grid[1]" and p["where"] == "scales[0].grid[1]"
+        assert p["why"] == "s100k, r sweep at d/sqrt(N) 0.2" and p["where"] == "scales[0].grid[1]"
         assert p["after"]["relative_width"] < p["before"]["relative_width"] and p["device_hours"] > 0
     # the overlay, layered the way Snakemake layers config files, is a valid config ...
     merged = deep_merge(raw, res["overlay"])

@@ -5,9 +5,9 @@ from archscale.workflow_support import rule_logging
 with rule_logging(snakemake):
     from archscale.evaluate import evaluate_model
     from archscale.io import write_json
+    from archscale.study import Study
 
-    ev = snakemake.config["evaluate"]
-    # Hardware knobs are read here, not from params: they do not change a job's identity.
-    hardware = {"batch_size": ev["batch_size"], "device": ev["device"], "threads": snakemake.threads}
+    # Hardware knobs come from the study, not params: they do not change a job's identity.
+    hardware = {**Study.from_config(snakemake.config).hardware("evaluate"), "threads": snakemake.threads}
     record = evaluate_model(snakemake.wildcards.arch, snakemake.input.model, snakemake.params.spec, hardware)
     write_json(snakemake.output[0], record)

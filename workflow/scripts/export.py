@@ -4,6 +4,7 @@ from archscale.workflow_support import rule_logging
 
 with rule_logging(snakemake):
     from archscale.export import export_checkpoint
+    from archscale.study import Study
 
     record = export_checkpoint(
         snakemake.input.checkpoint,
@@ -12,8 +13,8 @@ with rule_logging(snakemake):
         tokenizer_meta_file=snakemake.input.tokenizer_meta,
         dtype=snakemake.params.export["dtype"],
         model_type=snakemake.params.export["model_type"],
-        # A check, not part of the result: read from the config, not params.
-        verify=snakemake.config["export"]["verify"],
+        # A check, not part of the result: a hardware knob of the study, not a param.
+        verify=Study.from_config(snakemake.config).hardware("export")["verify"],
         threads=snakemake.threads,
     )
     print(f"[archscale] exported {record['arch_id']} ({record['model_type']}, {record['dtype']}, "

@@ -7,14 +7,14 @@ with rule_logging(snakemake):
     from archscale.search import measure_candidates_interleaved
     from archscale.study import Study
 
-    # Hardware knobs and the RoPE base are read from the study, not params: they do not change
-    # a measurement with random weights. Torch threads are throughput.threads (fixed); the job
+    # Hardware knobs and the network settings (the spec) come from the study, not params: they
+    # do not change a measurement with random weights. Torch threads are throughput.threads (fixed); the job
     # itself reserves every core locally (isolation).
     study = Study.from_config(snakemake.config)
     record = measure_candidates_interleaved(
         read_json(snakemake.input[0]),
         snakemake.params.workload,
         study.throughput_hardware(),
-        rope_base=study.rope_base,
+        spec=study.spec,
     )
     write_json(snakemake.output[0], record)

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import pandas as pd
 
+from ..plan import Sweep
 from .paired import LEVEL, Difference, difference, holm, holm_levels
 
 #: Columns of the runs table that hold each knob's value.
@@ -112,7 +113,8 @@ class SweepEffect:
 
     def row(self) -> dict:
         """One row of :func:`effects_table`: each difference with its 95% and corrected intervals."""
-        out = {"scale": self.scale, "knob": KNOB_LABELS.get(self.knob, self.knob), "sweep": self.sweep,
+        out = {"scale": self.scale, "knob": KNOB_LABELS.get(self.knob, self.knob),
+               "sweep": Sweep.parse(f"{self.knob}@{self.sweep}").name(),
                "tokens": self.tokens, "from": self.points[0]["x"], "to": self.points[-1]["x"],
                "architectures": len(self.points), "seeds": self.seeds_text(), "best_at": self.best_x,
                "best_mean_loss": self.best_loss}
@@ -126,11 +128,15 @@ class SweepEffect:
                     "correction": f"{CORRECTION} ({self.family} sweep(s))" if self.measured else None})
         return out
 
+    def sweep_name(self) -> str:
+        """The sweep as the config names it: "s100k, r sweep at d/sqrt(N) 0.2"."""
+        return Sweep.parse(f"{self.knob}@{self.sweep}").name(self.scale)
+
     def sentence(self) -> str:
         label = KNOB_LABELS.get(self.knob, self.knob)
         xs = f"{label} {self.points[0]['x']:.3g} to {self.points[-1]['x']:.3g} ({len(self.points)} architectures)"
         at = f", at {self.tokens:.3g} tokens" if self.tokens is not None else ""
-        head = f"{self.scale}, {label} along {self.sweep} ({xs}, {self.seeds_text()} seed(s) each{at}): "
+        head = f"{self.sweep_name()} ({xs}, {self.seeds_text()} seed(s) each{at}): "
         if not self.measured:
             return head + (f"lowest mean loss {self.best_loss:.3f} at {label} = {self.best_x:.3g}; with one seed per "
                            "architecture no difference has an interval, so nothing is resolved.")
@@ -189,9 +195,9 @@ def _sweep_groups(runs: pd.DataFrame, knob: str) -> dict[tuple[str, str], list[s
     if "sweeps" not in runs:
         return {}
     for arch, scale, sweeps in runs[["arch_id", "scale", "sweeps"]].drop_duplicates("arch_id").itertuples(index=False):
-        for m in (sweeps if isinstance(sweeps, str) else "").split(";"):  # null (NaN): no grid sweep
-            if m.startswith(f"{knob}@"):
-                groups.setdefault((str(scale), m.split("@", 1)[1]), set()).add(arch)
+        for m in Sweep.parse_cell(sweeps):  # null (NaN): no grid sweep
+            if m.knob == knob:
+                groups.setdefault((str(scale), m.key.split("@", 1)[1]), set()).add(arch)
     return {k: sorted(v) for k, v in groups.items()}
 
 

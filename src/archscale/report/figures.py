@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 
 from ..analysis.aggregate import batch_column, table_batch_sizes  # noqa: E402
 from ..io import atomic_path  # noqa: E402
+from ..plan import Sweep  # noqa: E402
 from .words import finite, num, sweep_name  # noqa: E402
 
 DPI = 110
@@ -92,9 +93,9 @@ def _along(runs: pd.DataFrame, knob: str) -> pd.DataFrame:
         return runs.assign(sweep_key="all runs")
     rows = []
     for _, row in runs.iterrows():
-        for m in str(row["sweeps"] or "").split(";"):
-            if m.startswith(f"{knob}@"):
-                rows.append(dict(row, sweep_key=m))
+        for m in Sweep.parse_cell(row["sweeps"]):
+            if m.knob == knob:
+                rows.append(dict(row, sweep_key=m.key))
     if not rows:  # no sweep of this knob (at this scale): no rows, the runs' columns
         return runs.iloc[0:0].assign(sweep_key=pd.Series(dtype=str))
     return pd.DataFrame(rows)

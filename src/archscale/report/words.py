@@ -15,12 +15,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-#: The knobs as the config and the paper name them.
-KNOB_WORDS = {"d_over_sqrt_n": "d/sqrt(N)", "d_model": "d_model", "r": "r", "gqa": "GQA",
-              "mlp_attn_ratio": "r"}
-#: The plan's sweep membership key: ``<origin>|<held knobs>`` (origin ``scales[i].grid[k]``).
-SWEEP_KEY = re.compile(r"(?:(\w+)@)?scales\[(\d+)\]\.grid\[(\d+)\]\|((?:[\w.\-]+=[\w.\-]+)(?:,[\w.\-]+=[\w.\-]+)*)?")
-
+from ..plan import KNOB_WORDS, SWEEP_KEY_RE, Sweep  # noqa: F401 (KNOB_WORDS: re-exported)
 
 def finite(v) -> bool:
     try:
@@ -76,22 +71,14 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 def sweep_name(key: str, scale: str | None = None) -> str:
     """A sweep membership as the user wrote it: "s100k, r sweep at d/sqrt(N) 0.35".
 
-    ``key`` is the plan's membership (``r@scales[2].grid[1]|d_over_sqrt_n=0.35,gqa=1``) or its
-    part after ``@``; GQA 1 (plain multi-head attention) is left unsaid.
+    ``key`` is the plan's membership (:attr:`archscale.plan.Sweep.key`) or its part after ``@``
+    ("sweep at ..."); anything else is returned as it is.
     """
-    m = SWEEP_KEY.fullmatch(key.strip())
-    if not m:
+    key = key.strip()
+    if not SWEEP_KEY_RE.fullmatch(key):
         return key
-    knob, _, _, held = m.groups()
-    parts = []
-    for item in filter(None, held.split(",")):
-        name, _, value = item.partition("=")
-        if name == "gqa" and value in ("1", "1.0"):
-            continue
-        parts.append(f"{KNOB_WORDS.get(name, name)} {value}")
-    head = f"{KNOB_WORDS.get(knob, knob)} sweep" if knob else "sweep"
-    text = head + (f" at {' and '.join(parts)}" if parts else "")
-    return f"{scale}, {text}" if scale else text
+    bare = "@" not in key
+    return Sweep.parse(f"sweep@{key}" if bare else key).name(scale, knob=not bare)
 
 
 _PLURAL = re.compile(r"\b(\d+(?:[,.]\d+)*) ((?:[a-z]\w* )?)(\w+?)\((s|es)\)")
@@ -101,7 +88,7 @@ _SCI = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?e[+-]\d+\b")
 def humanize(text: str) -> str:
     """Words for a reader in a sentence made elsewhere: sweep keys named, "1 seed(s)" in the
     right number, exponent notation written out."""
-    text = SWEEP_KEY.sub(lambda m: sweep_name(m.group(0)), text)
+    text = SWEEP_KEY_RE.sub(lambda m: sweep_name(m.group(0)), text)
     text = _PLURAL.sub(lambda m: f"{m.group(1)} {m.group(2)}{m.group(3)}{'' if m.group(1) == '1' else m.group(4)}",
                        text)
     return _SCI.sub(lambda m: num(float(m.group(0))), text)

@@ -35,13 +35,12 @@ def prepare_from_files(
 
 
 def measure_candidates_interleaved(candidates: dict, workload: dict, hardware: dict,
-                                   spec: Callable[[Architecture], Architecture] | None = None,
-                                   **network: Any) -> dict:
+                                   spec: Callable[[Architecture], Architecture] | None = None) -> dict:
     """``throughput_candidates``: every listed architecture measured in one job, interleaved
     (A B C A B C ...) at the search's batch size, random weights; per architecture the rates of
     every round, so that any two can be compared with a bootstrap ratio. ``spec`` completes a
     shape with the study's network settings (:meth:`archscale.study.Study.spec`), else the
-    settings given as keywords (the rule script's call) or the schema's do."""
+    schema's do."""
     import torch
 
     from ..model import resolve_runtime
@@ -50,11 +49,7 @@ def measure_candidates_interleaved(candidates: dict, workload: dict, hardware: d
 
     ids = measure_ids(candidates)
     if spec is None:
-        from ..study import default_spec
-
-        def spec(shape: Architecture) -> Architecture:
-            return default_spec(shape.with_network(**network) if network else shape)
-
+        from ..study import default_spec as spec
     archs = {a: spec(measure_arch(candidates, a)) for a in ids}
     batch = int(candidates["settings"]["batch_size"])
     mode, context = check_mode(workload["mode"], workload["context"], workload["input_len"])

@@ -262,21 +262,19 @@ def _report_batch(a: Architecture, batch: int, mode: str, rec: dict) -> None:
     )
 
 
-def run_job(arch: Architecture | dict, workload: dict, hardware: dict, checkpoint: str | None = None,
-            **network: Any) -> dict:
+def run_job(arch: Architecture | dict, workload: dict, hardware: dict, checkpoint: str | None = None) -> dict:
     """Measure one architecture at every batch size of the workload (the record of docs/pipeline.md).
 
-    ``arch`` is the network spec (:meth:`archscale.study.Study.spec`), or a shape whose network
-    settings are given as keywords (the throughput rule script's call); without them a shape
-    takes the schema's, which a measurement on random weights does not depend on. A trained
-    checkpoint brings its own (its ``archscale.json``), which must agree with the spec's.
+    ``arch`` is the network spec (:meth:`archscale.study.Study.spec`); a bare shape takes the
+    schema's network settings, which a measurement on random weights does not depend on. A
+    trained checkpoint brings its own (its ``archscale.json``), which must agree with the spec's.
     """
     from ..config import schema_default
     from ..study import default_spec, hardware_keys
 
     t_job = time.perf_counter()
     a = arch if isinstance(arch, Architecture) else Architecture.from_dict(arch)
-    a = default_spec(a.with_network(**network) if network else a)
+    a = default_spec(a)
     w = check_workload(workload, checkpoint)
     # the schema's defaults for absent knobs, but threads: absent, the job takes its own cores
     defaults = {k: schema_default(f"throughput.{k}") for k in hardware_keys("throughput") if k != "threads"}

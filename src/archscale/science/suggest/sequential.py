@@ -174,7 +174,7 @@ def sequential_design(raw: dict, law: Law, conditional: dict, runs, noise: dict,
     resolve (:func:`archscale.analysis.effects.knob_effects`), and each fitted optimum withheld or
     wider than ``width`` times its value. ``top`` proposals at most, within ``budget`` device-hours.
     """
-    from ...analysis.effects import KNOB_LABELS, knob_effects
+    from ...analysis.effects import knob_effects
     from ..overlay import check_overlay, overlay_of, plan_of
 
     plan = plan_of(raw)
@@ -193,7 +193,7 @@ def sequential_design(raw: dict, law: Law, conditional: dict, runs, noise: dict,
     ctx["design"] = design.add(design_rows(plan, have, lopt))
     ctx["sd"] = ctx["sd0"] = ctx["design"].sd()
     ctx["laws"], notes = law_targets(law, ctx["design"], width)
-    notes += [f"{e.scale} {KNOB_LABELS[e.knob]} sweep {e.sweep}: {e.verdict()}" for e in effects
+    notes += [f"{e.sweep_name()}: {e.verdict()}" for e in effects
               if e.shape == "interior minimum" and e.resolved]
     targets0 = [_target_interval(ctx, k, j) for k, j in _target_keys(ctx)]
     ctx["points"] = _point_actions(raw, law) if ctx["laws"] else []

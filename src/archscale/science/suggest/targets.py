@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...law.laws import Law
+from ...plan import Sweep
 from ..fits import KNOBS
 from .design import LawDesign
 
@@ -76,14 +77,11 @@ class SweepTarget:
                    if self.measured else np.inf for s, d in rises.items()}
         self.end = dict(ends)  # side -> (x, r, l_opt) of the sweep's end architecture
         self.n, self.extended = self.n0, set()
-        self.product = False  # the sweep entry varies another knob too (the label then names the held values)
 
     @property
     def label(self) -> str:
-        from ...analysis.effects import KNOB_LABELS
-
-        origin, held = self.effect.sweep.split("|", 1)
-        return f"{self.effect.scale} {KNOB_LABELS[self.effect.knob]} sweep {origin}" + (f" at {held}" if self.product else "")
+        """The sweep as the config names it: "s100k, r sweep at d/sqrt(N) 0.2"."""
+        return self.effect.sweep_name()
 
     def level(self, P: int | None = None) -> float:
         return 1 - self.alpha / ((P or self.P) - 1)
@@ -117,15 +115,13 @@ def relative_gain(before: float, after: float) -> float:
 
 def sweep_targets(effects, config: dict, runs, law: Law, lopt, paired_sd: float) -> list[SweepTarget]:
     """Interior minima the effects table does not resolve, each mapped to its grid sweep."""
-    import re
-
     out = []
     for e in effects:
         if e.shape != "interior minimum" or e.resolved:
             continue
-        m = re.match(r"^scales\[(\d+)\]\.grid\[(\d+)\]\|", e.sweep)
-        i, k = (int(m.group(1)), int(m.group(2))) if m else (None, None)
-        if m is None or i >= len(config["scales"]) or config["scales"][i]["name"] != e.scale \
+        sweep_of = Sweep.parse(f"{e.knob}@{e.sweep}")
+        i, k = sweep_of.scale_index, sweep_of.grid_index
+        if i >= len(config["scales"]) or config["scales"][i]["name"] != e.scale \
                 or k >= len(config["scales"][i].get("grid") or []):
             raise ValueError(f"runs.parquet: sweep '{e.sweep}' at scale '{e.scale}' is not a grid sweep of the "
                              "config; pass the config the results were trained with")
@@ -137,7 +133,6 @@ def sweep_targets(effects, config: dict, runs, law: Law, lopt, paired_sd: float)
             ends[side] = (float(row["d_over_sqrt_n"]), float(row["mlp_attn_ratio"]),
                           lopt(row["n_target"], e.tokens if e.tokens is not None else row["tokens"]))
         t = SweepTarget(e, i, k, key, len(effects), paired_sd, ends)
-        t.product = sum(len(sweep.get(c) or []) > 1 for c in ("d_model", "d_over_sqrt_n", "r", "gqa")) > 1
         out.append(t)
     return out
 
