@@ -4,7 +4,8 @@
 from archscale.search.lifetime import LifetimeError, settings_from_config
 
 try:
-    LIFETIME = settings_from_config(STUDY.config)  # the search package reads its own settings
+    # the search package reads its own settings
+    LIFETIME = settings_from_config(STUDY.config)
 except LifetimeError as exc:
     raise WorkflowError(f"config error: search.lifetime: {exc}") from None
 
