@@ -201,3 +201,21 @@ def test_bad_inputs_give_one_clear_error(tmp_path):
         main(args + ["--law", "paper-1b"])
     with pytest.raises(SystemExit, match="--overlay-out and --budget need --from-results"):
         main(args[:4] + ["--law", "paper-1b", "--seed-noise", "0.01", "--overlay-out", str(tmp_path / "o.yaml")])
+
+
+def test_the_text_says_which_optima_the_proposals_do_not_settle():
+    def target(name, after):
+        return {"target": name, "what": "high rise", "estimate": 0.01, "interval": [-0.1, 0.12],
+                "after": {"what": "high rise", "estimate": 0.01, "interval": after, "level": 0.99}}
+
+    res = {"noise": {"per_run_sd": 0.05, "per_run_sd_ci95": [0.04, 0.06], "shared_fraction": 0.0,
+                     "shared_fraction_ci95": None, "paired_difference_sd": 0.07},
+           "law": "fit", "form": "multiplicative", "notes": [], "new_runs": ["a"], "device_hours": 0.1,
+           "targets": [target("s25k, r sweep at d/sqrt(N) 0.1", [-0.01, 0.03]),
+                       target("s100k, r sweep at d/sqrt(N) 0.2", [0.002, 0.02])],
+           "proposals": [{"what": "seed 2 on scales[0].grid[1]", "why": "s25k, r sweep at d/sqrt(N) 0.1",
+                          "reads": "high rise", "before": {"what": "rise", "estimate": 0.01, "interval": [-0.1, 0.12]},
+                          "after": {"what": "rise", "estimate": 0.01, "interval": [-0.01, 0.03]},
+                          "device_hours": 0.1, "runs": ["a"]}]}
+    line = next(ln for ln in format_sequential(res).splitlines() if ln.startswith("expected to stay unresolved"))
+    assert "s25k, r sweep at d/sqrt(N) 0.1, high rise" in line and "s100k" not in line

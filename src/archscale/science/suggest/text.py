@@ -18,6 +18,11 @@ def _iv(d: dict) -> str:
     return _interval_text(d["interval"], d["estimate"])
 
 
+def _excludes_zero(d: dict) -> bool:
+    iv = d.get("interval")
+    return iv is not None and (iv[0] > 0 or iv[1] < 0)
+
+
 def _columns(rows: list[list[str]], right: int = 2) -> list[str]:
     """Rows padded to aligned columns (the last ``right`` columns, numbers, right-aligned)."""
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
@@ -54,6 +59,12 @@ def format_sequential(res: dict[str, Any], source: str = "results") -> str:
                      "(the plan's estimate, compute.*)")
     elif res["targets"]:
         lines += ["", res.get("reason", "no proposal")]
+    stays = [t for t in res["targets"] if t["what"] != "optimum" and not _excludes_zero(t["after"])]
+    if res["proposals"] and stays:
+        lines.append("expected to stay unresolved after these proposals (the rise's interval still includes 0): "
+                     + "; ".join(f"{t['target']}, {t['what']}" for t in stays)
+                     + ". The proposals narrow them; a rise this small against the seed noise needs more seeds "
+                     "(--top) or a wider sweep to be settled.")
     lines += [f"note: {n}" for n in res["notes"]]
     lines.append("note: expected intervals assume the measured rises and seed noise hold; an extension's rise is the "
                  "fitted law's; a fitted optimum's interval shrinks by its linearised sd (delta method, paired noise)")
