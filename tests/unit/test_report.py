@@ -293,6 +293,30 @@ def test_loss_figures_show_seed_spread_and_the_law_only_where_it_is_a_finding(st
     assert one["seeded_architectures"] == 0 and "one seed each" in one["caption"]
 
 
+def test_multi_horizon_runs_are_drawn_and_counted_at_one_budget(study, tmp_path):
+    """Multi-horizon runs give one row per token budget: the loss figures compare each scale's
+    architectures at the largest budget all have (the longer horizon's loss, not a mean over
+    budgets), and the study sentence counts seeds and budgets, not rows."""
+    from archscale.report.answer import study_sentence
+    from archscale.report.figures import at_scale_budget, loss_vs_knob
+
+    runs = study["runs"].copy()
+    runs["run_id"], runs["seed"] = runs["arch_id"], 1234
+    short = runs.copy()
+    short["run_id"] = short["arch_id"] + "-D-half"
+    short["tokens"] = short["tokens"] // 2
+    short["valid_loss"] = short["valid_loss"] + 0.5  # a shorter budget: a much higher loss
+    both = pd.concat([runs, short], ignore_index=True)
+    at, several = at_scale_budget(both)
+    assert several and len(at) == len(runs) and (at["valid_loss"].to_numpy() == runs["valid_loss"].to_numpy()).all()
+    cond = read_json(study["root"] / "results/fit/conditional.json")
+    got = loss_vs_knob(both, cond, "d", tmp_path / "d.png")
+    assert got["seeded_architectures"] == 0 and "largest token budget" in got["caption"]
+    text = study_sentence(both, ["cpu"], [], None)
+    assert "1 seed, 2 token budgets each" in text, text
+    assert "1 seed each" in study_sentence(runs, ["cpu"], [], None)
+
+
 def test_numbers_sweeps_and_plurals_in_the_readers_words():
     from archscale.report.words import humanize, interval, num, sweep_name
 

@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..analysis.aggregate import batch_column, table_batch_sizes  # noqa: E402
+from ..analysis.effects import at_common_budget  # noqa: E402
 from ..io import atomic_path  # noqa: E402
 from ..plan import Sweep  # noqa: E402
 from .words import finite, num, sweep_name  # noqa: E402
@@ -76,6 +77,23 @@ def _seed_means(sub: pd.DataFrame, col: str, other: str) -> pd.DataFrame:
     return out.reset_index()
 
 
+def at_scale_budget(runs: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
+    """Each scale's runs at the largest token budget all its architectures have, and whether any
+    scale had several (multi-horizon runs give one row per budget: a point compares like with
+    like, as the effects table does). A scale whose architectures share no budget keeps each
+    architecture's largest."""
+    if "tokens" not in runs or runs.empty:
+        return runs, False
+    parts, several = [], False
+    for _, sub in runs.groupby("scale", sort=False):
+        several |= sub["tokens"].nunique() > 1
+        try:
+            parts.append(at_common_budget(sub)[0])
+        except ValueError:
+            parts.append(sub[sub["tokens"] == sub.groupby("arch_id")["tokens"].transform("max")])
+    return pd.concat(parts), several
+
+
 def _l_opt_per_scale(runs: pd.DataFrame, conditional: dict) -> dict[str, float]:
     """Each scale's reference loss: the fit's L_opt at its (N, D), else its lowest mean loss."""
     table = {(int(e["n"]), int(e["d"])): float(e["l_opt"]) for e in conditional.get("l_opt") or []
@@ -112,7 +130,7 @@ def loss_vs_knob(runs: pd.DataFrame, conditional: dict, knob: str, path: str | P
     """
     key, col, label = (("d_over_sqrt_n", "d_over_sqrt_n", "d / sqrt(N)") if knob == "d" else
                        ("r", "mlp_attn_ratio", "r (MLP / attention parameters)"))
-    runs = runs[np.isfinite(runs["valid_loss"].astype(float))]
+    runs, several_budgets = at_scale_budget(runs[np.isfinite(runs["valid_loss"].astype(float))])
     along = _along(runs, key)
     if runs.empty or along.empty:
         _message(path, f"no one-knob sweep of {label} among the finished runs")
@@ -140,7 +158,7 @@ def loss_vs_knob(runs: pd.DataFrame, conditional: dict, knob: str, path: str | P
               loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     _save(fig, path)
     return {"panels": 1, "seeded_architectures": seeded, "law_drawn": bool(found),
-            "caption": _loss_caption(label, along, found, seeded)}
+            "caption": _loss_caption(label, along, found, seeded, several_budgets)}
 
 
 def _draw_law(ax, conditional: dict, found: dict, key: str, along: pd.DataFrame, col: str) -> None:
@@ -162,9 +180,13 @@ def _draw_law(ax, conditional: dict, found: dict, key: str, along: pd.DataFrame,
     ax.axvspan(c0, c1, color="0.5", alpha=0.15, label=f"optimum {num(v)} [{num(c0)}, {num(c1)}]")
 
 
-def _loss_caption(label: str, along: pd.DataFrame, found: dict | None, seeded: int) -> str:
+def _loss_caption(label: str, along: pd.DataFrame, found: dict | None, seeded: int, several_budgets: bool = False) -> str:
     scales = along["scale"].nunique()
     head = f"Loss against {label.split(' (')[0]} along its sweeps at {scales} scale{'s' if scales != 1 else ''}"
+    if several_budgets:
+        per = along.groupby("scale")["tokens"].first()
+        head += (" at each scale's largest token budget every architecture has ("
+                 + ", ".join(f"{s} {num(t)}" for s, t in per.items()) + " tokens)")
     seeds = "; error bars are the seed sd" if seeded else "; one seed each, so no error bars"
     if found:
         return (f"{head}{seeds}; the fitted law places the optimum at {num(found['value'])} "
