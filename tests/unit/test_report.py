@@ -315,6 +315,9 @@ def test_multi_horizon_runs_are_drawn_and_counted_at_one_budget(study, tmp_path)
     text = study_sentence(both, ["cpu"], [], None)
     assert "1 seed, 2 token budgets each" in text, text
     assert "1 seed each" in study_sentence(runs, ["cpu"], [], None)
+    from archscale.report.findings import _seed_counts
+
+    assert set(_seed_counts(both)) == {1}  # two rows per architecture, one seed
 
 
 def test_numbers_sweeps_and_plurals_in_the_readers_words():

@@ -142,13 +142,14 @@ def answer_notes(rows: list[dict], results: list[dict]) -> list[str]:
     return notes
 
 
-def _per_arch(runs: pd.DataFrame, column: str) -> pd.Series:
+def per_arch(runs: pd.DataFrame, column: str) -> pd.Series:
     """Distinct values of ``column`` per architecture (seeds, token budgets); rows when it is absent."""
     if "arch_id" not in runs or not len(runs):
         return pd.Series(dtype=int)
     if column in runs and runs[column].notna().all():
         return runs.groupby("arch_id")[column].nunique()
-    return runs.groupby("arch_id").size() if column == "seed" else runs.groupby("arch_id").size() * 0 + 1
+    rows = runs.groupby("arch_id").size()
+    return rows if column == "seed" else rows * 0 + 1  # without a seed column every row is a seed
 
 
 def _count_range(counts: pd.Series, word: str) -> str:
@@ -159,8 +160,8 @@ def _count_range(counts: pd.Series, word: str) -> str:
 def study_sentence(runs: pd.DataFrame, devices: list[str], engines: list[str], batch_size: int | None) -> str:
     """The study in one sentence: scales, runs, architectures, seeds, hardware."""
     scales = runs.groupby("scale")["params_non_embedding"].median().sort_values().index.tolist() if len(runs) else []
-    seeds = _per_arch(runs, "seed")
-    budgets = _per_arch(runs, "tokens")
+    seeds = per_arch(runs, "seed")
+    budgets = per_arch(runs, "tokens")
     seed_txt = (_count_range(seeds, "seed") + (f", {_count_range(budgets, 'token budget')}" if budgets.max() > 1 else "")
                 + " each") if len(seeds) else ""
     n = runs["params_non_embedding"] if "params_non_embedding" in runs and len(runs) else pd.Series(dtype=float)

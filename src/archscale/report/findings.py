@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from ..analysis.effects import effect_sentences
+from .answer import per_arch
 from .words import KNOB_WORDS, common_tail, finite, group_by_subject, group_causes, humanize, num, plural, span
 
 KNOBS = {"d_over_sqrt_n": ("a", "d/sqrt(N)", "hidden size"), "r": ("b", "r", "MLP-to-attention ratio")}
@@ -273,7 +274,8 @@ def resolved_optima(conditional: dict, runs: pd.DataFrame, form: str = "multipli
 
 
 def _seed_counts(runs: pd.DataFrame) -> pd.Series:
-    return runs.groupby("arch_id").size() if "arch_id" in runs and len(runs) else pd.Series([1] * len(runs))
+    """Seeds per architecture (not rows: a multi-horizon run gives one row per token budget)."""
+    return per_arch(runs, "seed") if "arch_id" in runs and len(runs) else pd.Series([1] * len(runs))
 
 
 SCIENCE_COMMAND = ("archscale plan --science CONFIG --law results/fit/conditional.json "
