@@ -280,6 +280,8 @@ def _seed_counts(runs: pd.DataFrame) -> pd.Series:
 
 SCIENCE_COMMAND = ("archscale plan --science CONFIG --law results/fit/conditional.json "
                    "--seed-noise-from results/runs.parquet")
+#: The sequential design of a finished study (archscale.science.suggest).
+NEXT_ROUND_COMMAND = "archscale plan CONFIG --science --suggest --from-results results --overlay-out next.yaml"
 
 
 def key_points(conditional: dict, runs: pd.DataFrame, validation: pd.DataFrame | None, results: list[dict],
@@ -311,7 +313,8 @@ def key_points(conditional: dict, runs: pd.DataFrame, validation: pd.DataFrame |
         what = (f"the optimum of {' and '.join(missing)}" if missing else "nothing the grid was built for")
         out["Not resolved"] = (f"Against the measured seed noise ({int(seeds.min())}-{int(seeds.max())} seeds per "
                                f"architecture), {what} is not resolved." + (
-            f" `{SCIENCE_COMMAND}` ranks the grid points that would narrow the intervals most." if missing else ""))
+            f" `{NEXT_ROUND_COMMAND}` proposes the seeds and grid points that narrow the open intervals most per "
+            "device-hour, says which it would settle, and writes them as a config overlay." if missing else ""))
     out["Conditions"] = conditions_sentence(runs, devices, engines, results)
     return out
 
