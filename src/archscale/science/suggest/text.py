@@ -64,7 +64,7 @@ def format_sequential(res: dict[str, Any], source: str = "results") -> str:
         lines.append("expected to stay unresolved after these proposals (the rise's interval still includes 0): "
                      + "; ".join(f"{t['target']}, {t['what']}" for t in stays)
                      + ". The proposals narrow them; a rise this small against the seed noise needs more seeds "
-                     "(--top) or a wider sweep to be settled.")
+                     "(--suggest N, --budget HOURS) or a wider sweep to be settled.")
     lines += [f"note: {n}" for n in res["notes"]]
     lines.append("note: expected intervals assume the measured rises and seed noise hold; an extension's rise is the "
                  "fitted law's; a fitted optimum's interval shrinks by its linearised sd (delta method, paired noise)")
