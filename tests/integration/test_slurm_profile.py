@@ -6,11 +6,13 @@ user's environment, and the preemption/retry policy is the one documented in the
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import yaml
 
 from archscale.plan import build_plan
-from helpers.workflow import REPO, copy_workflow, parse_jobs, snakemake, write_config
+from helpers.workflow import REPO, copy_workflow, env_for_runs, parse_jobs, snakemake, write_config
 
 pytestmark = [pytest.mark.integration]
 
@@ -101,3 +103,19 @@ def test_cpu_plan_requests_no_gpu(workdir):
     assert trains
     for job in jobs:
         assert int(job.resources.get("gpu", 0)) == 0 and not job.resources.get("gpu_model"), job
+
+
+def test_container_image_from_the_environment_reaches_the_jobs(workdir, tmp_path):
+    """ARCHSCALE_CONTAINER=<image> runs the jobs through apptainer (the Snakefile's `container:`,
+    the profile's software-deployment-method): the dry-run plans the image's pull. Unset, no
+    image. A stand-in `apptainer` answers the version check a dry-run makes (nothing is pulled)."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "apptainer").write_text('#!/bin/sh\necho "apptainer version 1.3.4"\n')
+    (fake / "apptainer").chmod(0o755)
+    image = "docker://ghcr.io/example/archscale:test"
+    path = f"{fake}{os.pathsep}{env_for_runs()['PATH']}"
+    run = snakemake(workdir, "-n", "--profile", "slurm", env={"PATH": path, "ARCHSCALE_CONTAINER": image}, timeout=300)
+    assert f"Singularity image {image} will be pulled" in run.output, run.tail()
+    plain = snakemake(workdir, "-n", "--profile", "slurm", env={"PATH": path, "ARCHSCALE_CONTAINER": ""}, timeout=300)
+    assert "Singularity image" not in plain.output, plain.tail()
