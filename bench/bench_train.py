@@ -66,13 +66,13 @@ def worker_megatron(arch: dict, manifest: str, threads: int) -> None:
 
     torch.set_num_threads(threads)
     from archscale.model import resolve_runtime, setup_runtime
-    from archscale.train.loop import _Trainer
+    from archscale.train.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as root:
         job = _job(arch, manifest, root)
         rt = resolve_runtime()
         setup_runtime(rt, 1)
-        tr = _Trainer(job, rt, log=lambda m: None)
+        tr = Trainer(job, rt, log=lambda m: None)
         tr.build()
         from archscale.model import count_parameters
 
