@@ -7,7 +7,7 @@ import pytest
 
 from archscale.analysis.effects import effect_sentences, knob_effects, seed_noise, sweep_effect
 from archscale.arch import GridPoint
-from archscale.plan import Sweep, grid_point_sweeps
+from archscale.sweeps import Sweep, grid_point_sweeps
 
 
 def _runs(means: dict[float, float], seeds: int, sd: float, knob: str = "d_over_sqrt_n", scale: str = "s1",

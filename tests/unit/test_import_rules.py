@@ -58,7 +58,7 @@ def test_search_algorithm_does_no_file_io():
 #: sibling. Imports at module level and inside functions count alike. A module belongs to the
 #: longest entry that names it or a package above it; ``archscale`` is the package's ``__init__``.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundations", ("archscale", "io", "config", "compat", "ranks", "provenance", "records", "arch", "cost",
+    ("foundations", ("archscale", "io", "config", "compat", "ranks", "provenance", "records", "arch", "sweeps", "cost",
                      "eval_tasks")),
     ("study and inputs", ("study", "plan", "search.targets", "data", "model", "checkpoint")),
     ("stages", ("train", "throughput", "law", "evaluate")),

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import pandas as pd
 
-from ..plan import Sweep
+from ..sweeps import Sweep
 from .paired import LEVEL, Difference, difference, holm, holm_levels
 
 #: Columns of the runs table that hold each knob's value.

@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 from ..analysis.aggregate import batch_column, table_batch_sizes  # noqa: E402
 from ..analysis.effects import at_common_budget  # noqa: E402
 from ..io import atomic_path  # noqa: E402
-from ..plan import Sweep  # noqa: E402
+from ..sweeps import Sweep  # noqa: E402
 from .words import finite, num, sweep_name  # noqa: E402
 
 DPI = 110

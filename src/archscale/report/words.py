@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..plan import KNOB_WORDS, SWEEP_KEY_RE, Sweep  # noqa: F401 (KNOB_WORDS: re-exported)
+from ..sweeps import KNOB_WORDS, SWEEP_KEY_RE, Sweep  # noqa: F401 (KNOB_WORDS: re-exported)
 
 def finite(v) -> bool:
     try:
@@ -71,7 +71,7 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 def sweep_name(key: str, scale: str | None = None) -> str:
     """A sweep membership as the user wrote it: "s100k, r sweep at d/sqrt(N) 0.35".
 
-    ``key`` is the plan's membership (:attr:`archscale.plan.Sweep.key`) or its part after ``@``
+    ``key`` is the plan's membership (:attr:`archscale.sweeps.Sweep.key`) or its part after ``@``
     ("sweep at ..."); anything else is returned as it is.
     """
     key = key.strip()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...law.laws import Law
-from ...plan import Sweep
+from ...sweeps import Sweep
 from ..fits import KNOBS
 from .design import LawDesign
 
