@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -113,3 +114,30 @@ def _default(obj: Any) -> Any:
     if callable(getattr(obj, "to_dict", None)):  # Architecture, Scale, ...: dicts only at the JSON boundary
         return obj.to_dict()
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def finite_or_none(v):
+    """``v`` as a float, or None when it is missing or not finite (JSON has no NaN)."""
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def json_clean(obj):
+    """Plain JSON values: numpy scalars to Python, non-finite floats to None (recursively)."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {k: json_clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [json_clean(v) for v in obj.tolist()]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return finite_or_none(obj)
+    return obj

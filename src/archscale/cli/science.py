@@ -84,7 +84,7 @@ def cmd_science(args: argparse.Namespace) -> int:
 def cmd_sequential(args: argparse.Namespace) -> int:
     """``--science --suggest --from-results DIR [--overlay-out PATH]``: close the loop of a finished run."""
     from ..config import ConfigError, layered_files
-    from ..law.calibration import json_clean
+    from ..io import json_clean
     from ..config import layered_raw
     from ..science.overlay import overlay_yaml
     from ..science.suggest import format_sequential, load_results, sequential_design

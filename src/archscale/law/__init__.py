@@ -18,7 +18,8 @@ from typing import Any
 import pandas as pd
 
 from .chinchilla import ChinchillaFit, FitError, fit_chinchilla
-from .conditional import fit_conditional, json_clean, predict_loss, reference_loss, resolve_columns, run_ids
+from ..io import json_clean
+from .conditional import fit_conditional, predict_loss, reference_loss, resolve_columns, run_ids
 from .laws import NAMED_LAWS, Law, LawError, load_law
 from .tables import TableError, read_table
 from .validation import format_validation, progressive_validation, validate_table

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy import optimize, stats
 
+from ..io import finite_or_none, json_clean
 from ..ranks import spearman
 from .chinchilla import FitError
 from .guards import capture_warnings, knob_support, optimum_in_range, rank_check
@@ -93,32 +94,8 @@ def _extended_ratio(c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
     return out
 
 
-def _finite_or_none(v):
-    if v is None:
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
-
-
-def json_clean(obj):
-    """Plain JSON values: numpy scalars to Python, non-finite floats to None (recursively)."""
-    if isinstance(obj, dict):
-        return {k: json_clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [json_clean(v) for v in obj.tolist()]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return _finite_or_none(obj)
-    return obj
-
-
 def _ci_list(lo, hi):
-    return [_finite_or_none(lo), _finite_or_none(hi)]
+    return [finite_or_none(lo), finite_or_none(hi)]
 
 
 # ---- fitting ------------------------------------------------------------------------
@@ -341,25 +318,40 @@ def bootstrap_intervals(samples: np.ndarray | None, opts: FitOptions) -> dict[st
     )
 
 
-def multiplicative_optima(a, b, factors: dict, samples: np.ndarray | None, opts: FitOptions) -> dict[str, Any]:
-    """Each fitted knob's optimum ``c2/c1`` with its bootstrap percentile interval (unguarded)."""
-    lo_q, hi_q = opts.percentiles
+def _knob_optima(factors: dict, coefs: dict, interval, method: str) -> dict[str, Any]:
+    """Each fitted knob's optimum ``c2/c1`` (``coefs``: knob -> (c1, c2)) with ``interval(knob,
+    value, opt)`` (its interval, or None; it may add fields to ``opt``), else the reason it was not
+    fitted. Unguarded: :func:`guard_optima` checks the range."""
     opt: dict[str, Any] = {}
-    for key, cvec, bcols in (("d_over_sqrt_n", a, (1, 2)), ("r", b, (4, 5))):
+    for key, (c1, c2) in coefs.items():
         val, ci_v = None, None
         if factors[key]["fitted"]:
-            val, why = optimum(cvec[1], cvec[2], key)
-            if val is not None and samples is not None:
-                ext = _extended_ratio(samples[:, bcols[0]], samples[:, bcols[1]])
-                ext = ext[~np.isnan(ext)]
-                if ext.size >= 2:
-                    ci_v = _ci_list(np.percentile(ext, lo_q), np.percentile(ext, hi_q))
-                opt[f"{key}_interior_fraction"] = float(np.mean((samples[:, bcols[0]] > 0) & (samples[:, bcols[1]] > 0)))
+            val, why = optimum(c1, c2, key)
+            if val is not None:
+                ci_v = interval(key, val, opt)
         else:
             why = factors[key]["reason"]
         opt[key], opt[f"{key}_ci"], opt[f"{key}_reason"] = val, ci_v, why
-    opt["interval_method"] = "bootstrap percentiles (null bound: the optimum leaves the positive axis)"
+    opt["interval_method"] = method
     return opt
+
+
+def multiplicative_optima(a, b, factors: dict, samples: np.ndarray | None, opts: FitOptions) -> dict[str, Any]:
+    """Each fitted knob's optimum ``c2/c1`` with its bootstrap percentile interval (unguarded)."""
+    lo_q, hi_q = opts.percentiles
+    cols = {"d_over_sqrt_n": (1, 2), "r": (4, 5)}
+
+    def interval(key, val, opt):
+        if samples is None:
+            return None
+        c1, c2 = samples[:, cols[key][0]], samples[:, cols[key][1]]
+        ext = _extended_ratio(c1, c2)
+        ext = ext[~np.isnan(ext)]
+        opt[f"{key}_interior_fraction"] = float(np.mean((c1 > 0) & (c2 > 0)))
+        return _ci_list(np.percentile(ext, lo_q), np.percentile(ext, hi_q)) if ext.size >= 2 else None
+
+    return _knob_optima(factors, {"d_over_sqrt_n": (a[1], a[2]), "r": (b[1], b[2])}, interval,
+                        "bootstrap percentiles (null bound: the optimum leaves the positive axis)")
 
 
 def fit_multiplicative(data: FormData, free, factors, opts: FitOptions, warns: list[str]):
@@ -387,23 +379,17 @@ def fit_multiplicative(data: FormData, free, factors, opts: FitOptions, warns: l
 
 def additive_optima(params, cov, factors: dict, z: float) -> dict[str, Any]:
     """Each fitted knob's optimum ``c2/c1`` with its delta-method interval (unguarded)."""
-    opt: dict[str, Any] = {}
-    for key, (i1, i2) in COEF_PAIRS.items():
-        val, ci_v = None, None
-        if factors[key]["fitted"]:
-            val, why = optimum(params[i1], params[i2], key)
-            if val is not None:
-                c1, c2 = params[i1], params[i2]
-                grad = np.array([-c2 / c1**2, 1.0 / c1])
-                with np.errstate(invalid="ignore"):
-                    var = float(np.einsum("i,ij,j->", grad, cov[np.ix_([i1, i2], [i1, i2])], grad))
-                se = math.sqrt(var) if math.isfinite(var) and var >= 0 else float("nan")
-                ci_v = _ci_list(val - z * se, val + z * se)
-        else:
-            why = factors[key]["reason"]
-        opt[key], opt[f"{key}_ci"], opt[f"{key}_reason"] = val, ci_v, why
-    opt["interval_method"] = "delta method on the OLS covariance"
-    return opt
+    def interval(key, val, opt):
+        i1, i2 = COEF_PAIRS[key]
+        c1, c2 = params[i1], params[i2]
+        grad = np.array([-c2 / c1**2, 1.0 / c1])
+        with np.errstate(invalid="ignore"):
+            var = float(np.einsum("i,ij,j->", grad, cov[np.ix_([i1, i2], [i1, i2])], grad))
+        se = math.sqrt(var) if math.isfinite(var) and var >= 0 else float("nan")
+        return _ci_list(val - z * se, val + z * se)
+
+    return _knob_optima(factors, {k: (params[i1], params[i2]) for k, (i1, i2) in COEF_PAIRS.items()}, interval,
+                        "delta method on the OLS covariance")
 
 
 def fit_additive(data: FormData, free, factors, opts: FitOptions, warns: list[str]):
@@ -428,8 +414,8 @@ def fit_additive(data: FormData, free, factors, opts: FitOptions, warns: list[st
         method="ols (statsmodels)" + (", cluster-robust by run" if clustered else ""),
         normalisation="b0 = 0: the two constants merge into a0",
         a=params[:3].tolist(), b=[0.0, float(params[3]), float(params[4])],
-        a_se=[_finite_or_none(v) for v in bse[:3]],
-        b_se=[0.0, _finite_or_none(bse[3]), _finite_or_none(bse[4])],
+        a_se=[finite_or_none(v) for v in bse[:3]],
+        b_se=[0.0, finite_or_none(bse[3]), finite_or_none(bse[4])],
         a_ci=[_ci_list(*ci[i]) for i in range(3)],
         b_ci=[[0.0, 0.0], _ci_list(*ci[3]), _ci_list(*ci[4])],
     )

@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..io import json_clean
 from .calibration import (  # noqa: F401  (re-exported: the law's public surface)
     FORMS,
     N_COEF,
     _extended_ratio,
     fit_form,
-    json_clean,
     normalise_multiplicative,
     optimum,
     predict_loss,

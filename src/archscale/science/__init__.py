@@ -23,7 +23,7 @@ def science_plan(study, law_name: str, noise: float, simulations: int, seed: int
                  shared: float = 0.0) -> dict[str, Any]:
     """The plan-the-science result: the simulation (per-run seed sd ``noise``, of which the fraction
     ``shared`` of the variance is common to a seed) and the ranked suggestions (JSON-ready)."""
-    from ..law.calibration import json_clean
+    from ..io import json_clean
     from ..law.laws import load_law
 
     law = load_law(law_name)
