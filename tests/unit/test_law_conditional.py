@@ -17,6 +17,7 @@ from archscale.law.conditional import (
     reference_loss,
     u_factor,
 )
+from archscale.law.result import FormFit
 
 # method.md section 5 (Bian et al. 2025): multiplicative fits and the optima they imply.
 PAPER_SMALL = {"a": [2.697, 0.0974, 0.0078], "b": [0.3870, 0.0063, 0.0065], "x": 0.080, "r": 1.03}
@@ -34,8 +35,8 @@ def test_paper_coefficients_give_paper_optima(paper):
     a, b = normalise_multiplicative(paper["a"], paper["b"])
     assert b[0] + b[2] == pytest.approx(1.0)
     xs, rs = np.geomspace(0.03, 0.3, 7), np.geomspace(0.5, 5, 7)[:, None]
-    raw = predict_loss({"form": "multiplicative", "a": paper["a"], "b": paper["b"]}, xs, rs, 3.0)
-    norm = predict_loss({"form": "multiplicative", "a": a, "b": b}, xs, rs, 3.0)
+    raw = predict_loss(FormFit("multiplicative", paper["a"], paper["b"]), xs, rs, 3.0)
+    norm = predict_loss(FormFit("multiplicative", a, b), xs, rs, 3.0)
     np.testing.assert_allclose(raw, norm, rtol=1e-12)
     assert optimum(a[1], a[2])[0] == pytest.approx(x) and optimum(b[1], b[2])[0] == pytest.approx(r)
     # ... and the loss predicted with the paper's coefficients is lowest at the optimum.
@@ -54,8 +55,8 @@ def test_no_interior_optimum_is_null_with_reason():
 
 
 def test_predict_loss_broadcasts_both_forms():
-    mult = {"form": "multiplicative", "a": [1.0, 0.1, 0.01], "b": [0.99, 0.01, 0.01]}
-    add = {"form": "additive", "a": [0.1, 0.1, 0.01], "b": [0.0, 0.01, 0.01]}
+    mult = FormFit("multiplicative", (1.0, 0.1, 0.01), (0.99, 0.01, 0.01))
+    add = FormFit.from_dict({"form": "additive", "a": [0.1, 0.1, 0.01], "b": [0.0, 0.01, 0.01]})
     x = np.array([0.05, 0.1, 0.2])
     r = np.array([[0.5], [1.0], [4.0]])
     lo = 3.0
@@ -66,7 +67,9 @@ def test_predict_loss_broadcasts_both_forms():
     assert pm[i, j] == pytest.approx((1 + 0.1 * np.log(0.1) + 0.1) * (0.99 + 0.01 * np.log(4) + 0.0025) * 3)
     assert pa[i, j] == pytest.approx(3 + 0.1 + 0.1 * np.log(0.1) + 0.1 + 0.01 * np.log(4) + 0.0025)
     with pytest.raises(ValueError, match="unknown conditional form"):
-        predict_loss({"form": "joint", "a": [1, 0, 0], "b": [1, 0, 0]}, 1, 1, 1)
+        predict_loss(FormFit("joint", (1, 0, 0), (1, 0, 0)), 1, 1, 1)
+    with pytest.raises(TypeError, match="takes a FormFit.*FormFit.from_dict"):
+        predict_loss({"form": "multiplicative", "a": [1, 0, 0], "b": [1, 0, 0]}, 1, 1, 1)
 
 
 # ---- synthetic runs from a known law --------------------------------------------------------
@@ -185,7 +188,7 @@ def test_reference_loss_contract():
     assert l_opt_table(chin["l_opt"])[(n, d)] == pytest.approx(chinchilla_l(n, d))
     # Round trip through JSON: what the search stage reads.
     back = json.loads(json.dumps(emp))
-    f = back["forms"]["multiplicative"]
+    f = FormFit.from_dict(back["forms"]["multiplicative"])
     got = predict_loss(f, 0.08, 1.0, reference_loss(back, n, d))
     assert np.isfinite(got) and abs(got - lowest) < 0.05
 

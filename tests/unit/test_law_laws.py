@@ -7,6 +7,7 @@ import pytest
 
 from archscale.law import LawError, load_law
 from archscale.law.conditional import fit_conditional, predict_loss
+from archscale.law.result import FormFit
 from test_law_conditional import PAPER_1B, PAPER_SMALL, SCALES, synthetic_runs
 
 
@@ -14,14 +15,15 @@ from test_law_conditional import PAPER_1B, PAPER_SMALL, SCALES, synthetic_runs
 def test_named_laws_are_the_papers_and_give_its_optima(name, paper):
     law = load_law(name)
     f = law.forms["multiplicative"]
-    assert f["a"] == paper["a"] and f["b"] == paper["b"]
+    assert list(f.a) == paper["a"] and list(f.b) == paper["b"]
     opt = law.optimum()
     # method.md: 0.080 / 1.03 (80M-297M) and 0.074 / 1.22 (1B only).
-    assert round(opt["d_over_sqrt_n"], 3) == paper["x"] and round(opt["r"], 2) == paper["r"]
-    assert "not published" in opt["d_over_sqrt_n_reason"]  # the d/sqrt(N) range is unknown
+    assert round(opt.d_over_sqrt_n.value, 3) == paper["x"] and round(opt.r.value, 2) == paper["r"]
+    assert "not published" in opt.d_over_sqrt_n.reason  # the d/sqrt(N) range is unknown
+    assert opt.to_dict()["d_over_sqrt_n_ci"] is None and opt.interval_method.startswith("none")
     assert law.range["r"] == [0.5, 5.0]
     assert law.predict(paper["x"], paper["r"], 2.8) == pytest.approx(
-        predict_loss({"form": "multiplicative", "a": paper["a"], "b": paper["b"]}, paper["x"], paper["r"], 2.8))
+        predict_loss(FormFit("multiplicative", paper["a"], paper["b"]), paper["x"], paper["r"], 2.8))
     assert law.samples() is None
     with pytest.raises(LawError, match="no reference loss at N = 1e.09.*--l-opt"):
         law.l_opt(1e9, 1e11)
@@ -34,7 +36,7 @@ def test_law_from_a_fit_file(tmp_path):
     path.write_text(json.dumps(cond))
     law = load_law(path)
     assert law.default_form == "multiplicative" and set(law.forms) == {"multiplicative", "additive"}
-    assert law.optimum() == cond["forms"]["multiplicative"]["optimum"]
+    assert law.optimum().to_dict() == cond["forms"]["multiplicative"]["optimum"]
     assert law.range["r"][0] >= 0.5 and law.range["r"][1] <= 5.0
     assert law.range["n"] == [float(SCALES[0][1]), float(SCALES[-1][1])]
     n, d = SCALES[1][1], 100 * SCALES[1][1]

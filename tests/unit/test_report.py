@@ -13,6 +13,7 @@ from helpers.study import LAW, write_study
 
 from archscale import search as S
 from archscale.io import read_json, write_json, write_parquet
+from archscale.law.laws import law_from_conditional
 from archscale.report import OUTPUTS, build_report
 from archscale.report.findings import factor_shape, findings, knob_sentences
 from archscale.report.tables import chosen_rows
@@ -145,7 +146,7 @@ def test_no_interior_optimum_when_the_fit_has_none(study):
         form["a"] = [1.2, -0.05, 0.0]  # loss falls monotonically with d/sqrt(N)
         form["b"] = [0.9, -0.02, 0.0]
         form["optimum"] = {"d_over_sqrt_n": None, "d_over_sqrt_n_ci": [None, None], "r": None, "r_ci": [None, None]}
-    text = findings(cond, study["runs"], None, [], ["cpu"], ["megatron"])
+    text = findings(law_from_conditional(cond, "fit"), study["runs"], None, [], ["cpu"], ["megatron"])
     shows = " ".join(text["What the runs show"])
     assert "no interior optimum of the hidden size" in shows and "loss falls as it grows" in shows
     assert "no interior optimum of the MLP-to-attention ratio" in shows
@@ -162,8 +163,8 @@ def test_factor_shape_with_the_paper_coefficients():
     assert factor_shape(a, 0.02, 0.05)["trend"] == "falls"
     assert factor_shape([1.0, -0.1, -0.02], 0.1, 0.3)["kind"] == "maximum"
     sentences = knob_sentences(
-        {"r_range": [0.5, 5], "forms": {"multiplicative": {"a": a, "b": [0.5104, 0.0051, 0.0062],
-                                                            "optimum": {"d_over_sqrt_n": 0.0739, "r": 1.216}}}},
+        law_from_conditional({"r_range": [0.5, 5], "forms": {"multiplicative": {
+            "a": a, "b": [0.5104, 0.0051, 0.0062], "optimum": {"d_over_sqrt_n": 0.0739, "r": 1.216}}}}, "fit"),
         pd.DataFrame({"d_over_sqrt_n": [0.1, 0.2], "mlp_attn_ratio": [2.0, 4.0]}),
     )
     # The fitted optima lie left of every sampled point: no interior optimum over that range.
@@ -216,7 +217,8 @@ def test_guard_verdicts_and_withheld_optima_in_the_findings(study):
     form["warnings"] = ["multiplicative fit: ConvergenceWarning"]
     form["status"] = "flagged: r not fitted"
     cond["status"] = "flagged: multiplicative: flagged: r not fitted"
-    text = findings(cond, study["runs"], None, [], ["cpu"], ["megatron"])
+    law = law_from_conditional(cond, "fit")
+    text = findings(law, study["runs"], None, [], ["cpu"], ["megatron"])
     shows = " ".join(text["What the runs show"])
     x_star = form["a"][2] / form["a"][1]
     assert "multiplicative fit: the hidden size has an interior optimum" not in shows
@@ -224,7 +226,7 @@ def test_guard_verdicts_and_withheld_optima_in_the_findings(study):
     sentence = next(t for t in text["What the runs show"] if t.startswith("multiplicative fit: no interior optimum of the hidden"))
     assert f"= {x_star:.3g}" not in sentence and f"{x_star:.3g}," not in sentence
     verdicts = text["Fit verdicts (identifiability guards)"]
-    assert verdicts == guard_sentences(cond)
+    assert verdicts == guard_sentences(law)
     joined = " ".join(verdicts)
     assert "Conditional fit status: flagged" in joined and "r factor over [1, 2]: left out: r takes 2 distinct values" in joined
     assert "d/sqrt(N) factor over [0.200, 0.510]: fitted." in joined and "ConvergenceWarning" in joined
@@ -278,18 +280,18 @@ def test_loss_figures_show_seed_spread_and_the_law_only_where_it_is_a_finding(st
     extra["run_id"] = extra["arch_id"] + "-s1"
     extra["valid_loss"] = extra["valid_loss"] + 0.03
     seeded = pd.concat([runs, extra], ignore_index=True)
-    cond = read_json(study["root"] / "results/fit/conditional.json")
-    resolved = resolved_optima(cond, runs)
+    law = law_from_conditional(read_json(study["root"] / "results/fit/conditional.json"), "fit")
+    resolved = resolved_optima(law, runs)
     assert set(resolved) == {"d_over_sqrt_n", "r"} and resolved["r"]["ci"] == [1.2, 1.8]
     for knob, n_seeded in (("d", 3), ("r", 1)):
-        got = loss_vs_knob(seeded, cond, knob, tmp_path / f"{knob}.png", resolved)
+        got = loss_vs_knob(seeded, law, knob, tmp_path / f"{knob}.png", resolved)
         assert got["panels"] == 1 and got["seeded_architectures"] == n_seeded and got["law_drawn"]
         assert "error bars are the seed sd" in got["caption"] and "[" in got["caption"]
         assert mpimg.imread(tmp_path / f"{knob}.png").ndim == 3
     first = seeded[seeded["arch_id"] == extra["arch_id"].iloc[0]]
     means = _seed_means(first, "d_over_sqrt_n", "mlp_attn_ratio").iloc[0]
     assert means["n_seeds"] == 2 and means["valid_loss"] == pytest.approx(first["valid_loss"].mean())
-    one = loss_vs_knob(runs, cond, "d", tmp_path / "one.png", resolved)
+    one = loss_vs_knob(runs, law, "d", tmp_path / "one.png", resolved)
     assert one["seeded_architectures"] == 0 and "one seed each" in one["caption"]
 
 
@@ -309,8 +311,8 @@ def test_multi_horizon_runs_are_drawn_and_counted_at_one_budget(study, tmp_path)
     both = pd.concat([runs, short], ignore_index=True)
     at, several = at_scale_budget(both)
     assert several and len(at) == len(runs) and (at["valid_loss"].to_numpy() == runs["valid_loss"].to_numpy()).all()
-    cond = read_json(study["root"] / "results/fit/conditional.json")
-    got = loss_vs_knob(both, cond, "d", tmp_path / "d.png")
+    law = law_from_conditional(read_json(study["root"] / "results/fit/conditional.json"), "fit")
+    got = loss_vs_knob(both, law, "d", tmp_path / "d.png")
     assert got["seeded_architectures"] == 0 and "largest token budget" in got["caption"]
     text = study_sentence(both, ["cpu"], [], None)
     assert "1 seed, 2 token budgets each" in text, text
@@ -370,7 +372,6 @@ def test_numerical_warnings_become_a_sentence_not_output(recwarn):
 def test_answer_rows_carry_the_interleaved_speed_interval_and_the_loss_interval():
     import numpy as np
 
-    from archscale.law.laws import law_from_conditional
     from archscale.report.answer import answer_frame, answer_rows
 
     shape = {"d_model": 96, "layers": 2, "heads": 4, "ffn": 144, "d_over_sqrt_n": 0.3}
@@ -430,7 +431,8 @@ def test_no_resolved_optimum_says_so_and_draws_no_law(study, tmp_path):
     cond = read_json(study["root"] / "results/fit/conditional.json")
     for form in cond["forms"].values():
         form["optimum"] = {"d_over_sqrt_n": None, "d_over_sqrt_n_ci": [None, None], "r": None, "r_ci": [None, None]}
-    points = key_points(cond, study["runs"], None, [], ["cpu"], ["megatron"])
+    law = law_from_conditional(cond, "fit")
+    points = key_points(law, study["runs"], None, [], ["cpu"], ["megatron"])
     assert points["Resolved"].startswith("No optimum is resolved")
-    got = loss_vs_knob(study["runs"], cond, "d", tmp_path / "d.png", resolved={})
+    got = loss_vs_knob(study["runs"], law, "d", tmp_path / "d.png", resolved={})
     assert got["law_drawn"] is False and "no law is drawn" in got["caption"]

@@ -184,17 +184,19 @@ def test_interpolating_fit_has_no_interval_and_no_optimum():
 
 
 def test_report_shows_the_plan_beside_the_fit(tmp_path):
+    from archscale.law.laws import law_from_conditional
     from archscale.report.science import load_science, plan_vs_fit, plan_vs_fit_sentences
 
-    assert load_science(tmp_path / "missing.json") is None and plan_vs_fit_sentences(None, {}) == []
+    assert load_science(tmp_path / "missing.json") is None and plan_vs_fit_sentences(None, None) == []
     res = simulate_study(study_80m(STRADDLE_X, STRADDLE_R), load_law(PRIOR), 0.01, 50)
-    conditional = {"forms": {"multiplicative": {"optimum": {
-        "d_over_sqrt_n": 0.081, "d_over_sqrt_n_ci": [0.075, 0.088], "r": None, "r_ci": None,
-        "r_reason": "no interior optimum: the fitted minimum r = 7 lies outside the sampled range"}}}}
-    rows = {r["knob"]: r for r in plan_vs_fit(res, conditional)}
-    assert rows["d_over_sqrt_n"]["within_planned_range"] is True
+    optimum = {"d_over_sqrt_n": 0.081, "d_over_sqrt_n_ci": [0.075, 0.088], "r": None, "r_ci": None,
+               "r_reason": "no interior optimum: the fitted minimum r = 7 lies outside the sampled range"}
+    law = law_from_conditional({"forms": {"multiplicative": {
+        "a": [2.7, 0.1, 0.0081], "b": [0.39, 0.001, 0.007], "optimum": optimum}}}, "fit")
+    rows = {r["knob"]: r for r in plan_vs_fit(res, law)}
+    assert rows["d_over_sqrt_n"]["within_planned_range"] is True and rows["d_over_sqrt_n"]["fitted_ci"] == [0.075, 0.088]
     assert rows["r"]["fitted"] is None and rows["r"]["planned_p_interior"] > 0.5
-    text = plan_vs_fit_sentences(res, conditional)
+    text = plan_vs_fit_sentences(res, law)
     assert "inside the planned range" in text[0] and "the fit reports none" in text[1]
 
 

@@ -16,6 +16,8 @@ import numpy as np
 from ..io import write_json
 from ..law.chinchilla import OBJECTIVES, PARAMS, FitError, fit_chinchilla
 from ..law.conditional import DEFAULT_COLUMNS, FORMS, fit_conditional
+from ..law.laws import Law, law_from_conditional
+from ..law.result import KNOBS, FormFit
 from ..law.tables import read_table
 from .table import fmt
 
@@ -82,7 +84,8 @@ def cmd_fit_conditional(args: argparse.Namespace) -> int:
     )
     if args.output:
         write_json(args.output, out)
-    report_guards(out)
+    law = law_from_conditional(out, str(args.output or args.table))
+    report_guards(law)
     if args.json:
         print(json.dumps(out, indent=2, sort_keys=True))
         return 0
@@ -98,25 +101,30 @@ def cmd_fit_conditional(args: argparse.Namespace) -> int:
             f"{k} {_fmt(chin['params'][k])} [{_fmt(chin['ci'][k][0])}, {_fmt(chin['ci'][k][1])}]"
             if (chin.get("ci") or {}).get(k) else f"{k} {_fmt(chin['params'][k])}"
             for k in PARAMS))
-    for form, f in out["forms"].items():
-        print(f"\n{form} ({f['method']}; {f['normalisation']})")
-        for name in ("a", "b"):
-            se = f.get(f"{name}_se") or [None] * 3
-            ci = f.get(f"{name}_ci") or [None] * 3
-            for i in range(3):
-                c = ci[i]
-                ci_txt = f"[{_fmt(c[0])}, {_fmt(c[1])}]" if c else "-"
-                print(f"  {name}{i} = {_fmt(f[name][i]):>10}  se {_fmt(se[i]):>9}  {ci_txt}")
-        opt = f["optimum"]
-        for key in ("d_over_sqrt_n", "r"):
-            if opt[key] is None:
-                print(f"  {key}*: none ({opt[f'{key}_reason']})")
-            else:
-                c = opt.get(f"{key}_ci")
-                ci_txt = f" [{_fmt(c[0])}, {_fmt(c[1])}]" if c else ""
-                print(f"  {key}* = {_fmt(opt[key])}{ci_txt}")
-        print(f"  in-sample MSE {_fmt(f['mse'])}, Spearman {_fmt(f['spearman'])}")
+    for form, f in law.forms.items():
+        print_form(form, f)
     return 0
+
+
+def print_form(form: str, f: FormFit) -> None:
+    """One fitted form in words: coefficients with their errors and intervals, the optima, the metrics."""
+    print(f"\n{form} ({f.method}; {f.normalisation})")
+    for name in ("a", "b"):
+        se = getattr(f, f"{name}_se") or [None] * 3
+        ci = getattr(f, f"{name}_ci") or [None] * 3
+        for i in range(3):
+            c = ci[i]
+            ci_txt = f"[{_fmt(c[0])}, {_fmt(c[1])}]" if c else "-"
+            print(f"  {name}{i} = {_fmt(getattr(f, name)[i]):>10}  se {_fmt(se[i]):>9}  {ci_txt}")
+    for key in KNOBS:
+        opt = f.optimum.knob(key)
+        if opt.value is None:
+            print(f"  {key}*: none ({opt.reason})")
+        else:
+            c = opt.interval
+            ci_txt = f" [{_fmt(c[0])}, {_fmt(c[1])}]" if c else ""
+            print(f"  {key}* = {_fmt(opt.value)}{ci_txt}")
+    print(f"  in-sample MSE {_fmt(f.mse)}, Spearman {_fmt(f.spearman)}")
 
 
 COLUMN_FLAGS = (
@@ -141,15 +149,15 @@ def columns_of(args: argparse.Namespace) -> dict[str, str]:
     return {key: getattr(args, key) for _, key, _ in COLUMN_FLAGS if getattr(args, key)}
 
 
-def report_guards(out: dict, stream=None) -> None:
+def report_guards(law: Law, stream=None) -> None:
     """The guards' verdicts of a conditional fit on stderr: the overall status, each form's warnings."""
     stream = stream or sys.stderr
-    if out.get("status", "ok") != "ok":
-        print(f"archscale: warning: conditional fit {out['status']}", file=stream)
-    for form, f in (out.get("forms") or {}).items():
-        for w in f.get("warnings") or []:
+    if law.status != "ok":
+        print(f"archscale: warning: conditional fit {law.status}", file=stream)
+    for form, f in law.forms.items():
+        for w in f.warnings or ():
             print(f"archscale: warning: {form}: {w}", file=stream)
-    for w in (out.get("chinchilla") or {}).get("warnings") or []:
+    for w in (law.fit.get("chinchilla") or {}).get("warnings") or []:
         print(f"archscale: warning: chinchilla reference: {w}", file=stream)
 
 

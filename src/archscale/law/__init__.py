@@ -21,6 +21,7 @@ from .chinchilla import ChinchillaFit, FitError, fit_chinchilla
 from ..io import json_clean
 from .conditional import fit_conditional, predict_loss, reference_loss, resolve_columns, run_ids
 from .laws import NAMED_LAWS, Law, LawError, load_law
+from .result import FormFit, FormFitError, KnobFactor, KnobOptimum, Optimum
 from .tables import TableError, read_table
 from .validation import format_validation, progressive_validation, validate_table
 
@@ -28,8 +29,13 @@ __all__ = [
     "NAMED_LAWS",
     "ChinchillaFit",
     "FitError",
+    "FormFit",
+    "FormFitError",
+    "KnobFactor",
+    "KnobOptimum",
     "Law",
     "LawError",
+    "Optimum",
     "TableError",
     "fit_chinchilla",
     "fit_conditional",

@@ -37,6 +37,7 @@ from ..io import finite_or_none, json_clean
 from ..ranks import spearman
 from .chinchilla import FitError
 from .guards import capture_warnings, knob_support, optimum_in_range, rank_check
+from .result import FormFit
 
 FORMS = ("multiplicative", "additive")
 N_COEF = 5  # free coefficients in either form (a0, a1, a2, b1, b2)
@@ -51,11 +52,19 @@ def u_factor(c, x):
     return c[0] + c[1] * np.log(x) + c[2] / x
 
 
-def predict_loss(form_fit: dict, d_over_sqrt_n, r, l_opt):
-    """Predicted loss of one fitted form (``conditional_json["forms"][form]``); broadcasts."""
-    form = form_fit.get("form", "multiplicative")
-    a = np.asarray(form_fit["a"], dtype=float)
-    b = np.asarray(form_fit["b"], dtype=float)
+def predict_loss(form_fit: FormFit, d_over_sqrt_n, r, l_opt):
+    """Predicted loss of one fitted form (a conditional.json form dict: read it with
+    :meth:`FormFit.from_dict <archscale.law.result.FormFit.from_dict>` first); broadcasts."""
+    if not isinstance(form_fit, FormFit):
+        raise TypeError(f"predict_loss takes a FormFit, got {type(form_fit).__name__}; read a conditional.json "
+                        "form with FormFit.from_dict")
+    return form_loss(form_fit.form, form_fit.a, form_fit.b, d_over_sqrt_n, r, l_opt)
+
+
+def form_loss(form: str, a, b, d_over_sqrt_n, r, l_opt):
+    """Predicted loss of ``form`` with coefficients ``a``, ``b`` (numpy-broadcasting)."""
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
     l_opt = np.asarray(l_opt, dtype=float)
     if form == "multiplicative":
         return u_factor(a, d_over_sqrt_n) * u_factor(b, r) * l_opt
@@ -449,7 +458,8 @@ def fit_form(
     groups=None,
     keep_samples: bool = False,
 ) -> dict[str, Any]:
-    """Fit one calibration form on arrays; returns the ``forms[form]`` dict of conditional.json.
+    """Fit one calibration form on arrays; returns the ``forms[form]`` dict of conditional.json
+    (:meth:`FormFit.from_dict <archscale.law.result.FormFit.from_dict>` reads it).
 
     ``groups``: one run id per point; the bootstrap resamples runs and the additive intervals
     are cluster-robust when a run gives several points. ``keep_samples`` stores the bootstrap
@@ -480,7 +490,7 @@ def fit_points(form: str, data: FormData, opts: FitOptions) -> dict[str, Any]:
         interval_expected = opts.bootstrap > 0
     out.update(fields)
     out["optimum"] = guard_optima(opt, factors, interval_expected)
-    out["mse"], out["spearman"] = _metrics(predict_loss(out, data.x, data.r, data.l_opt), data.loss)
+    out["mse"], out["spearman"] = _metrics(form_loss(form, out["a"], out["b"], data.x, data.r, data.l_opt), data.loss)
     if data.x.size <= int(free.sum()):
         warns.append("as many points as coefficients: the law interpolates them, intervals are undefined")
     flags = [f["reason"] for f in factors.values() if f["reason"]] + warns

@@ -20,6 +20,7 @@ import numpy as np
 
 from .calibration import FORMS, optimum as factor_optimum, predict_loss, u_factor
 from .chinchilla import predict_loss as chinchilla_predict
+from .result import FormFit, Optimum, read_forms
 
 # method.md section 5 (Bian et al. 2025), multiplicative form. The paper does not publish the
 # d/sqrt(N) range of its runs, so the fitted range of that knob is unknown (None).
@@ -51,13 +52,16 @@ class Law:
     and bootstrap samples, the range it was fitted on, its reference loss and its provenance.
 
     The one law object of archscale: the search, the science planner, the report and the CLI
-    all read a fit through it. ``fit`` is the conditional.json object it was read from (empty
-    for a published law): the provenance, and the source of :meth:`fit_reference_loss`.
+    all read a fit through it. ``forms``: one :class:`~archscale.law.result.FormFit` per fitted
+    form (a conditional.json ``forms`` dict given here is read with
+    :func:`~archscale.law.result.read_forms`). ``fit`` is the conditional.json object it was
+    read from (empty for a published law): the provenance, its top-level fields (``r_range``,
+    ``n_points``, ``status``, ...) and the source of :meth:`fit_reference_loss`.
     """
 
     name: str
     source: str
-    forms: dict[str, dict]
+    forms: dict[str, FormFit]
     range: dict[str, list[float] | None]
     chinchilla: dict | None = None
     l_opt_table: dict[tuple[int, int], float] = field(default_factory=dict)
@@ -65,6 +69,9 @@ class Law:
     #: the fit's column mapping (keys of ``conditional.DEFAULT_COLUMNS``); empty for a named law
     columns: dict[str, str] = field(default_factory=dict)
     fit: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.forms = read_forms(self.forms)
 
     def column(self, key: str) -> str:
         """The runs-table column of ``key`` (n, d, loss, x, r, ...): the fit's mapping, else the default."""
@@ -75,17 +82,17 @@ class Law:
     @property
     def fitted_forms(self) -> list[str]:
         """The forms with coefficients, in :data:`~archscale.law.calibration.FORMS` order."""
-        return [f for f in FORMS if self.forms.get(f)]
+        return [f for f in FORMS if f in self.forms]
 
     @property
     def default_form(self) -> str:
         return "multiplicative" if "multiplicative" in self.forms else next(iter(self.forms))
 
-    def _form(self, form: str | None) -> dict:
+    def _form(self, form: str | None) -> FormFit:
         form = form or self.default_form
         if form not in self.forms:
             raise LawError(f"law '{self.name}' has no {form} form; it has {sorted(self.forms)}")
-        return dict(self.forms[form], form=form)
+        return self.forms[form]
 
     def predict(self, d_over_sqrt_n, r, l_opt, form: str | None = None):
         """Predicted loss (broadcasts)."""
@@ -97,7 +104,7 @@ class Law:
 
     def samples(self, form: str | None = None) -> np.ndarray | None:
         """Bootstrap samples of the coefficients, rows ``a0 a1 a2 b0 b1 b2`` (None when not kept)."""
-        s = self._form(form).get("samples")
+        s = self._form(form).samples
         return None if not s else np.asarray(s, float)
 
     def predict_samples(self, d_over_sqrt_n: float, r: float, l_opt: float, form: str | None = None):
@@ -109,13 +116,13 @@ class Law:
         fa, fb = u_factor(s[:, :3].T, d_over_sqrt_n), u_factor(s[:, 3:].T, r)
         return fa * fb * l_opt if form == "multiplicative" else l_opt + fa + fb
 
-    def optimum(self, form: str | None = None) -> dict[str, Any]:
+    def optimum(self, form: str | None = None) -> Optimum:
         """Optima of both knobs: the fit's guarded optima, or ``c2/c1`` checked against the fitted range."""
         f = self._form(form)
-        if "optimum" in f:
-            return {k: v for k, v in f["optimum"].items()}
+        if f.optimum is not None:
+            return f.optimum
         out: dict[str, Any] = {}
-        for key, c in (("d_over_sqrt_n", f["a"]), ("r", f["b"])):
+        for key, c in (("d_over_sqrt_n", f.a), ("r", f.b)):
             val, why = factor_optimum(c[1], c[2], key)
             rng = self.range.get(key)
             if val is not None and rng is not None and not rng[0] <= val <= rng[1]:
@@ -124,7 +131,7 @@ class Law:
                 why = f"the {key} range of the runs behind this law is not published: the optimum is not range-checked"
             out[key], out[f"{key}_ci"], out[f"{key}_reason"] = val, None, why
         out["interval_method"] = "none: published point coefficients"
-        return out
+        return Optimum.from_dict(out)
 
     def l_opt(self, n: float, d: float) -> float:
         """Reference loss at (N, D): the Chinchilla part, else the law's own empirical table (N within 10%)."""
@@ -159,31 +166,45 @@ class Law:
 
 def _from_named(name: str) -> Law:
     spec = NAMED_LAWS[name]
-    return Law(name=name, source=spec["source"], forms={k: dict(v) for k, v in spec["forms"].items()},
-               range=dict(spec["range"]))
+    return Law(name=name, source=spec["source"], forms=read_forms(spec["forms"]), range=dict(spec["range"]))
+
+
+def _fitted_forms(obj: dict, name: str) -> dict[str, FormFit]:
+    """The fitted forms of a conditional.json object, read (a LawError names what is wrong)."""
+    bad = [f for f in obj.get("forms") or {} if f not in FORMS]
+    if bad:
+        raise LawError(f"{name}: unknown form(s) {bad}")
+    try:
+        forms = read_forms(obj.get("forms") or {})
+    except ValueError as exc:
+        raise LawError(f"{name}: {exc}") from None
+    if not forms:
+        raise LawError(f"{name}: not a conditional fit (no fitted form under 'forms'); "
+                       "expected results/fit/conditional.json")
+    return forms
+
+
+def _factor_range(factors: dict, knob: str) -> list[float] | None:
+    f = factors.get(knob)
+    return None if f is None or f.range is None else list(f.range)
 
 
 def law_from_conditional(obj: dict, name: str, chinchilla: dict | None = None) -> Law:
     """A law from a conditional.json object (and, optionally, the chinchilla.json next to it)."""
     from .conditional import l_opt_table
 
-    if "forms" not in obj or not obj["forms"]:
-        raise LawError(f"{name}: not a conditional fit (no 'forms'); expected results/fit/conditional.json")
-    bad = [f for f in obj["forms"] if f not in FORMS]
-    if bad:
-        raise LawError(f"{name}: unknown form(s) {bad}")
-    factors = next((v for v in obj["forms"].values() if v), {}).get("factors", {})
-    rng = {"r": list(obj.get("r_range") or []) or None,
-           "d_over_sqrt_n": (factors.get("d_over_sqrt_n") or {}).get("range")}
-    if factors.get("r"):
-        rng["r"] = factors["r"]["range"]
+    forms = _fitted_forms(obj, name)
+    factors = next(iter(forms.values())).factors or {}
+    rng = {"r": list(obj.get("r_range") or []) or None, "d_over_sqrt_n": _factor_range(factors, "d_over_sqrt_n")}
+    if "r" in factors:
+        rng["r"] = _factor_range(factors, "r")
     table = l_opt_table(obj.get("l_opt") or [])
     if table:
         ns = [n for n, _ in table]
         rng["n"] = [float(min(ns)), float(max(ns))]
     chin = obj.get("chinchilla") or (chinchilla if chinchilla and chinchilla.get("fitted", True) and
                                       "params" in chinchilla else None)
-    return Law(name=name, source=f"fit file {name}", forms=dict(obj["forms"]), range=rng, chinchilla=chin,
+    return Law(name=name, source=f"fit file {name}", forms=forms, range=rng, chinchilla=chin,
                l_opt_table=table, status=obj.get("status", "ok"), columns=dict(obj.get("columns") or {}),
                fit=obj)
 

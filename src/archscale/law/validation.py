@@ -38,6 +38,7 @@ from .calibration import FORMS, fit_form, predict_loss
 from .chinchilla import FitError, fit_chinchilla
 from .chinchilla import predict_loss as chinchilla_predict
 from .conditional import _key, check_runs, empirical_l_opt, resolve_columns, run_ids
+from .result import FormFit
 
 KINDS = ("progressive", "next")
 EMPIRICAL_NOTE = "optimistic: the held-out scale's L_opt is its own lowest observed loss (the paper's choice)"
@@ -74,9 +75,9 @@ def _scale_label(runs: pd.DataFrame, mask, n_value) -> str:
 
 
 
-def _evaluate(form, train, test, lo_train, lo_test, cols) -> tuple[dict, float, float | None]:
-    fit = fit_form(form, train[cols["x"]], train[cols["r"]], train[cols["loss"]], lo_train, bootstrap=0,
-                   groups=run_ids(train, cols))
+def _evaluate(form, train, test, lo_train, lo_test, cols) -> tuple[FormFit, float, float | None]:
+    fit = FormFit.from_dict(fit_form(form, train[cols["x"]], train[cols["r"]], train[cols["loss"]], lo_train,
+                                     bootstrap=0, groups=run_ids(train, cols)))
     pred = predict_loss(fit, test[cols["x"]].to_numpy(float), test[cols["r"]].to_numpy(float), lo_test)
     y = test[cols["loss"]].to_numpy(float)
     return fit, float(np.mean((pred - y) ** 2)), spearman(pred, y, min_points=2)
@@ -157,9 +158,9 @@ def _empirical_metrics(t: TaskData, form: str, cols, row: dict) -> str:
         fit, row["mse"], row["spearman"] = _evaluate(form, t.train, t.test, lo(t.train), lo(t.test), cols)
     except FitError as exc:
         return f"skipped: {exc}"
-    row["d_over_sqrt_n_opt"] = fit["optimum"]["d_over_sqrt_n"]
-    row["r_opt"] = fit["optimum"]["r"]
-    return fit["status"]
+    row["d_over_sqrt_n_opt"] = fit.optimum.d_over_sqrt_n.value
+    row["r_opt"] = fit.optimum.r.value
+    return fit.status
 
 
 def _extrapolated_metrics(t: TaskData, form: str, cols, row: dict) -> str:
@@ -175,7 +176,7 @@ def _extrapolated_metrics(t: TaskData, form: str, cols, row: dict) -> str:
             form, t.train, t.test, chin_lo(t.train), chin_lo(t.test), cols)
     except FitError as exc:
         return f"skipped: {exc}"
-    notes = list(t.chin.warnings) + ([] if fit_c["status"] == "ok" else [fit_c["status"]])
+    notes = list(t.chin.warnings) + ([] if fit_c.status == "ok" else [fit_c.status])
     return "ok" if not notes else "flagged: " + "; ".join(notes)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from ..io import read_json, write_json
-from ..law.laws import law_from_conditional
+from ..law.laws import Law, law_from_conditional
 from . import figures, tables
 from .answer import answer_frame, answer_notes, answer_rows, study_sentence
 from .findings import findings, key_points, resolved_optima
@@ -45,13 +45,13 @@ def _read_parquet(path: str | None) -> pd.DataFrame | None:
     return pd.read_parquet(path)
 
 
-def _figures(runs_df, cond, val, results, spaces, curve_dfs, outputs, resolved) -> dict[str, dict]:
+def _figures(runs_df, law, val, results, spaces, curve_dfs, outputs, resolved) -> dict[str, dict]:
     made: dict[str, dict] = {}
-    made["loss_vs_d"] = figures.loss_vs_knob(runs_df, cond, "d", outputs["loss_vs_d"], resolved)
-    made["loss_vs_r"] = figures.loss_vs_knob(runs_df, cond, "r", outputs["loss_vs_r"], resolved)
+    made["loss_vs_d"] = figures.loss_vs_knob(runs_df, law, "d", outputs["loss_vs_d"], resolved)
+    made["loss_vs_r"] = figures.loss_vs_knob(runs_df, law, "r", outputs["loss_vs_r"], resolved)
     made["throughput"] = figures.throughput_figure(runs_df, results, outputs["throughput"])
     made["pareto"] = figures.pareto_figure(list(zip(results, spaces)), outputs["pareto"])
-    per_run = validation_points(runs_df, cond, val)
+    per_run = validation_points(runs_df, law.fit, val)
     made["validation"] = figures.validation_figure(val, outputs["validation"], per_run)
     made["loss_curves"] = figures.loss_curves_figure(curve_dfs, runs_df, outputs["loss_curves"])
     return made
@@ -99,21 +99,21 @@ def build_report(
     devices = sorted(set(devices) | {d for m in measured for d in m.get("devices", [])})
     engines = sorted({str(e) for e in runs_df["throughput_engine"]} | {e for m in measured for e in m.get("engines", [])})
 
+    law = _law(cond)
     form = (results[0].get("form") if results else None) or "multiplicative"
-    resolved = resolved_optima(cond, runs_df, form)
+    resolved = resolved_optima(law, runs_df, form)
     drawn: list[str] = []
     with caught(drawn, "the figures"):
-        made = _figures(runs_df, cond, val, results, spaces, curve_dfs, outputs, resolved)
+        made = _figures(runs_df, law, val, results, spaces, curve_dfs, outputs, resolved)
     made["plan"] = {"rows": len(tables.plan_table(plan_df, outputs["plan"]))}
     made["chosen"] = {"rows": len(tables.chosen_table(results, outputs["chosen"]))}
 
-    law = law_from_conditional(cond, "fit") if cond.get("forms") else None
-    rows = answer_rows(results, law, records)
+    rows = answer_rows(results, law if law.forms else None, records)
     study = study_sentence(runs_df, devices, engines, results[0]["batch_size"] if results else batch_size)
-    points = key_points(cond, runs_df, val, results, devices, engines)
-    text = findings(cond, runs_df, val, results, devices, engines, read_json(cost_model) if cost_model else None)
+    points = key_points(law, runs_df, val, results, devices, engines)
+    text = findings(law, runs_df, val, results, devices, engines, read_json(cost_model) if cost_model else None)
     text["Numerical warnings"] = list(dict.fromkeys(text.get("Numerical warnings", []) + drawn))
-    planned = plan_vs_fit_sentences(load_science(science), cond) if science else []
+    planned = plan_vs_fit_sentences(load_science(science), law) if science else []
     if planned:  # what the science plan (results/plan/science.json) had predicted for these optima
         text["What the plan predicted"] = planned
     figs = [(OUTPUTS[k][1], outputs[k], made[k].get("caption", "")) for k in
@@ -129,6 +129,14 @@ def build_report(
     index = _index(title, study, rows, points, outputs, made, text, cond, val, results)
     write_json(outputs["index"], index)
     return index
+
+
+def _law(cond: dict) -> Law:
+    """The fit as the law object, read once; a fit without a fitted form is a law without forms
+    (the report then says what the records show without a law)."""
+    if cond.get("forms"):
+        return law_from_conditional(cond, "fit")
+    return Law(name="fit", source="fit", forms={}, range={}, status=cond.get("status", "ok"), fit=cond)
 
 
 def _lifetime_html(records: list[dict], tmp: Path, figs: list) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import matplotlib.cm
@@ -20,6 +20,9 @@ from ..analysis.effects import at_common_budget  # noqa: E402
 from ..io import atomic_path  # noqa: E402
 from ..sweeps import Sweep  # noqa: E402
 from .words import finite, num, sweep_name  # noqa: E402
+
+if TYPE_CHECKING:
+    from ..law.laws import Law
 
 DPI = 110
 
@@ -119,7 +122,7 @@ def _along(runs: pd.DataFrame, knob: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def loss_vs_knob(runs: pd.DataFrame, conditional: dict, knob: str, path: str | Path,
+def loss_vs_knob(runs: pd.DataFrame, law: Law, knob: str, path: str | Path,
                  resolved: dict | None = None) -> dict[str, Any]:
     """Loss / L_opt against one knob along its sweeps, scales as colours (the paper's Figures 3-4).
 
@@ -135,7 +138,7 @@ def loss_vs_knob(runs: pd.DataFrame, conditional: dict, knob: str, path: str | P
     if runs.empty or along.empty:
         _message(path, f"no one-knob sweep of {label} among the finished runs")
         return {"panels": 0, "caption": f"No sweep of {label} finished."}
-    l_opt = _l_opt_per_scale(runs, conditional)
+    l_opt = _l_opt_per_scale(runs, law.fit)
     fig, ax = plt.subplots(figsize=(5.4, 3.4))
     seeded = 0
     for i, scale in enumerate(_scales(runs)):
@@ -150,7 +153,7 @@ def loss_vs_knob(runs: pd.DataFrame, conditional: dict, knob: str, path: str | P
                         label=f"{scale}" + (f" ({sweep_name(sweep)})" if sub["sweep_key"].nunique() > 1 else ""))
     found = (resolved or {}).get(key)
     if found:
-        _draw_law(ax, conditional, found, key, along, col)
+        _draw_law(ax, law, found, key, along, col)
     _log_x(ax)
     ax.set_xlabel(label)
     ax.set_ylabel("validation loss / L_opt of its scale")
@@ -161,9 +164,9 @@ def loss_vs_knob(runs: pd.DataFrame, conditional: dict, knob: str, path: str | P
             "caption": _loss_caption(label, along, found, seeded, several_budgets)}
 
 
-def _draw_law(ax, conditional: dict, found: dict, key: str, along: pd.DataFrame, col: str) -> None:
+def _draw_law(ax, law: Law, found: dict, key: str, along: pd.DataFrame, col: str) -> None:
     """The fitted law's factor along the knob (the other knob at its sweep value), the optimum and its interval."""
-    form = (conditional.get("forms") or {}).get(found["form"]) or {}
+    form = law.forms.get(found["form"])
     other_col = "mlp_attn_ratio" if key == "d_over_sqrt_n" else "d_over_sqrt_n"
     held = float(along[other_col].median())
     lo, hi = float(along[col].min()), float(along[col].max())
@@ -172,8 +175,8 @@ def _draw_law(ax, conditional: dict, found: dict, key: str, along: pd.DataFrame,
     def f(c, v):
         return c[0] + c[1] * np.log(v) + c[2] / v
 
-    if found["form"] == "multiplicative" and "a" in form and "b" in form:
-        y = f(form["a"], x) * f(form["b"], held) if key == "d_over_sqrt_n" else f(form["a"], held) * f(form["b"], x)
+    if found["form"] == "multiplicative" and form is not None:
+        y = f(form.a, x) * f(form.b, held) if key == "d_over_sqrt_n" else f(form.a, held) * f(form.b, x)
         ax.plot(x, y, color="k", lw=1.2, label="fitted law")
     v, (c0, c1) = found["value"], found["ci"]
     ax.axvline(v, color="k", lw=0.8, ls=":")

@@ -15,10 +15,12 @@ from typing import Any
 import pandas as pd
 
 from ..analysis.effects import effect_sentences
+from ..law.laws import Law
+from ..law.result import FormFit, Optimum
 from .answer import per_arch
 from .words import KNOB_WORDS, common_tail, finite, group_by_subject, group_causes, humanize, num, plural, span
 
-KNOBS = {"d_over_sqrt_n": ("a", "d/sqrt(N)", "hidden size"), "r": ("b", "r", "MLP-to-attention ratio")}
+KNOBS = {"d_over_sqrt_n": ("d/sqrt(N)", "hidden size"), "r": ("r", "MLP-to-attention ratio")}
 #: Below this N the embedding dominates and the paper's optima (80M-3B) are not expected.
 TINY_N = 10_000_000
 
@@ -54,25 +56,33 @@ def _range(series: pd.Series) -> tuple[float, float]:
     return float(series.min()), float(series.max())
 
 
-def knob_sentences(conditional: dict, runs: pd.DataFrame) -> list[str]:
+def _used(law: Law, runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs the fit used: r inside its r range."""
+    r_lo, r_hi = law.fit.get("r_range") or (0.5, 5.0)
+    return runs[(runs["mlp_attn_ratio"] >= r_lo) & (runs["mlp_attn_ratio"] <= r_hi)] if len(runs) else runs
+
+
+def _optimum(fit: FormFit) -> Optimum:
+    """A form's guarded optimum (none recorded: every knob withheld without a reason)."""
+    return fit.optimum or Optimum()
+
+
+def knob_sentences(law: Law, runs: pd.DataFrame) -> list[str]:
     out = []
-    r_lo, r_hi = conditional.get("r_range") or (0.5, 5.0)
-    used = runs[(runs["mlp_attn_ratio"] >= r_lo) & (runs["mlp_attn_ratio"] <= r_hi)] if len(runs) else runs
+    used = _used(law, runs)
     ranges = {
         "d_over_sqrt_n": _range(used["d_over_sqrt_n"]) if len(used) else (float("nan"),) * 2,
         "r": _range(used["mlp_attn_ratio"]) if len(used) else (float("nan"),) * 2,
     }
-    for form, fit in (conditional.get("forms") or {}).items():
-        if not fit:
-            continue
-        opt = fit.get("optimum") or {}
-        for knob, (coef, label, name) in KNOBS.items():
+    for form, fit in law.forms.items():
+        for knob, (label, name) in KNOBS.items():
             lo, hi = ranges[knob]
-            shape = factor_shape(fit[coef], lo, hi)
-            fitted = opt.get(knob)
+            shape = factor_shape(fit.coefficients(knob), lo, hi)
+            opt = _optimum(fit).knob(knob)
+            fitted = opt.value
             where = f"over the sampled {label} range [{lo:.3g}, {hi:.3g}]"
             if fitted is not None and shape["inside"]:
-                ci = opt.get(f"{knob}_ci") or []
+                ci = opt.interval or []
                 ci_txt = f" (interval {ci[0]:.3g}-{ci[1]:.3g})" if len(ci) == 2 and None not in ci else ""
                 out.append(f"{form} fit: the {name} has an interior optimum at {label} = {fitted:.3g}{ci_txt} {where}.")
             else:
@@ -80,7 +90,7 @@ def knob_sentences(conditional: dict, runs: pd.DataFrame) -> list[str]:
                         "flat": "loss barely changes", "interior minimum": "the fitted curve turns inside the range",
                         "interior maximum": "the fitted curve has a maximum, not a minimum"}[shape["trend"]]
                 # Never a number the fit withheld: the fit's own reason, else where the turn lies.
-                why = opt.get(f"{knob}_reason") if fitted is None else None
+                why = opt.reason if fitted is None else None
                 if why:
                     extra = f"; the fit withholds it: {why}"
                 elif shape["x_star"] is not None and not shape["inside"]:
@@ -91,13 +101,11 @@ def knob_sentences(conditional: dict, runs: pd.DataFrame) -> list[str]:
     return out
 
 
-def fit_sentences(conditional: dict) -> list[str]:
+def fit_sentences(law: Law) -> list[str]:
     out = []
-    n = conditional.get("n_points")
-    for form, fit in (conditional.get("forms") or {}).items():
-        if not fit:
-            continue
-        mse, rho = fit.get("mse"), fit.get("spearman")
+    n = law.fit.get("n_points")
+    for form, fit in law.forms.items():
+        mse, rho = fit.mse, fit.spearman
         rho_txt = f", Spearman {rho:.2f}" if rho is not None and math.isfinite(rho) else ""
         out.append(f"{form} fit on {n} runs: MSE {num(mse)}{rho_txt} (in-sample).")
     return out
@@ -159,22 +167,20 @@ def validation_sentences(validation: pd.DataFrame | None) -> list[str]:
     return out + validation_causes(validation)
 
 
-def guard_sentences(conditional: dict) -> list[str]:
+def guard_sentences(law: Law) -> list[str]:
     """The identifiability guards' verdicts: the fit's status, each form's factors and warnings."""
-    status = conditional.get("status") or "not recorded (fit written before the guards)"
+    status = law.fit.get("status") or "not recorded (fit written before the guards)"
     out = [f"Conditional fit status: {clean_status(status)}."]
-    for form, fit in (conditional.get("forms") or {}).items():
-        if not fit:
-            continue
-        for knob, f in (fit.get("factors") or {}).items():
-            rng = f.get("range") or []
+    for form, fit in law.forms.items():
+        for knob, f in (fit.factors or {}).items():
+            rng = f.range or []
             rng_txt = f" over [{num(rng[0])}, {num(rng[1])}]" if len(rng) == 2 else ""
             out.append(f"{form} fit, {KNOB_WORDS.get(knob, knob)} factor{rng_txt}: "
-                       + ("fitted." if f.get("fitted") else f"left out: {humanize(str(f.get('reason')))}."))
-        if fit.get("status") not in (None, "ok") and f"{form}: {fit['status']}" not in status:
-            out.append(f"{form} fit: {clean_status(fit['status'])}.")
-        out += [f"{form} fit warning: {clean_status(w).removeprefix(form + ' fit: ')}." for w in fit.get("warnings") or []]
-    chin = conditional.get("chinchilla") or {}
+                       + ("fitted." if f.fitted else f"left out: {humanize(str(f.reason))}."))
+        if fit.status not in (None, "ok") and f"{form}: {fit.status}" not in status:
+            out.append(f"{form} fit: {clean_status(fit.status)}.")
+        out += [f"{form} fit warning: {clean_status(w).removeprefix(form + ' fit: ')}." for w in fit.warnings or ()]
+    chin = law.fit.get("chinchilla") or {}
     out += [f"Chinchilla reference warning: {clean_status(w)}." for w in chin.get("warnings") or []]
     if chin and chin.get("fitted") is False:
         out.append(f"Chinchilla reference not fitted: {humanize(str(chin.get('reason')))}.")
@@ -242,34 +248,33 @@ def surefire_verdict_sentence(verdict: dict | None) -> str | None:
             f"({int(ratio.level * 100)}% bootstrap interval): {verdict['verdict']}; {kept}.")
 
 
-def interior_optima(conditional: dict, runs: pd.DataFrame) -> list[str]:
+def interior_optima(law: Law, runs: pd.DataFrame) -> list[str]:
     """Knobs (per form) whose fitted optimum is not null and lies inside the sampled range."""
     found = []
-    r_lo, r_hi = conditional.get("r_range") or (0.5, 5.0)
-    used = runs[(runs["mlp_attn_ratio"] >= r_lo) & (runs["mlp_attn_ratio"] <= r_hi)] if len(runs) else runs
-    for form, fit in (conditional.get("forms") or {}).items():
-        opt = (fit or {}).get("optimum") or {}
+    used = _used(law, runs)
+    for form, fit in law.forms.items():
         for knob, col in (("d_over_sqrt_n", "d_over_sqrt_n"), ("r", "mlp_attn_ratio")):
-            v = opt.get(knob)
+            v = _optimum(fit).knob(knob).value
             if v is not None and len(used) and used[col].min() <= v <= used[col].max():
                 found.append(f"{KNOB_WORDS[knob]} = {v:.3g} ({form})")
     return found
 
 
-def resolved_optima(conditional: dict, runs: pd.DataFrame, form: str = "multiplicative") -> dict[str, dict]:
+def resolved_optima(law: Law, runs: pd.DataFrame, form: str = "multiplicative") -> dict[str, dict]:
     """Knobs whose fitted optimum is a finding: inside the sampled range and with a finite interval.
 
     ``form``: the law the search uses (the first fitted form when it is absent).
     """
-    forms = conditional.get("forms") or {}
-    fit = forms.get(form) or next((f for f in forms.values() if f), None) or {}
-    opt = fit.get("optimum") or {}
+    fit = law.forms.get(form) or next(iter(law.forms.values()), None)
+    if fit is None:
+        return {}
     out = {}
     for knob, col in (("d_over_sqrt_n", "d_over_sqrt_n"), ("r", "mlp_attn_ratio")):
-        v, ci = opt.get(knob), opt.get(f"{knob}_ci") or []
+        opt = _optimum(fit).knob(knob)
+        v, ci = opt.value, opt.interval or []
         if finite(v) and len(ci) == 2 and all(finite(c) for c in ci) and len(runs) and \
                 runs[col].min() <= v <= runs[col].max():
-            out[knob] = {"value": float(v), "ci": [float(ci[0]), float(ci[1])], "form": fit.get("form", form)}
+            out[knob] = {"value": float(v), "ci": [float(ci[0]), float(ci[1])], "form": fit.form}
     return out
 
 
@@ -284,13 +289,13 @@ SCIENCE_COMMAND = ("archscale plan --science CONFIG --law results/fit/conditiona
 NEXT_ROUND_COMMAND = "archscale plan CONFIG --science --suggest --from-results results --overlay-out next.yaml"
 
 
-def key_points(conditional: dict, runs: pd.DataFrame, validation: pd.DataFrame | None, results: list[dict],
+def key_points(law: Law, runs: pd.DataFrame, validation: pd.DataFrame | None, results: list[dict],
                devices: list[str], engines: list[str]) -> dict[str, str]:
     """The three or four things a reader must know, each once: resolved, not resolved (with the one
     action that would resolve it), and the conditions the numbers hold under."""
     out = {}
     form = (results[0].get("form") if results else None) or "multiplicative"
-    found = resolved_optima(conditional, runs, form)
+    found = resolved_optima(law, runs, form)
     seeds = _seed_counts(runs)
     one_seed = len(seeds) == 0 or int(seeds.max()) <= 1
     if found:
@@ -348,7 +353,7 @@ def conditions_sentence(runs: pd.DataFrame, devices: list[str], engines: list[st
     return text[:1].upper() + text[1:] + "."
 
 
-def tiny_model_sentence(runs: pd.DataFrame, conditional: dict | None = None) -> list[str]:
+def tiny_model_sentence(runs: pd.DataFrame, law: Law | None = None) -> list[str]:
     """Why tiny models' optima are not the paper's (the details under the conditions key point)."""
     if not len(runs) or "params_non_embedding" not in runs or float(runs["params_non_embedding"].max()) >= TINY_N:
         return []
@@ -356,7 +361,7 @@ def tiny_model_sentence(runs: pd.DataFrame, conditional: dict | None = None) -> 
     if "vocab" in runs and "d_model" in runs:
         emb = runs["vocab"] * runs["d_model"] / runs["params_non_embedding"]
         emb_txt = f"; the embedding V x d is {num(emb.min())}-{num(emb.max())} x N"
-    optima = interior_optima(conditional or {}, runs)
+    optima = interior_optima(law, runs) if law is not None else []
     opt_txt = (f" The fit places interior optima ({', '.join(optima)})." if optima else
                " Consistently, the fit finds no interior optimum inside the sampled range.")
     return [f"These are tiny models (N = {num(runs['params_non_embedding'].min())}-"
@@ -400,7 +405,7 @@ def effects_sentences(runs: pd.DataFrame, notes: list[str]) -> list[str]:
 
 
 def findings(
-    conditional: dict, runs: pd.DataFrame, validation: pd.DataFrame | None, results: list[dict],
+    law: Law, runs: pd.DataFrame, validation: pd.DataFrame | None, results: list[dict],
     devices: list[str], engines: list[str], cost_model: dict | None = None,
 ) -> dict[str, list[str]]:
     """The detail sections (below the answer table and the key points), each status said once."""
@@ -408,11 +413,11 @@ def findings(
     from .words import caught
 
     with caught(notes, "the fitted law's description"):
-        shows = fit_sentences(conditional) + knob_sentences(conditional, runs)
+        shows = fit_sentences(law) + knob_sentences(law, runs)
     return {
-        "What the runs show": [humanize(t) for t in shows] + tiny_model_sentence(runs, conditional),
+        "What the runs show": [humanize(t) for t in shows] + tiny_model_sentence(runs, law),
         "Effects against seed noise (no fitted law)": effects_sentences(runs, notes),
-        "Fit verdicts (identifiability guards)": guard_sentences(conditional),
+        "Fit verdicts (identifiability guards)": guard_sentences(law),
         "Cross-scale validation": validation_sentences(validation),
         "Throughput cost model": cost_model_sentences(cost_model),
         "Search": search_sentences(results),

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..law.result import Optimum
+
+if TYPE_CHECKING:
+    from ..law.laws import Law
 
 KNOB_LABELS = {"d_over_sqrt_n": "d/sqrt(N)*", "r": "r*"}
 
@@ -27,36 +32,36 @@ def load_science(path) -> dict | None:
         raise ValueError(f"{p}: not valid JSON ({exc}); re-run the plan_science rule") from exc
 
 
-def plan_vs_fit(science: dict | None, conditional: dict) -> list[dict[str, Any]]:
+def plan_vs_fit(science: dict | None, law: Law | None) -> list[dict[str, Any]]:
     """One row per (form, knob) fitted and planned."""
-    if not science:
+    if not science or law is None:
         return []
     planned = science["scale_sets"][science["full_set"]]["forms"]
     rows = []
-    for form, fit in (conditional.get("forms") or {}).items():
+    for form, fit in law.forms.items():
         plan = planned.get(form)
         if not plan or plan.get("status") != "ok":
             continue
-        opt = fit.get("optimum") or {}
         for key in KNOB_LABELS:
             p = plan[key]
-            val, ci = opt.get(key), opt.get(f"{key}_ci")
+            opt = (fit.optimum or Optimum()).knob(key)
+            val, ci = opt.value, None if opt.interval is None else list(opt.interval)
             spread = p.get("spread_2.5_50_97.5")
             inside = None if val is None or not spread else bool(spread[0] <= val <= spread[2])
             rows.append({
                 "form": form, "knob": key, "fitted": val, "fitted_ci": ci,
                 "fitted_width": None if not ci or None in ci else ci[1] - ci[0],
-                "fitted_reason": opt.get(f"{key}_reason"), "planned_p_interior": p["p_interior"],
+                "fitted_reason": opt.reason, "planned_p_interior": p["p_interior"],
                 "planned_median_width": p["median_interval_width"], "planned_range_95": None if not spread else [spread[0], spread[2]],
                 "prior": p["truth"], "within_planned_range": inside,
             })
     return rows
 
 
-def plan_vs_fit_sentences(science: dict | None, conditional: dict) -> list[str]:
+def plan_vs_fit_sentences(science: dict | None, law: Law | None) -> list[str]:
     """Plain sentences for the findings: the plan's prediction beside each fitted optimum."""
     out = []
-    for r in plan_vs_fit(science, conditional):
+    for r in plan_vs_fit(science, law):
         label = KNOB_LABELS[r["knob"]]
         planned = (f"the plan (prior '{science['law']}', seed noise {science['seed_noise']:.3g}) predicted an interior "
                    f"optimum in {r['planned_p_interior']:.0%} of simulated studies")

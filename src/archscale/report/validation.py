@@ -23,6 +23,7 @@ def _columns(runs: pd.DataFrame, conditional: dict) -> dict[str, str]:
 def validation_points(runs: pd.DataFrame, conditional: dict, validation: pd.DataFrame | None) -> pd.DataFrame:
     """One row per (task, form, held-out run): observed and predicted loss, plus the task's MSE."""
     from ..law.conditional import FitError, _key, empirical_l_opt, fit_form, predict_loss
+    from ..law.result import FormFit
 
     out_cols = ["task", "form", "arch_id", "observed", "predicted", "mse_recomputed"]
     if validation is None or validation.empty or conditional.get("reference", "empirical") != "empirical":
@@ -46,7 +47,8 @@ def validation_points(runs: pd.DataFrame, conditional: dict, validation: pd.Data
         if train.empty or test.empty:
             continue
         try:
-            fit = fit_form(task["form"], train[cols["x"]], train[cols["r"]], train[cols["loss"]], l_opt(train), bootstrap=0)
+            fit = FormFit.from_dict(fit_form(task["form"], train[cols["x"]], train[cols["r"]], train[cols["loss"]],
+                                             l_opt(train), bootstrap=0))
         except FitError:
             continue
         pred = np.asarray(predict_loss(fit, test[cols["x"]].to_numpy(float), test[cols["r"]].to_numpy(float), l_opt(test)))

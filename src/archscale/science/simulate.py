@@ -140,7 +140,7 @@ def fit_reference(losses: np.ndarray, df: pd.DataFrame, true_lopt: np.ndarray, r
 
 def true_optima(law: Law) -> dict[str, float | None]:
     f = law.forms[law.default_form]
-    a, b = f["a"], f["b"]
+    a, b = f.a, f.b
     return {"d_over_sqrt_n": a[2] / a[1] if a[1] > 0 and a[2] > 0 else None,
             "r": b[2] / b[1] if b[1] > 0 and b[2] > 0 else None}
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..arch import Architecture, GridPoint, InfeasiblePoint, Scale, resolve
-from .targets import FORMS, SearchError, SearchSettings, SearchTarget
+from .targets import SearchError, SearchSettings, SearchTarget
 
 if TYPE_CHECKING:
     from ..law.laws import Law
@@ -30,12 +30,9 @@ def law_from_fit(conditional: dict, name: str = "fit") -> Law:
     """The fitted conditional law (``results/fit/conditional.json``) as the search reads it."""
     from ..law.laws import law_from_conditional
 
-    forms = conditional.get("forms") or {}
-    if not [f for f in FORMS if f in forms and forms[f]]:
-        raise SearchError("conditional fit: no fitted form under 'forms'; re-run the fit")
     try:
         return law_from_conditional(conditional, name)
-    except ValueError as exc:  # LawError, or an l_opt table in an old format
+    except ValueError as exc:  # LawError (e.g. no fitted form, a form missing a key), or an old l_opt table
         raise SearchError(str(exc)) from None
 
 
@@ -60,7 +57,7 @@ def cost_model_efficiency(cost_model: dict, input_len: int, output_len: int, bat
 # ---- grid and enumeration ------------------------------------------------------------------
 def fitted_ranges(conditional: dict, runs: pd.DataFrame | None) -> tuple[tuple[float, float], tuple[float, float]]:
     """The (d/sqrt(N), r) box the law was fitted on: runs with r inside the fit's r_range (columns: the fit's mapping)."""
-    mapping = (conditional.get("columns") or {}) if conditional.get("forms") else {}
+    mapping = conditional.get("columns") or {}  # a fit's mapping; a bare r_range has none
     xc, rc, lc = (mapping.get(k) or _default_column(k) for k in ("x", "r", "loss"))
     r_lo, r_hi = (float(v) for v in conditional.get("r_range") or BROAD_R)
     if runs is None or len(runs) == 0 or xc not in runs or rc not in runs:

@@ -29,6 +29,7 @@ import pandas as pd
 
 from ..arch import Architecture, Scale
 from ..law.laws import Law, LawError
+from ..law.result import FormFit
 from .algorithm import Efficiency, enumerate_candidates
 from .targets import SearchError
 
@@ -223,11 +224,12 @@ def probability_within(law: Law, x: float, r: float, l_opt: float | None, target
     return float(np.mean(s[ok] <= bound[ok] + 1e-12)), None
 
 
-def attach_probabilities(result: dict[str, Any], forms: dict[str, dict], name: str = "fit") -> dict[str, Any]:
+def attach_probabilities(result: dict[str, Any], forms: dict[str, FormFit | dict], name: str = "fit") -> dict[str, Any]:
     """Algorithm 1's result (:func:`~archscale.search.selection.select`): add to Panda, Surefire and the
     baseline the bootstrap probability that their predicted loss is within the loss target.
 
-    ``forms``: the fit's forms (conditional.json ``forms``, with their ``samples``). A baseline's
+    ``forms``: the fit's forms (:class:`~archscale.law.result.FormFit`, or the dicts of conditional.json
+    ``forms`` as candidates.json ``law_forms`` holds them, with their ``samples``). A baseline's
     predicted loss as the target is compared per bootstrap sample (paired). In place; returns it.
     """
     law = Law(name=name, source=name, forms=dict(forms), range={})

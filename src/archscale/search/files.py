@@ -30,7 +30,7 @@ def prepare_from_files(
     candidates["inputs"] = {"runs": str(runs_path), "fit": str(fit_path), "cost_model": str(cost_model_path)}
     candidates["cost_model_spearman"] = cost_model.get("spearman")
     # The fitted form's coefficients and bootstrap samples: the picks' probabilities at select time.
-    candidates["law_forms"] = {s.form: law.fit["forms"][s.form]}
+    candidates["law_forms"] = {s.form: law.forms[s.form].to_dict()}
     return candidates, space
 
 

@@ -32,7 +32,7 @@ from ..simulate import plan_frame, reference_losses, true_optima
 def prior_params(law: Law) -> tuple[str, np.ndarray]:
     form = law.default_form
     f = law.forms[form]
-    a, b = (normalise_multiplicative(f["a"], f["b"]) if form == "multiplicative" else (f["a"], f["b"]))
+    a, b = (normalise_multiplicative(f.a, f.b) if form == "multiplicative" else (f.a, f.b))
     return form, np.array([a[0], a[1], a[2], b[1], b[2]], float)
 
 

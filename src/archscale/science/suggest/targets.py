@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...law.laws import Law
+from ...law.result import Optimum
 from ...sweeps import Sweep
 from ..fits import KNOBS
 from .design import LawDesign
@@ -142,7 +143,7 @@ def law_targets(law: Law, design: LawDesign, width: float) -> tuple[list[dict], 
     wider than ``width`` times the optimum; and a note for each knob that is not a target."""
     from ...analysis.effects import KNOB_LABELS
 
-    opt = law.forms[design.form].get("optimum") or {}
+    opt = law.forms[design.form].optimum or Optimum()
     targets, notes = [], []
     for knob, (i1, i2) in KNOBS.items():
         label = KNOB_LABELS[knob]
@@ -150,7 +151,8 @@ def law_targets(law: Law, design: LawDesign, width: float) -> tuple[list[dict], 
             notes.append(f"fitted {label}*: the law has no interior minimum of {label} (c1 = {design.P[i1]:.3g}, "
                          f"c2 = {design.P[i2]:.3g}); there is no optimum interval to narrow")
             continue
-        val, ci, why = opt.get(knob), opt.get(f"{knob}_ci"), opt.get(f"{knob}_reason")
+        k = opt.knob(knob)
+        val, ci, why = k.value, k.interval, k.reason
         point = float(design.P[i2] / design.P[i1])
         ci = list(ci) if ci and None not in ci else None
         if val is not None and ci is not None and ci[1] - ci[0] <= width * val:
