@@ -40,6 +40,18 @@ include: "workflow/rules/export.smk"
 include: "workflow/rules/evaluate.smk"
 
 
+# Jobs of a second or two that read or summarise the others run where Snakemake runs (the
+# submit host) under a cluster executor: a queue wait would cost more than the job.
+localrules:
+    all,
+    plan,
+    cost_model,
+    data_manifest,
+    aggregate,
+    search_select,
+    report,
+
+
 rule all:
     default_target: True
     input:

@@ -31,12 +31,23 @@ WORKFLOW_FILES = ["Snakefile", "workflow", "config", "profiles", "resources", "s
                   "pyproject.toml", "slurm"]
 
 
-def env_for_runs() -> dict[str, str]:
+def env_for_runs(cluster: bool = False) -> dict[str, str]:
+    """The environment of a Snakemake run of the tests.
+
+    ``cluster=False`` (every run but the SLURM integration tests') points SLURM_CONF at an empty
+    file: such a run never talks to SLURM, and the SLURM executor plugin runs `scontrol show
+    config` whenever Snakemake loads it, which waits up to 10 s on a machine that has SLURM's
+    client tools but no reachable controller (CI before its cluster starts, a laptop with a
+    stopped one). With an empty config scontrol fails at once and the plugin falls back to its
+    default, as it does where SLURM is not installed.
+    """
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     # A user's own SBATCH_* settings must not leak into the test cluster's submissions.
     for var in ("SBATCH_PARTITION", "SBATCH_ACCOUNT", "SNAKEMAKE_PROFILE"):
         env.pop(var, None)
+    if not cluster:
+        env["SLURM_CONF"] = os.devnull
     return env
 
 
@@ -96,9 +107,10 @@ _counter = iter(range(10**6))
 
 
 def snakemake(workdir: Path, *args: str, timeout: float = 900, check: bool = True,
-              env: dict[str, str] | None = None, snakefile: Path | None = None) -> Run:
+              env: dict[str, str] | None = None, snakefile: Path | None = None, cluster: bool = False) -> Run:
     """Run ``snakemake ARGS`` with ``workdir`` as the current directory (as a user would).
 
+    ``cluster``: the run submits to the SLURM test cluster (:func:`env_for_runs`).
     ``snakefile``: run another Snakefile on ``workdir`` (``--snakefile ... --directory workdir``,
     two cores), as the rule-level tests do with the repository's."""
     workdir = Path(workdir)
@@ -110,7 +122,7 @@ def snakemake(workdir: Path, *args: str, timeout: float = 900, check: bool = Tru
     start = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.run([SNAKEMAKE, *args], cwd=workdir, stdout=fh, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, env={**env_for_runs(), **(env or {})}, timeout=timeout)
+                              stdin=subprocess.DEVNULL, env={**env_for_runs(cluster), **(env or {})}, timeout=timeout)
     run = Run(list(args), proc.returncode, log.read_text(), time.perf_counter() - start, log)
     if check and run.returncode != 0:
         pytest.fail(f"snakemake failed:\n{run.tail()}\n{failed_job_logs(workdir, run.output)}")
@@ -210,6 +222,12 @@ def submitted(output: str) -> dict[str, list[str]]:
 
 
 # ---- the local SLURM cluster ----------------------------------------------------------------
+#: Added to `snakemake --profile slurm` by the SLURM tests: the test cluster answers status
+#: queries at once, so the first check 2 s after a submission instead of the profile's 10 s (the
+#: plugin adds 10 s per check that finds nothing finished and starts over after one that does).
+FAST_STATUS = ("--slurm-init-seconds-before-status-checks", "2")
+
+
 def slurm_status() -> str | None:
     """None when a cluster answers with an idle/mixed/allocated node, else why not."""
     if shutil.which("sinfo") is None:

@@ -10,7 +10,7 @@ checkpoints, under the policy of profiles/slurm/config.yaml:
   the test node; the job runs on the CPU there) and SLURM schedules it; a GPU model the cluster
   does not have is rejected at submission.
 
-One small architecture, trained long enough (about a minute on 2 cores) to be interrupted with a
+One small architecture, trained long enough (about half a minute on 2 cores) to be interrupted with a
 few checkpoints behind it. Data preparation runs locally first: it is not what is tested here.
 """
 
@@ -26,6 +26,7 @@ import yaml
 
 from archscale.plan import build_plan
 from helpers.workflow import (
+    FAST_STATUS,
     SNAKEMAKE,
     copy_workflow,
     env_for_runs,
@@ -49,7 +50,7 @@ def resume_config(tiny: dict) -> dict:
     model a100 per training job (the fake GPU of tests/slurm/start.sh)."""
     config = json.loads(json.dumps(tiny))
     scale = config["scales"][0]
-    scale["tokens_per_param"] = 40
+    scale["tokens_per_param"] = 15  # ~110 steps of 4,096 tokens: checkpoints every 10
     scale.pop("architectures", None)
     scale.pop("horizons", None)
     for sweep in scale["grid"]:
@@ -83,9 +84,9 @@ def start_training(workdir: Path, arch: str, *extra: str) -> tuple[subprocess.Po
     log.parent.mkdir(exist_ok=True)
     fh = open(log, "w")
     proc = subprocess.Popen(
-        [SNAKEMAKE, f"results/train/{arch}/metrics.json", "--profile", "slurm", "--configfile",
+        [SNAKEMAKE, f"results/train/{arch}/metrics.json", "--profile", "slurm", *FAST_STATUS, "--configfile",
          "config/resume.yaml", *extra],
-        cwd=workdir, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env_for_runs(),
+        cwd=workdir, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env_for_runs(cluster=True),
     )
     return proc, log
 
@@ -126,6 +127,19 @@ def scontrol(job_id: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in out.split() if "=" in item)
 
 
+def wait_for_state(job_id: str, state: str, timeout: float) -> dict[str, str]:
+    """``scontrol show job`` once the job is in ``state`` (a requeued job first completes its
+    SIGTERM grace, up to KillWait)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = scontrol(job_id)
+        if info.get("JobState") == state:
+            return info
+        if time.monotonic() > deadline:
+            pytest.fail(f"job {job_id} not {state} within {timeout} s: {info.get('JobState')}")
+        time.sleep(0.5)
+
+
 def finish(proc: subprocess.Popen, log: Path, timeout: float = 900) -> str:
     try:
         proc.wait(timeout=timeout)
@@ -151,6 +165,11 @@ def test_preempted_training_job_is_requeued_by_slurm_and_resumes(prepared):
     assert info.get("Requeue") == "1", f"training jobs must be requeueable: {info.get('Requeue')}"
 
     subprocess.run(["scontrol", "requeue", job["id"]], check=True, timeout=30)
+    # SLURM holds a requeued batch job for two minutes (Reason=BeginTime); a preempted job on a
+    # busy cluster waits for resources anyway. Release the hold: the same job, restarted now.
+    held = wait_for_state(job["id"], "PENDING", timeout=120)
+    assert int(held.get("Restarts", "0")) >= 1, held
+    subprocess.run(["scontrol", "update", f"JobId={job['id']}", "StartTime=now"], check=True, timeout=30)
     output = finish(proc, log)
     assert proc.returncode == 0, output[-4000:]
 
@@ -173,8 +192,8 @@ def test_cancelled_training_job_resumes_when_the_workflow_runs_again(prepared):
     assert proc.returncode != 0, "snakemake should report the cancelled job as failed"
     assert not (workdir / "results" / "train" / arch / "metrics.json").exists(), "a cancelled job left a finished-looking output"
 
-    run = snakemake(workdir, f"results/train/{arch}/metrics.json", "--profile", "slurm", "--configfile",
-                    "config/resume.yaml", timeout=900)
+    run = snakemake(workdir, f"results/train/{arch}/metrics.json", "--profile", "slurm", *FAST_STATUS, "--configfile",
+                    "config/resume.yaml", timeout=900, cluster=True)
     new_ids = submitted(run.output).get("train", [])
     assert len(new_ids) == 1 and new_ids[0] != job["id"], run.tail()
     m = metrics(workdir, arch)
@@ -188,7 +207,7 @@ def test_gpu_model_the_cluster_lacks_is_rejected_at_submission(prepared):
     bad["compute"]["gpu_model"] = "h100"
     write_config(workdir, bad, "resume-h100.yaml")
     run = snakemake(workdir, f"results/train/{arch_ids[-1]}/metrics.json", "--profile", "slurm",
-                    "--configfile", "config/resume-h100.yaml", "--retries", "0", check=False, timeout=300)
+                    *FAST_STATUS, "--configfile", "config/resume-h100.yaml", "--retries", "0", check=False, timeout=300, cluster=True)
     assert run.returncode != 0, run.tail()
     assert "Requested node configuration is not available" in run.output, run.tail()
     assert "--gpus=h100:1" in run.output, run.tail()

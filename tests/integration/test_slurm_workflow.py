@@ -1,9 +1,10 @@
-"""The workflow end to end on a real SLURM controller, through the exact command
-of the README, typed at the root of a checkout:
+"""The workflow end to end on a real SLURM controller, through the command of the README, typed
+at the root of a checkout:
 
     snakemake --profile slurm --configfile config/test-tiny.yaml
 
-(`./slurm` is the link to profiles/slurm/ that Snakemake's profile lookup finds.) Needs the
+with a shorter first status check (FAST_STATUS). The Snakefile's local rules run on the submit
+host; every other job is a SLURM job. (`./slurm` is the link to profiles/slurm/ that Snakemake's profile lookup finds.) Needs the
 single-node cluster of tests/slurm/start.sh; skipped, saying why, without one (a failure under
 ARCHSCALE_REQUIRE_SLURM=1, as in .ci/run).
 """
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from helpers.workflow import (
+    FAST_STATUS,
     copy_workflow,
     job_stats,
     nothing_to_do,
@@ -32,12 +34,21 @@ pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.slow, pyte
 CONFIG = "config/test-tiny.yaml"
 
 
+def local_rules(workdir) -> set[str]:
+    """The rules the Snakefile's `localrules:` block keeps on the submit host."""
+    text = (workdir / "Snakefile").read_text()
+    block = re.search(r"^localrules:\n((?:[ \t]+\w+,?\n)+)", text, flags=re.M)
+    assert block, "no localrules block in the Snakefile"
+    return set(re.findall(r"\w+", block.group(1)))
+
+
 @pytest.fixture(scope="module")
 def slurm_run(slurm_cluster, tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("slurm-e2e"))
     # What the run will do, from the same command as a dry-run (job counts per rule).
-    plan = snakemake(workdir, "--profile", "slurm", "--configfile", CONFIG, "-n")
-    run = snakemake(workdir, "--profile", "slurm", "--configfile", CONFIG, timeout=2400)
+    plan = snakemake(workdir, "--profile", "slurm", "--configfile", CONFIG, "-n", cluster=True)
+    run = snakemake(workdir, "--profile", "slurm", *FAST_STATUS, "--configfile", CONFIG, timeout=2400,
+                    cluster=True)
     return workdir, plan, run
 
 
@@ -49,13 +60,16 @@ def test_profile_is_found_at_the_repository_root(slurm_run):
 
 def test_every_job_ran_as_a_slurm_job_and_finished(slurm_run):
     workdir, plan, run = slurm_run
-    local = set(re.findall(r"^localrule (\w+):", run.output, flags=re.M))  # `all` only
-    expected = {rule: n for rule, n in job_stats(plan.output).items() if rule not in local}
+    local = set(re.findall(r"^local(?:rule|checkpoint) (\w+):", run.output, flags=re.M))
+    planned = job_stats(plan.output)
+    # The Snakefile's local rules (summaries of a second or two) ran on the submit host, and
+    # nothing else did.
+    assert local == local_rules(workdir) & (set(planned) | {"all"}), f"jobs ran outside SLURM: {local}"
+    expected = {rule: n for rule, n in planned.items() if rule not in local}
     assert expected.get("train", 0) >= 2, plan.tail()
-    assert local <= {"all"}, f"jobs ran outside SLURM: {local}"
     ids = submitted(run.output)
-    # No checkpoint: every job the dry-run listed (the search's throughput_candidates included)
-    # was submitted to SLURM, as many times as listed, and nothing else.
+    # Every other job the dry-run listed (the search's throughput_candidates included) was
+    # submitted to SLURM, as many times as listed, and nothing else.
     for rule, count in expected.items():
         assert len(ids.get(rule, [])) == count, f"{rule}: planned {count}, submitted {ids.get(rule)}\n{run.tail()}"
     assert set(ids) == set(expected), ids
@@ -96,6 +110,6 @@ def test_results_of_the_slurm_run(slurm_run):
 
 def test_rerun_with_nothing_to_do_submits_nothing(slurm_run):
     workdir, _, _ = slurm_run
-    run = snakemake(workdir, "--profile", "slurm", "--configfile", CONFIG)
+    run = snakemake(workdir, "--profile", "slurm", *FAST_STATUS, "--configfile", CONFIG, cluster=True)
     assert nothing_to_do(run.output), run.tail()
     assert parse_jobs(run.output) == [] and submitted(run.output) == {}, run.tail()

@@ -96,6 +96,8 @@ def test_report_writes_every_figure_and_table_and_lists_them(study, built):
     assert len(table) == 6 and {"MSE (own L_opt, optimistic)", "MSE (L_opt extrapolated)"} <= set(table[0])
     page = open(out["findings"]).read()
     assert "Validation table (both references)" in page and "optimistic" in page
+    # The effects table (one row per one-knob sweep, intervals of differences) on the same page.
+    assert "<table" in page.split("Effects against seed noise (table)")[1].split("<h3>")[0]
     # Every measured batch size of the grid's sweeps at the search's scale, plus the GQA walk.
     assert by_name["throughput"]["batch_sizes"] == study["config"]["throughput"]["batch_sizes"]
     assert by_name["throughput"]["points"] >= 2 * 6
@@ -271,7 +273,7 @@ def test_report_states_the_cost_models_spearman():
 def test_loss_figures_show_seed_spread_and_the_law_only_where_it_is_a_finding(study, tmp_path):
     """Several seeds: one point per architecture with its seed sd as error bar; one panel per knob
     (scales as colours); the law with its optimum's interval only where the optimum is resolved."""
-    from archscale.report.figures import _seed_means, loss_vs_knob
+    from archscale.report.figures import loss_vs_knob, seed_points
     from archscale.report.findings import resolved_optima
 
     runs = study["runs"].copy()
@@ -289,8 +291,11 @@ def test_loss_figures_show_seed_spread_and_the_law_only_where_it_is_a_finding(st
         assert "error bars are the seed sd" in got["caption"] and "[" in got["caption"]
         assert mpimg.imread(tmp_path / f"{knob}.png").ndim == 3
     first = seeded[seeded["arch_id"] == extra["arch_id"].iloc[0]]
-    means = _seed_means(first, "d_over_sqrt_n", "mlp_attn_ratio").iloc[0]
-    assert means["n_seeds"] == 2 and means["valid_loss"] == pytest.approx(first["valid_loss"].mean())
+    point = seed_points(first, "d_over_sqrt_n").iloc[0]
+    # the error bar is the seed sd: two seeds 0.03 apart
+    assert point["n"] == 2 and point["m"] == pytest.approx(first["valid_loss"].mean())
+    assert point["sd"] == pytest.approx(0.03 / 2**0.5)
+    assert seed_points(runs.iloc[:1], "d_over_sqrt_n").iloc[0]["sd"] == 0.0  # one seed: no bar
     one = loss_vs_knob(runs, law, "d", tmp_path / "one.png", resolved)
     assert one["seeded_architectures"] == 0 and "one seed each" in one["caption"]
 

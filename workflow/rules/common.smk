@@ -139,6 +139,9 @@ def train_runtime(wildcards, attempt):
 
 
 TRAIN_PRIORITY = PLAN.train_priorities()
+# The data jobs gate every training job: when cores are short (a local run) they go first, ahead
+# of the throughput jobs (which need no training) and of any training job.
+DATA_PRIORITY = max(TRAIN_PRIORITY.values(), default=0) + 1
 
 
 def train_priority(wildcards):

@@ -18,6 +18,7 @@ checkpoint tokenizer:
         "logs/tokenizer.log",
     benchmark:
         "benchmarks/tokenizer.tsv"
+    priority: DATA_PRIORITY
     conda:
         "../../environment.yml"
     threads: 8
@@ -45,6 +46,7 @@ rule tokenize:
         "logs/tokenize/{source}/{shard}.log",
     # No benchmark (snakemake forbids it on cached rules): the log has the timing.
     cache: "omit-software"
+    priority: DATA_PRIORITY
     conda:
         "../../environment.yml"
     # One thread per job: shards are the unit of parallelism.
@@ -65,6 +67,7 @@ checkpoint data_manifest:
         "results/data/manifest.json",
     log:
         "logs/data_manifest.log",
+    priority: DATA_PRIORITY
     conda:
         "../../environment.yml"
     params:

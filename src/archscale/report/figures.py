@@ -68,16 +68,13 @@ def _scales(runs: pd.DataFrame) -> list[str]:
     return order.index.tolist()
 
 
-def _seed_means(sub: pd.DataFrame, col: str, other: str) -> pd.DataFrame:
-    """One point per architecture: mean validation loss over its seed runs, min and max."""
-    key = "arch_id" if "arch_id" in sub.columns else None
-    if key is None:
-        return sub.assign(lo=sub["valid_loss"], hi=sub["valid_loss"], n_seeds=1)
-    g = sub.groupby(key, sort=False)
-    out = g.agg(**{col: (col, "first"), other: (other, "first"), "mlp_attn_ratio_": ("mlp_attn_ratio", "first"),
-                   "valid_loss": ("valid_loss", "mean"), "lo": ("valid_loss", "min"), "hi": ("valid_loss", "max"),
-                   "n_seeds": ("valid_loss", "size")})
-    return out.reset_index()
+def seed_points(grp: pd.DataFrame, col: str) -> pd.DataFrame:
+    """One point per architecture, sorted by ``col``: its position ``x``, mean validation loss over
+    its seed runs ``m``, their sd ``sd`` (0 with one seed) and seed count ``n``."""
+    g = grp.groupby("arch_id").agg(x=(col, "first"), m=("valid_loss", "mean"), sd=("valid_loss", "std"),
+                                   n=("valid_loss", "size")).sort_values("x")
+    g["sd"] = g["sd"].fillna(0.0).where(g["n"] > 1, 0.0)
+    return g
 
 
 def at_scale_budget(runs: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
@@ -144,9 +141,8 @@ def loss_vs_knob(runs: pd.DataFrame, law: Law, knob: str, path: str | Path,
     for i, scale in enumerate(_scales(runs)):
         sub = along[along["scale"] == scale]
         for j, (sweep, grp) in enumerate(sub.groupby("sweep_key", sort=True)):
-            g = grp.groupby("arch_id").agg(x=(col, "first"), m=("valid_loss", "mean"), sd=("valid_loss", "std"),
-                                           n=("valid_loss", "size")).sort_values("x")
-            y, err = g["m"] / l_opt[scale], (g["sd"].fillna(0.0) / l_opt[scale]).where(g["n"] > 1, 0.0)
+            g = seed_points(grp, col)
+            y, err = g["m"] / l_opt[scale], g["sd"] / l_opt[scale]
             seeded += int((g["n"] > 1).sum())
             ax.errorbar(g["x"], y, yerr=err if (g["n"] > 1).any() else None, fmt="o", ms=4, lw=1, capsize=2,
                         color=f"C{i}", ls="-" if j == 0 else "--",
