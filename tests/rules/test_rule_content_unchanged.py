@@ -20,6 +20,7 @@ from archscale.preflight import preflight
 
 configfile: "config/config.yaml"
 STUDY = preflight(config, notify=lambda line: None)
+DATA_PRIORITY = 1
 CORPUS_DIR = Path(config["data"]["corpus_dir"])
 SHARDS = sorted(CORPUS_DIR.glob(config["data"]["shard_glob"]))
 SHARD_KEYS = [(p.parent.name, p.name[: -len(".json.gz")]) for p in SHARDS]
