@@ -173,6 +173,7 @@ def test_effects_table_rows_match_the_effects_and_the_report_renders_them():
     assert rows["s1"]["rise_high_ci95"][0] > 0 and rows["s1"]["per_run_sd"] == pytest.approx(0.01)
     assert (rows["s1"]["best_at"], rows["s1"]["seeds"], rows["s1"]["architectures"]) == (0.4, "3", 4)
     assert rows["s2"]["verdict"] == "falls, resolved" and rows["s2"]["knob"] == "r"
+    assert rows["s2"]["rise_low"] == pytest.approx(0.2)  # the low end's rise over the best (high) end
     assert rows["s2"]["rise_high"] is None or np.isnan(rows["s2"]["rise_high"])  # the best point is the high end
     assert rows["s3"]["verdict"] == "interior minimum not resolved"
     assert all("Holm" in c and "(3 sweep(s))" in c for c in table["correction"])
