@@ -30,11 +30,12 @@ run: $(STAMP)
 ## Unit, rule-level and integration tests: two pytest-xdist workers, a test file per worker at a
 ## time (--dist loadfile: the tests that read the one tiny study live in one file, so it runs
 ## once), then the tests that need both cores alone (marker `serial`). Every test has a timeout
-## (pyproject.toml); the 15 slowest are listed.
+## (pyproject.toml); the 15 slowest are listed. TESTS=... narrows the selection (CI's newest end).
 PYTEST := PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest -q
+TESTS ?= tests
 test: $(STAMP)
-	$(PYTEST) -n 2 --dist loadfile --durations=15 -m "not serial$(if $(MARKERS), and ($(MARKERS)))" tests
-	$(PYTEST) --durations=5 -m "serial$(if $(MARKERS), and ($(MARKERS)))" tests
+	$(PYTEST) -n 2 --dist loadfile --durations=15 -m "not serial$(if $(MARKERS), and ($(MARKERS)))" $(TESTS)
+	$(PYTEST) --durations=5 -m "serial$(if $(MARKERS), and ($(MARKERS)))" $(TESTS)
 
 ## Library unit tests that train nothing and run no workflow (marker `slow` excluded): seconds.
 test-fast: $(STAMP)
