@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from archscale.law import LawError, load_law
-from archscale.law.calibration import fit_form, predict_loss, u_factor
+from archscale.law.calibration import fit_form
+from archscale.law.form import predict_loss, u_factor
 from archscale.law.laws import NAMED_LAWS, Law, law_from_conditional
 from archscale.law.result import (
     FormFit,

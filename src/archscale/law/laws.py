@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .calibration import FORMS, optimum as factor_optimum, predict_loss, u_factor
+from .form import FORMS, optimum as factor_optimum, predict_loss, u_factor
 from .chinchilla import predict_loss as chinchilla_predict
 from .result import FormFit, Optimum, read_forms
 
@@ -81,7 +81,7 @@ class Law:
 
     @property
     def fitted_forms(self) -> list[str]:
-        """The forms with coefficients, in :data:`~archscale.law.calibration.FORMS` order."""
+        """The forms with coefficients, in :data:`~archscale.law.form.FORMS` order."""
         return [f for f in FORMS if f in self.forms]
 
     @property

@@ -34,7 +34,8 @@ import pandas as pd
 import pyarrow as pa
 
 from ..ranks import spearman
-from .calibration import FORMS, fit_form, predict_loss
+from .calibration import fit_form
+from .form import FORMS, predict_loss
 from .chinchilla import FitError, fit_chinchilla
 from .chinchilla import predict_loss as chinchilla_predict
 from .conditional import _key, check_runs, empirical_l_opt, resolve_columns, run_ids

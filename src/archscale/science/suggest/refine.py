@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ...law.calibration import _design, normalise_multiplicative
+from ...law.calibration import _design
+from ...law.form import normalise_multiplicative
 from ...law.laws import Law
 from ...plan import PlannedRun
 from ...search.algorithm import enumerate_space

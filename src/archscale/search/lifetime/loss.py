@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...law.calibration import u_factor
+from ...law.form import u_factor
 from ...law.chinchilla import predict_loss as chinchilla_predict
 from ...law.laws import Law
 from .inputs import ASSUMPTION, LifetimeError
