@@ -37,7 +37,7 @@ from ..io import finite_or_none, json_clean
 from ..ranks import spearman
 from .chinchilla import FitError
 from .guards import capture_warnings, knob_support, optimum_in_range, rank_check
-from .form import FORMS, _extended_ratio, form_loss, optimum, u_factor
+from .form import FORMS, extended_ratio, form_loss, optimum, u_factor
 
 N_COEF = 5  # free coefficients in either form (a0, a1, a2, b1, b2)
 COEF_NAMES = ["a0", "a1", "a2", "b1", "b2"]
@@ -295,7 +295,7 @@ def multiplicative_optima(a, b, factors: dict, samples: np.ndarray | None, opts:
         if samples is None:
             return None
         c1, c2 = samples[:, cols[key][0]], samples[:, cols[key][1]]
-        ext = _extended_ratio(c1, c2)
+        ext = extended_ratio(c1, c2)
         ext = ext[~np.isnan(ext)]
         opt[f"{key}_interior_fraction"] = float(np.mean((c1 > 0) & (c2 > 0)))
         return _ci_list(np.percentile(ext, lo_q), np.percentile(ext, hi_q)) if ext.size >= 2 else None

@@ -36,7 +36,7 @@ import pandas as pd
 
 from ..io import json_clean
 from .calibration import N_COEF, fit_form  # noqa: F401  (re-exported: the law's public surface)
-from .form import FORMS, _extended_ratio, normalise_multiplicative, optimum, predict_loss, u_factor  # noqa: F401
+from .form import FORMS, normalise_multiplicative, optimum, predict_loss, u_factor  # noqa: F401
 from .chinchilla import ChinchillaFit, FitError, fit_chinchilla
 from .chinchilla import predict_loss as chinchilla_predict
 

@@ -58,7 +58,7 @@ def optimum(c1: float, c2: float, name: str = "x") -> tuple[float | None, str | 
     return None, f"no interior optimum: the stationary point of {name} is a maximum (c1 = {c1:.3g}, c2 = {c2:.3g})"
 
 
-def _extended_ratio(c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
+def extended_ratio(c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
     """c2/c1 where it is a minimum; +inf where loss falls forever; 0 where it rises; nan for a maximum."""
     out = np.full(c1.shape, np.nan)
     ok = (c1 > 0) & (c2 > 0)
